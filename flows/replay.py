@@ -1,0 +1,31 @@
+"""The replay flow: recorded feed files -> market sync -> DuckDB (and Kafka when configured).
+
+Run it with `oddsflow replay FILE... --db PATH`, or straight with Bytewax:
+`python -m bytewax.run "flows.replay:get_flow(['data/sample.jsonl.gz'], 'out/sample.duckdb')"`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+
+from flows.sources import ReplaySource
+from operators.dataflow import market_sync
+from operators.settings import DEFAULT_RULES, Rules
+from sinks.duckdb_sink import DuckDBSink
+
+
+def get_flow(
+    files: list[str | Path],
+    db: str | Path,
+    speed: float = 0.0,
+    rules: Rules = DEFAULT_RULES,
+    publish_every_s: float = 2.0,
+) -> Dataflow:
+    flow = Dataflow("oddsflow_replay")
+    lines = op.input("read", flow, ReplaySource([Path(f) for f in files], speed))
+    rows = market_sync("sync", lines, rules)  # shape: (key, [Row])
+    op.output("duckdb", rows, DuckDBSink(Path(db), publish_every_s=publish_every_s))
+    return flow

@@ -1,0 +1,125 @@
+"""Match state built from the feed: teams, period, clock, score, cards, goals in review."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from operators.events import (
+    Card,
+    Clock,
+    FeedEvent,
+    Fixture,
+    Goal,
+    MatchEnd,
+    PeriodEnd,
+    PeriodStart,
+)
+from operators.rows import MatchRow
+
+MINUTES_BEFORE = {1: 0, 2: 45, 3: 90, 4: 105}
+
+
+@dataclass(slots=True)
+class GoalRecord:
+    team: str
+    state: str
+
+
+@dataclass(slots=True)
+class MatchState:
+    """One match as the feed describes it; `apply` folds one validated line in."""
+
+    match_id: str
+    provider: str
+    home: str
+    away: str
+    kickoff: int
+    home_rate: float
+    away_rate: float
+    period: int = 0
+    status: str = "scheduled"  # scheduled -> live <-> break -> ended
+    minute: int = 0
+    period_start_ts: int = 0
+    home_score: int = 0
+    away_score: int = 0
+    home_red: int = 0
+    away_red: int = 0
+    goals: dict[str, GoalRecord] = field(default_factory=dict)
+    last_ts: int = 0
+
+    @classmethod
+    def from_fixture(cls, ev: Fixture) -> MatchState:
+        return cls(
+            match_id=ev.match_id,
+            provider=ev.provider,
+            home=ev.home,
+            away=ev.away,
+            kickoff=ev.kickoff,
+            home_rate=ev.home_rate,
+            away_rate=ev.away_rate,
+            last_ts=ev.ts,
+        )
+
+    @property
+    def in_play(self) -> bool:
+        return self.status in ("live", "break")
+
+    def apply(self, ev: FeedEvent) -> bool:
+        """Fold `ev` in; True when a `matches` column changed."""
+        self.last_ts = max(self.last_ts, ev.ts)
+        if isinstance(ev, Clock):
+            minute = ev.minute
+            changed = minute != self.minute
+            self.minute = minute
+            return changed
+        if isinstance(ev, PeriodStart):
+            self.period, self.status = ev.period, "live"
+            self.period_start_ts = ev.ts
+            self.minute = max(self.minute, MINUTES_BEFORE.get(ev.period, self.minute))
+            return True
+        if isinstance(ev, PeriodEnd):
+            self.status = "break"
+            return True
+        if isinstance(ev, Goal):
+            return self._apply_goal(ev)
+        if isinstance(ev, Card) and ev.color != "yellow":
+            if ev.team == "home":
+                self.home_red += 1
+            else:
+                self.away_red += 1
+            return True
+        if isinstance(ev, MatchEnd):
+            # The official result wins over the score built from goal lines.
+            self.status = "ended"
+            self.home_score, self.away_score = ev.home_score, ev.away_score
+            return True
+        return False
+
+    def _apply_goal(self, ev: Goal) -> bool:
+        known = self.goals.get(ev.goal_id)
+        was_counted = known is not None and known.state == "confirmed"
+        self.goals[ev.goal_id] = GoalRecord(ev.team, ev.state)
+        delta = (ev.state == "confirmed") - was_counted
+        if delta == 0:
+            return False
+        if ev.team == "home":
+            self.home_score += delta
+        else:
+            self.away_score += delta
+        return True
+
+    def row(self, ts: int) -> MatchRow:
+        return MatchRow(
+            match_id=self.match_id,
+            home=self.home,
+            away=self.away,
+            kickoff=self.kickoff,
+            period=self.period,
+            minute=self.minute,
+            home_score=self.home_score,
+            away_score=self.away_score,
+            home_red=self.home_red,
+            away_red=self.away_red,
+            status=self.status,
+            ts=ts,
+        )

@@ -1,0 +1,98 @@
+"""Raw feed line -> typed event or reject record.
+
+`parse_line` never raises: every failure becomes a `Reject` whose `reason` is a short code
+(`malformed_json`, `unknown_type`, `missing_field:<name>`, `invalid_field:<name>`, ...) and
+whose `detail` names the field and the problem in words.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import msgspec
+
+from operators.events import TYPE_NAMES, Event
+from operators.rows import Reject
+
+_decoder = msgspec.json.Decoder(Event)
+_peek = msgspec.json.Decoder(dict[str, object])
+_FIELD = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
+_MISSING = re.compile(r"missing required field `([A-Za-z0-9_]+)`")
+_CHECKED = re.compile(r"^`([A-Za-z0-9_]+)`")  # messages of the structs' own __post_init__ checks
+
+MAX_LINE_BYTES = 65_536
+
+
+class RawLine(NamedTuple):
+    """One line as it arrived: where from (`file:line` or `topic/partition/offset`) and its bytes."""
+
+    source: str
+    data: bytes
+
+
+def parse_line(raw: RawLine) -> Event | Reject:
+    """Decode one native v1 line; the typed event, or the reason it cannot be one."""
+    if len(raw.data) > MAX_LINE_BYTES:
+        return _reject(raw, "line_too_long", f"{len(raw.data)} bytes > {MAX_LINE_BYTES}")
+    try:
+        return _decoder.decode(raw.data)
+    except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
+        return _reject(raw, *_explain(raw.data, str(exc)))
+    except msgspec.DecodeError as exc:
+        return _reject(raw, "malformed_json", str(exc))
+
+
+def _explain(data: bytes, message: str) -> tuple[str, str]:
+    """Turn msgspec's validation message into (reason code, detail)."""
+    missing = _MISSING.search(message)
+    if missing:
+        return f"missing_field:{missing.group(1)}", message
+    field = _FIELD.search(message) or _CHECKED.search(message)
+    if field is None:
+        return "not_an_object", message
+    name = field.group(1)
+    if name == "type":
+        kind = _type_of(data)
+        if kind is None:
+            return "missing_field:type", message
+        if kind not in TYPE_NAMES:
+            return "unknown_type", f"unknown type {kind!r}"
+    return f"invalid_field:{name}", message
+
+
+def _type_of(data: bytes) -> str | None:
+    try:
+        value = _peek.decode(data).get("type")
+    except msgspec.MsgspecError:
+        return None
+    return value if isinstance(value, str) else repr(value)
+
+
+def _reject(raw: RawLine, reason: str, detail: str) -> Reject:
+    text = raw.data.decode("utf-8", errors="replace")
+    return Reject(source=raw.source, reason=reason, detail=detail, raw=text, ts=None,
+                  provider=None, match_id=None)
+
+
+class _Route(msgspec.Struct):
+    match_id: object = None
+    user_id: object = None
+
+
+_route = msgspec.json.Decoder(_Route)
+REJECTS_KEY = ""
+
+
+def route_key(raw: RawLine) -> str:
+    """The key a line is processed under: its match (feed lines, bets), `@user` for deposits,
+    and `REJECTS_KEY` for lines too broken to tell."""
+    try:
+        route = _route.decode(raw.data)
+    except msgspec.MsgspecError:
+        return REJECTS_KEY
+    if isinstance(route.match_id, str):
+        return route.match_id
+    if isinstance(route.user_id, str):
+        return "@" + route.user_id
+    return REJECTS_KEY

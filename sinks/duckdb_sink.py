@@ -1,0 +1,177 @@
+"""DuckDB sink: batched, idempotent upserts of output rows, plus a published read-only copy.
+
+The flow owns the writer database (`<db>.writer<suffix>`, next to `--db`); readers (the
+dashboard, analysts, tests) open the published file at `--db`, which `Publisher` replaces
+atomically every `publish_every_s` seconds while rows arrive, and at the end. DuckDB allows
+one writer or many readers per file, never both, so nobody ever waits on the flow's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import polars as pl
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from operators.rows import TABLE_OF, MarketStatusRow, Reject, Row
+from sinks.publish import Publisher
+from sinks.tables import Table, schema_sql, tables
+
+log = logging.getLogger(__name__)
+
+# Row types that feed more than their own table.
+EXTRA_TABLES: dict[type, tuple[str, ...]] = {MarketStatusRow: ("market_history",)}
+# Tables that hold the latest state per key: the newest `version` wins (None: the last row).
+LATEST: dict[str, str | None] = {"matches": None, "market_status": "version"}
+
+
+def writer_path(db: Path) -> Path:
+    """Where the flow keeps its own read-write database for the published file `db`."""
+    return db.with_name(f"{db.stem}.writer{db.suffix or '.duckdb'}")
+
+
+@dataclass
+class SinkStats:
+    """What a sink wrote in this process: rows per table and rejects per reason."""
+
+    rows: Counter[str] = field(default_factory=Counter)
+    rejects: Counter[str] = field(default_factory=Counter)
+    matches: set[str] = field(default_factory=set)
+
+
+STATS = SinkStats()
+
+
+class DuckDBWriter:
+    """Buffers rows by type and upserts them in Arrow batches; no Bytewax here."""
+
+    def __init__(self, db: Path, batch_rows: int = 50_000, flush_every_s: float = 0.5,
+                 publish_every_s: float = 2.0) -> None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(str(writer_path(db)))
+        self.con.execute(schema_sql())
+        self.tables = tables()
+        self.batch_rows = batch_rows
+        self.flush_every_s = flush_every_s
+        self.buffers: dict[type, list[Row]] = defaultdict(list)
+        self.pending = 0
+        self.last_flush = time.monotonic()
+        self.publisher = Publisher(self.con, db, list(self.tables), publish_every_s)
+
+    def add(self, rows: list[Row]) -> None:
+        for row in rows:
+            self.buffers[type(row)].append(row)
+        self.pending += len(rows)
+        if self.pending >= self.batch_rows or (
+            time.monotonic() - self.last_flush >= self.flush_every_s
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every buffered row in one transaction; buffers are cleared whatever happens."""
+        try:
+            if self.pending:
+                self.con.execute("BEGIN")
+                for kind, rows in self.buffers.items():
+                    self._write(kind, rows)
+                self.con.execute("COMMIT")
+                self.publisher.mark_dirty()
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+        finally:
+            self.buffers.clear()
+            self.pending = 0
+            self.last_flush = time.monotonic()
+
+    def _write(self, kind: type, rows: list[Row]) -> None:
+        frame = pl.DataFrame(rows, schema=list(kind._fields), orient="row")  # type: ignore[attr-defined]
+        _count(kind, rows)
+        for name in (TABLE_OF[kind], *EXTRA_TABLES.get(kind, ())):
+            table = self.tables[name]
+            batch = frame.select(table.columns).cast(table.polars_schema)
+            if name in LATEST:
+                batch = _latest(batch, table, LATEST[name])
+            self.con.register("batch", batch)
+            try:
+                self.con.execute(_upsert_sql(table, LATEST.get(name, "")))
+            finally:
+                self.con.unregister("batch")
+            STATS.rows[name] += len(rows)
+
+    def close(self) -> None:
+        self.flush()
+        self.publisher.close()
+        self.con.close()
+
+
+def _latest(batch: pl.DataFrame, table: Table, version: str | None) -> pl.DataFrame:
+    if version is not None:
+        batch = batch.sort(version)
+    return batch.unique(subset=list(table.key), keep="last", maintain_order=True)
+
+
+def _upsert_sql(table: Table, version: str | None) -> str:
+    """Insert the local frame `batch` into `table`, idempotently.
+
+    Facts (history, events, rejects) are inserted once and never changed; latest-state
+    tables take the incoming row, or only a newer `version` when the table has one.
+    """
+    cols = ", ".join(table.columns)
+    head = f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM batch "
+    keys = ", ".join(table.key)
+    if version == "":
+        return head + f"ON CONFLICT ({keys}) DO NOTHING"
+    sets = ", ".join(f"{c} = excluded.{c}" for c in table.columns if c not in table.key)
+    where = f" WHERE excluded.{version} > {table.name}.{version}" if version else ""
+    return head + f"ON CONFLICT ({keys}) DO UPDATE SET {sets}{where}"
+
+
+def _count(kind: type, rows: list[Row]) -> None:
+    if kind is Reject:
+        STATS.rejects.update(r.reason.split(":", 1)[0] for r in rows)  # type: ignore[union-attr]
+    elif kind.__name__ == "MatchRow":
+        STATS.matches.update(r.match_id for r in rows)  # type: ignore[union-attr]
+
+
+class _Partition(StatefulSinkPartition[list[Row], None]):
+    def __init__(self, writer: DuckDBWriter) -> None:
+        self.writer = writer
+
+    def write_batch(self, values: list[list[Row]]) -> None:
+        """Called by Bytewax with each batch of per-line row lists."""
+        for rows in values:
+            self.writer.add(rows)
+
+    def snapshot(self) -> None:
+        """Called at the end of every epoch: flush, so a snapshot never runs ahead of DuckDB."""
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Called once when the input is exhausted: final flush and publish."""
+        self.writer.close()
+
+
+class DuckDBSink(FixedPartitionedSink[list[Row], None]):
+    """One partition, so exactly one worker (in one process) holds the writer connection.
+
+    In: `(key, [Row, ...])` from `market_sync`.
+    """
+
+    def __init__(self, db: Path, **writer_options: float) -> None:
+        self.db = db
+        self.options = writer_options
+
+    def list_parts(self) -> list[str]:
+        return ["duckdb"]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition:
+        return _Partition(DuckDBWriter(self.db, **self.options))  # type: ignore[arg-type]

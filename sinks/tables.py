@@ -1,0 +1,69 @@
+"""The DuckDB schema (`schema.sql`), read once: table names, columns and Polars types.
+
+The one place the sink and the dashboard learn what the tables look like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import duckdb
+import polars as pl
+
+_POLARS = {
+    "VARCHAR": pl.Utf8,
+    "BIGINT": pl.Int64,
+    "INTEGER": pl.Int32,
+    "DOUBLE": pl.Float64,
+    "BOOLEAN": pl.Boolean,
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    polars_schema: dict[str, pl.DataType]
+
+
+def schema_sql() -> str:
+    return resources.files("sinks").joinpath("schema.sql").read_text()
+
+
+@cache
+def tables() -> dict[str, Table]:
+    """Every table of schema.sql, by name, in the order the file defines them."""
+    con = duckdb.connect()
+    con.execute(schema_sql())
+    out: dict[str, Table] = {}
+    for (name,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() ORDER BY estimated_size, table_oid"
+    ).fetchall():
+        cols = con.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
+            "ORDER BY column_index",
+            [name],
+        ).fetchall()
+        key = con.execute(
+            "SELECT constraint_column_names FROM duckdb_constraints() "
+            "WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'",
+            [name],
+        ).fetchone()
+        out[name] = Table(
+            name=name,
+            columns=tuple(c for c, _ in cols),
+            key=tuple(key[0]) if key else (),
+            polars_schema={c: _polars_type(t) for c, t in cols},
+        )
+    con.close()
+    return out
+
+
+def _polars_type(sql_type: str) -> pl.DataType:
+    if sql_type.startswith("DECIMAL"):
+        precision, scale = sql_type[len("DECIMAL(") : -1].split(",")
+        return pl.Decimal(int(precision), int(scale))
+    return _POLARS[sql_type]
