@@ -97,19 +97,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     replay = sub.add_parser("replay", help="run the market-sync flow over recorded feed files")
-    replay.add_argument("files", nargs="+", type=Path, metavar="FILE",
-                        help="native JSONL feed files (.jsonl, .gz, .bz2)")
-    replay.add_argument("--db", type=Path, required=True,
-                        help="the DuckDB file to publish (read-only copy for readers); the "
-                        "flow writes <name>.writer.duckdb next to it")
-    replay.add_argument("--speed", type=float, default=0.0,
-                        help="0 (default): as fast as possible; X: X times real time by ts")
+    replay.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="native JSONL feed files (.jsonl, .gz, .bz2)",
+    )
+    replay.add_argument(
+        "--db",
+        type=Path,
+        required=True,
+        help="the DuckDB file to publish (read-only copy for readers); the "
+        "flow writes <name>.writer.duckdb next to it",
+    )
+    replay.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        help="0 (default): as fast as possible; X: X times real time by ts",
+    )
     replay.add_argument("--workers", type=int, default=1, help="Bytewax worker threads")
-    replay.add_argument("--recovery-dir", type=Path,
-                        help="Bytewax recovery store (created on first use) to resume after "
-                        "a crash")
-    replay.add_argument("--epoch-s", type=float, default=10.0,
-                        help="epoch (snapshot) interval in seconds (default 10)")
+    replay.add_argument(
+        "--recovery-dir",
+        type=Path,
+        help="Bytewax recovery store (created on first use) to resume after a crash",
+    )
+    replay.add_argument(
+        "--epoch-s",
+        type=float,
+        default=10.0,
+        help="epoch (snapshot) interval in seconds (default 10)",
+    )
     replay.set_defaults(run=_replay)
     for name, (_, help_text) in DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)

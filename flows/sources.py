@@ -121,8 +121,9 @@ class ReplaySource(FixedPartitionedSource[RawLine, int]):
     Out: `RawLine("<file name>:<line number>", bytes)`.
     """
 
-    def __init__(self, paths: list[Path], speed: float = 0.0,
-                 batch_lines: int = BATCH_LINES) -> None:
+    def __init__(
+        self, paths: list[Path], speed: float = 0.0, batch_lines: int = BATCH_LINES
+    ) -> None:
         self.paths = {f"{i}:{p.name}": p for i, p in enumerate(paths)}
         self.speed = speed
         self.batch_lines = batch_lines
@@ -131,5 +132,4 @@ class ReplaySource(FixedPartitionedSource[RawLine, int]):
         return list(self.paths)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FilePartition:
-        return _FilePartition(self.paths[for_part], resume_state or 0, self.speed,
-                              self.batch_lines)
+        return _FilePartition(self.paths[for_part], resume_state or 0, self.speed, self.batch_lines)

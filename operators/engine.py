@@ -7,7 +7,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from operators.events import Bet, Deposit, FeedEvent, Fixture, MatchEnd
+from operators.events import (
+    Bet,
+    Card,
+    Deposit,
+    FeedEvent,
+    Fixture,
+    Goal,
+    MatchEnd,
+    Penalty,
+    PeriodEnd,
+    PeriodStart,
+    Var,
+)
+from operators.markets import MatchMarkets
 from operators.match import MatchState
 from operators.parse import RawLine, parse_line
 from operators.rows import FeedEventRow, FeedGapRow, Reject, Row
@@ -21,6 +34,7 @@ class MatchProcessor:
 
     rules: Rules = DEFAULT_RULES
     match: MatchState | None = None
+    markets: MatchMarkets | None = None
     seqs: dict[str, SeqTracker] = field(default_factory=dict)
 
     def process(self, raw: RawLine) -> list[Row]:
@@ -55,12 +69,16 @@ class MatchProcessor:
         return out
 
     def _apply(self, raw: RawLine, ev: FeedEvent) -> list[Row]:
-        if isinstance(ev, Fixture):
-            self.match = MatchState.from_fixture(ev)
-            return [self.match.row(ev.ts)]
-        match = self.match
-        assert match is not None
         out: list[Row] = []
+        if isinstance(ev, Fixture):
+            self.match = match = MatchState.from_fixture(ev)
+            self.markets = MatchMarkets(self.rules, ev.match_id)
+            out.append(match.row(ev.ts))
+            self.markets.open_book(match, ev.ts, out)
+            return out
+        match, markets = self.match, self.markets
+        assert match is not None and markets is not None
+        markets.advance(match, ev.ts, out)
         if isinstance(ev, MatchEnd) and (match.home_score, match.away_score) != (
             ev.home_score,
             ev.away_score,
@@ -70,9 +88,54 @@ class MatchProcessor:
                 f"from goal lines {match.home_score}-{match.away_score}"
             )
             out.append(_reject(raw, ev, "score_mismatch", detail))
+        score = (match.home_score, match.away_score)
         if match.apply(ev):
             out.append(match.row(ev.ts))
+        if ev.provider == match.provider and not isinstance(ev, MatchEnd):
+            markets.heard(match, ev.ts, out)
+        _react(match, markets, ev, score, out)
+        markets.tick(match, ev.ts, out)
         return out
+
+
+def _react(
+    match: MatchState,
+    markets: MatchMarkets,
+    ev: FeedEvent,
+    score_before: tuple[int, int],
+    out: list[Row],
+) -> None:
+    """What a line does to the markets (CONTRACT section 2)."""
+    ts = ev.ts
+    if isinstance(ev, Goal):
+        key = f"goal:{ev.goal_id}"
+        if ev.state == "possible":
+            markets.incident(key, "goal_possible", ts, out)
+            return
+        if score_before != (match.home_score, match.away_score):
+            if key not in markets.incidents:  # a confirmed goal undone after the reopening
+                markets.incident(key, "goal_disallowed", ts, out)
+            markets.goals_changed(match, ts, out)
+        markets.resolve(key, match, ts, out)
+    elif isinstance(ev, Penalty):
+        key = f"penalty:{ev.team}"
+        if ev.state == "awarded":
+            markets.incident(key, "penalty_awarded", ts, out)
+        else:
+            markets.resolve(key, match, ts, out)
+    elif isinstance(ev, Card) and ev.color != "yellow":
+        key = f"card:{ev.seq}"  # resolved by its repricing, held for the minimum
+        markets.incident(key, "red_card", ts, out)
+        markets.resolve(key, match, ts, out)
+    elif isinstance(ev, Var):
+        if ev.state == "start":
+            markets.incident("var", "var", ts, out)
+        else:
+            markets.resolve("var", match, ts, out)
+    elif isinstance(ev, (PeriodStart, PeriodEnd)):
+        markets.reprice(match, ts, "period", out)
+    elif isinstance(ev, MatchEnd):
+        markets.settle(match, match.scorers, ts, out)
 
 
 def _type(ev: FeedEvent) -> str:

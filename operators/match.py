@@ -39,6 +39,7 @@ class MatchState:
     period: int = 0
     status: str = "scheduled"  # scheduled -> live <-> break -> ended
     minute: int = 0
+    second: int = 0
     period_start_ts: int = 0
     home_score: int = 0
     away_score: int = 0
@@ -61,6 +62,15 @@ class MatchState:
         )
 
     @property
+    def clock_minutes(self) -> float:
+        return self.minute + self.second / 60
+
+    @property
+    def scorers(self) -> list[str]:
+        """Teams of the confirmed goals, in the order the goals were first reported."""
+        return [g.team for g in self.goals.values() if g.state == "confirmed"]
+
+    @property
     def in_play(self) -> bool:
         return self.status in ("live", "break")
 
@@ -68,14 +78,15 @@ class MatchState:
         """Fold `ev` in; True when a `matches` column changed."""
         self.last_ts = max(self.last_ts, ev.ts)
         if isinstance(ev, Clock):
-            minute = ev.minute
-            changed = minute != self.minute
-            self.minute = minute
+            changed = ev.minute != self.minute
+            self.minute, self.second = ev.minute, ev.second
             return changed
         if isinstance(ev, PeriodStart):
             self.period, self.status = ev.period, "live"
             self.period_start_ts = ev.ts
-            self.minute = max(self.minute, MINUTES_BEFORE.get(ev.period, self.minute))
+            start = MINUTES_BEFORE.get(ev.period, self.minute)
+            if start > self.minute:
+                self.minute, self.second = start, 0
             return True
         if isinstance(ev, PeriodEnd):
             self.status = "break"

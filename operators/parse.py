@@ -71,8 +71,15 @@ def _type_of(data: bytes) -> str | None:
 
 def _reject(raw: RawLine, reason: str, detail: str) -> Reject:
     text = raw.data.decode("utf-8", errors="replace")
-    return Reject(source=raw.source, reason=reason, detail=detail, raw=text, ts=None,
-                  provider=None, match_id=None)
+    return Reject(
+        source=raw.source,
+        reason=reason,
+        detail=detail,
+        raw=text,
+        ts=None,
+        provider=None,
+        match_id=None,
+    )
 
 
 class _Route(msgspec.Struct):

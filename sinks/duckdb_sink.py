@@ -50,8 +50,13 @@ STATS = SinkStats()
 class DuckDBWriter:
     """Buffers rows by type and upserts them in Arrow batches; no Bytewax here."""
 
-    def __init__(self, db: Path, batch_rows: int = 50_000, flush_every_s: float = 0.5,
-                 publish_every_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        db: Path,
+        batch_rows: int = 50_000,
+        flush_every_s: float = 0.5,
+        publish_every_s: float = 2.0,
+    ) -> None:
         db.parent.mkdir(parents=True, exist_ok=True)
         self.con = duckdb.connect(str(writer_path(db)))
         self.con.execute(schema_sql())

@@ -23,8 +23,13 @@ class Publisher:
     holding the old file keeps it until it closes.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, target: Path, table_names: list[str],
-                 every_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        target: Path,
+        table_names: list[str],
+        every_s: float = 2.0,
+    ) -> None:
         self.cursor = con.cursor()
         self.target = target
         self.table_names = table_names

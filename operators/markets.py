@@ -1,0 +1,223 @@
+"""The market state machine of one match (CONTRACT section 2). Plain Python, event time only.
+
+Every market moves only through `Market.move`, which allows exactly the transitions of
+`ALLOWED` and bumps `version` on every status or price change. `MatchMarkets` decides when:
+it suspends every market at once when an incident opens, and reopens them, with new
+prices in the same version, once every incident is resolved and the hold time has passed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from operators.match import MatchState
+from operators.pricing import MARKETS_OU, PricingState, quote
+from operators.rows import MarketStatusRow, PriceRow, Row
+from operators.settings import Rules
+
+OPEN, SUSPENDED, CLOSED, SETTLED = "OPEN", "SUSPENDED", "CLOSED", "SETTLED"
+ALLOWED: dict[str, frozenset[str]] = {
+    OPEN: frozenset({SUSPENDED, CLOSED}),
+    SUSPENDED: frozenset({OPEN, CLOSED}),
+    CLOSED: frozenset({SETTLED, SUSPENDED}),  # back to SUSPENDED only when a goal is undone
+    SETTLED: frozenset(),
+}
+FIXED_MARKETS = ("1x2", *MARKETS_OU)
+
+
+class IllegalTransition(RuntimeError):
+    """A move `ALLOWED` forbids: a bug in the caller, never a feed problem."""
+
+
+@dataclass(slots=True)
+class Market:
+    match_id: str
+    name: str
+    status: str = SUSPENDED
+    version: int = 0
+    reason: str = ""
+    prices: dict[str, tuple[float, Decimal]] = field(default_factory=dict)
+    winner: str | None = None
+
+    def move(
+        self,
+        status: str,
+        reason: str,
+        ts: int,
+        out: list[Row],
+        prices: dict[str, tuple[float, Decimal]] | None = None,
+        winner: str | None = None,
+    ) -> None:
+        """Change status (and prices, only when opening or staying open): one new version."""
+        if status != self.status and status not in ALLOWED[self.status]:
+            raise IllegalTransition(f"{self.match_id}/{self.name}: {self.status} -> {status}")
+        if prices is not None and status != OPEN:
+            raise IllegalTransition(f"{self.match_id}/{self.name}: prices on a {status} market")
+        self.status, self.reason, self.winner = status, reason, winner
+        self.version += 1
+        out.append(
+            MarketStatusRow(self.match_id, self.name, status, self.version, reason, ts, winner)
+        )
+        if prices is not None:
+            self.prices = prices
+            out.extend(
+                PriceRow(self.match_id, self.name, self.version, sel, prob, price, ts)
+                for sel, (prob, price) in prices.items()
+            )
+
+
+@dataclass(slots=True)
+class MatchMarkets:
+    """All markets of one match, the open incidents, and the event-time timers."""
+
+    rules: Rules
+    match_id: str
+    markets: dict[str, Market] = field(default_factory=dict)
+    incidents: dict[str, str] = field(default_factory=dict)  # incident id -> trigger reason
+    hold_until: int = 0  # no reopening before this event time
+    calm_since: int = 0  # when the last incident was resolved
+    last_priced: int = 0
+    last_heard: int = 0  # last line from the match's provider
+
+    # ---- triggers -------------------------------------------------------------------
+
+    def open_book(self, match: MatchState, ts: int, out: list[Row]) -> None:
+        """Fixture: every market OPEN, priced pre-match."""
+        for name in (*FIXED_MARKETS, "goal_1"):
+            self.markets[name] = Market(self.match_id, name)
+        self.last_heard = ts
+        self._reopen(match, ts, "fixture", out)
+
+    def incident(self, key: str, reason: str, ts: int, out: list[Row]) -> None:
+        """An incident opens: suspend every OPEN market at once, hold for the minimum."""
+        self.incidents[key] = reason
+        self.hold_until = max(self.hold_until, ts + self.rules.min_suspension_ms)
+        for market in self.markets.values():
+            if market.status == OPEN:
+                market.move(SUSPENDED, reason, ts, out)
+
+    def resolve(self, key: str, match: MatchState, ts: int, out: list[Row]) -> None:
+        """An incident ends; reopen now if nothing else holds the markets."""
+        if self.incidents.pop(key, None) is None or self.incidents:
+            return
+        self.calm_since = ts
+        if ts >= self.hold_until:
+            self._reopen(match, ts, "reopen", out)
+
+    def heard(self, match: MatchState, ts: int, out: list[Row]) -> None:
+        """A line from the match's provider: the feed is alive."""
+        self.last_heard = max(self.last_heard, ts)
+        if "feed_silent" in self.incidents:
+            self.resolve("feed_silent", match, ts, out)
+
+    def advance(self, match: MatchState, ts: int, out: list[Row]) -> None:
+        """Event time moved to `ts` (before the line at `ts` is applied): the provider's
+        silence, then a reopening that fell due in between, at the time it fell due."""
+        silent_since = self.last_heard + self.rules.heartbeat_timeout_ms
+        if match.in_play and "feed_silent" not in self.incidents and ts > silent_since:
+            self.incident("feed_silent", "feed_silent", silent_since, out)
+        due = max(self.calm_since, self.hold_until)
+        if not self.incidents and ts >= due and self._suspended(match):
+            self._reopen(match, due, "reopen", out)
+
+    def tick(self, match: MatchState, ts: int, out: list[Row]) -> None:
+        """After a line is applied: time decay, new prices at least once a match minute."""
+        if match.in_play and ts - self.last_priced >= self.rules.reprice_every_ms:
+            self.reprice(match, ts, "reprice", out)
+
+    # ---- goals and results -------------------------------------------------------------
+
+    def goals_changed(self, match: MatchState, ts: int, out: list[Row]) -> None:
+        """The confirmed score moved: close decided markets, create or hold `goal_N`."""
+        total = match.home_score + match.away_score
+        for name, market in self.markets.items():
+            decided = _decided(name, total)
+            if decided and market.status in (OPEN, SUSPENDED):
+                market.move(CLOSED, "decided", ts, out)
+            elif not decided and market.status == CLOSED:
+                market.move(SUSPENDED, "goal_disallowed", ts, out)
+        current = f"goal_{total + 1}"
+        if current not in self.markets:
+            self.markets[current] = Market(self.match_id, current)
+            self.markets[current].move(SUSPENDED, "goal_confirmed", ts, out)
+
+    def settle(self, match: MatchState, scorers: list[str], ts: int, out: list[Row]) -> None:
+        """match_end: every market CLOSED, then SETTLED with its winner."""
+        for name, market in self.markets.items():
+            if market.status in (OPEN, SUSPENDED):
+                market.move(CLOSED, "match_end", ts, out)
+            if market.status == CLOSED:
+                market.move(
+                    SETTLED,
+                    "match_end",
+                    ts,
+                    out,
+                    winner=winner(name, match.home_score, match.away_score, scorers),
+                )
+        self.incidents.clear()
+
+    # ---- prices --------------------------------------------------------------------------
+
+    def reprice(self, match: MatchState, ts: int, reason: str, out: list[Row]) -> None:
+        """New prices for OPEN markets whose offered prices changed."""
+        quotes = self._quote(match, ts)
+        for name, market in self.markets.items():
+            new = quotes.get(name)
+            if market.status == OPEN and new and _offered(new) != _offered(market.prices):
+                market.move(OPEN, reason, ts, out, prices=new)
+
+    def _reopen(self, match: MatchState, ts: int, reason: str, out: list[Row]) -> None:
+        quotes = self._quote(match, ts)
+        total = match.home_score + match.away_score
+        for name in self._live_names(total):
+            market = self.markets[name]
+            if market.status == SUSPENDED and name in quotes:
+                market.move(OPEN, reason, ts, out, prices=quotes[name])
+
+    def _quote(self, match: MatchState, ts: int) -> dict[str, dict[str, tuple[float, Decimal]]]:
+        self.last_priced = ts
+        state = PricingState(
+            home_rate=match.home_rate,
+            away_rate=match.away_rate,
+            minute=match.clock_minutes,
+            home_score=match.home_score,
+            away_score=match.away_score,
+            home_red=match.home_red,
+            away_red=match.away_red,
+        )
+        return quote(state, self.rules.margin)
+
+    def _live_names(self, total: int) -> list[str]:
+        """Markets that may trade now: the fixed ones not decided, and the next goal's."""
+        return [n for n in (*FIXED_MARKETS, f"goal_{total + 1}") if n in self.markets]
+
+    def _suspended(self, match: MatchState) -> bool:
+        total = match.home_score + match.away_score
+        return any(self.markets[n].status == SUSPENDED for n in self._live_names(total))
+
+
+def _offered(prices: dict[str, tuple[float, Decimal]]) -> dict[str, Decimal]:
+    return {sel: price for sel, (_, price) in prices.items()}
+
+
+def _decided(name: str, total: int) -> bool:
+    """Is this market's outcome known from the confirmed goals alone?"""
+    if name.startswith("ou_"):
+        return total > float(name[3:])
+    if name.startswith("goal_"):
+        return total >= int(name[5:])
+    return False
+
+
+def winner(name: str, home: int, away: int, scorers: list[str]) -> str:
+    """The winning selection of market `name` for the final score; `scorers` are the teams of
+    the confirmed goals in order (`goal_N` markets). A goal the lines never named: `void`."""
+    if name == "1x2":
+        return "home" if home > away else "away" if away > home else "draw"
+    if name.startswith("ou_"):
+        return "over" if home + away > float(name[3:]) else "under"
+    n = int(name[5:])
+    if n <= len(scorers):
+        return scorers[n - 1]
+    return "none" if n > home + away else "void"

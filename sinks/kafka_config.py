@@ -1,0 +1,285 @@
+"""Kafka settings, topic names and the two admin calls oddsflow needs.
+
+Everything a Kafka client of oddsflow needs lives in one frozen `KafkaSettings`, which
+turns itself into librdkafka dicts for a producer, a consumer or an admin client. Topic
+names are defined here once; `settings.topic(name)` adds the configurable prefix.
+
+Where the settings come from, lowest priority first: the defaults below, a librdkafka
+`.properties` file (`--kafka-config FILE`), the environment (`ODDSFLOW_KAFKA`,
+`ODDSFLOW_KAFKA_PREFIX`), then the command line (`--kafka BOOTSTRAP`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_PREFIX = "oddsflow."
+ENV_BOOTSTRAP = "ODDSFLOW_KAFKA"
+ENV_PREFIX = "ODDSFLOW_KAFKA_PREFIX"
+
+# Input topics (CONTRACT section 1): values are native JSON lines.
+FEED = "feed"  # keyed by match_id
+BETS_IN = "bets_in"  # deposits and bets, keyed by user_id
+# Output topics (CONTRACT section 3): keyed by match_id, bets and wallets by user_id.
+PRICES = "prices"
+MARKETS = "markets"
+MATCHES = "matches"
+BETS = "bets"
+WALLETS = "wallets"
+REJECTS = "rejects"
+
+INPUT_TOPICS = (FEED, BETS_IN)
+OUTPUT_TOPICS = (PRICES, MARKETS, MATCHES, BETS, WALLETS, REJECTS)
+ALL_TOPICS = INPUT_TOPICS + OUTPUT_TOPICS
+
+# Every topic is keyed, so a key's messages stay in order on one partition. Four
+# partitions let up to four bytewax workers each own a share of matches and users,
+# and stay cheap on a one-node development broker.
+DEFAULT_PARTITIONS = 4
+
+# librdkafka properties that belong to `security` rather than `client_overrides`.
+_SECURITY_PREFIXES = ("security.protocol", "sasl.", "ssl.")
+# Any property whose name contains one of these is shown as *** by repr().
+_SECRET_WORDS = ("password", "secret", "key")
+# `client_overrides` keys with one of these prefixes apply to that client kind only.
+_ROLES = ("producer", "consumer", "admin")
+
+ClientConfig = dict[str, Any]
+
+# Java .properties: the key ends at the first `=`, `:` or blank; blanks around it are not
+# part of the key or the value.
+_PROPERTY_LINE = re.compile(r"(?P<key>[^=:\s]+)\s*[=:]?\s*(?P<value>.*)")
+
+
+class KafkaUnreachableError(RuntimeError):
+    """The bootstrap servers did not answer a metadata request in time."""
+
+
+class TopicSetupError(RuntimeError):
+    """Creating a topic failed for a reason other than "it already exists"."""
+
+
+@dataclass(frozen=True, repr=False)
+class KafkaSettings:
+    """How oddsflow talks to Kafka: one immutable value, passed to every client.
+
+    `security` holds librdkafka's `security.protocol`, `sasl.*` and `ssl.*` properties.
+    `client_overrides` holds any other librdkafka property for every client; a key
+    prefixed with `producer.`, `consumer.` or `admin.` applies to that kind only
+    (`producer.linger.ms=20`). `delivery_timeout_ms` is how long the producer keeps
+    retrying a message before reporting it failed.
+    """
+
+    bootstrap: str = DEFAULT_BOOTSTRAP
+    topic_prefix: str = DEFAULT_PREFIX
+    security: dict[str, str] = field(default_factory=dict)
+    client_overrides: dict[str, str] = field(default_factory=dict)
+    delivery_timeout_ms: int = 30_000
+
+    def __post_init__(self) -> None:
+        # Copies, so a caller mutating its dict later cannot change a frozen value.
+        object.__setattr__(self, "security", dict(self.security))
+        object.__setattr__(self, "client_overrides", dict(self.client_overrides))
+
+    @classmethod
+    def from_env_and_args(
+        cls,
+        bootstrap: str | None = None,
+        config_file: Path | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> KafkaSettings:
+        """Settings from `--kafka` / `--kafka-config`, the environment and defaults."""
+        env = os.environ if environ is None else environ
+        from_file = read_properties(config_file) if config_file is not None else {}
+        file_bootstrap = from_file.pop("bootstrap.servers", None)
+        security = {k: v for k, v in from_file.items() if k.startswith(_SECURITY_PREFIXES)}
+        overrides = {k: v for k, v in from_file.items() if k not in security}
+        return cls(
+            bootstrap=bootstrap or env.get(ENV_BOOTSTRAP) or file_bootstrap or DEFAULT_BOOTSTRAP,
+            topic_prefix=env.get(ENV_PREFIX, DEFAULT_PREFIX),
+            security=security,
+            client_overrides=overrides,
+        )
+
+    def topic(self, name: str) -> str:
+        """The full topic name: `topic("prices")` -> `"oddsflow.prices"`."""
+        return self.topic_prefix + name
+
+    def producer_config(self) -> ClientConfig:
+        """Idempotent, acks=all, lightly batched producer."""
+        return {
+            **self._common("producer"),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "batch.num.messages": 10_000,
+            "delivery.timeout.ms": self.delivery_timeout_ms,
+            **self._overrides("producer"),
+        }
+
+    def consumer_config(self, group_id: str) -> ClientConfig:
+        """A consumer in `group_id` that starts from the earliest offset when it has none."""
+        return {
+            **self._common("consumer"),
+            "group.id": group_id,
+            "auto.offset.reset": "earliest",
+            **self._overrides("consumer"),
+        }
+
+    def admin_config(self) -> ClientConfig:
+        return {**self._common("admin"), **self._overrides("admin")}
+
+    def _common(self, role: str) -> ClientConfig:
+        return {
+            "bootstrap.servers": self.bootstrap,
+            "client.id": f"oddsflow-{role}",
+            **self.security,
+        }
+
+    def _overrides(self, role: str) -> ClientConfig:
+        out: ClientConfig = {}
+        for key, value in self.client_overrides.items():
+            head, _, rest = key.partition(".")
+            if head not in _ROLES:
+                out[key] = value
+            elif head == role:
+                out[rest] = value
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"KafkaSettings(bootstrap={self.bootstrap!r}, topic_prefix={self.topic_prefix!r}, "
+            f"security={_masked(self.security)!r}, "
+            f"client_overrides={_masked(self.client_overrides)!r}, "
+            f"delivery_timeout_ms={self.delivery_timeout_ms!r})"
+        )
+
+    __str__ = __repr__
+
+
+def _masked(props: Mapping[str, str]) -> dict[str, str]:
+    return {
+        k: "***" if any(word in k.lower() for word in _SECRET_WORDS) else v
+        for k, v in props.items()
+    }
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Read a librdkafka / Java `.properties` file into a dict.
+
+    Supports `key=value`, `key: value` and `key value`, `#` and `!` comments, and lines
+    continued with a trailing backslash (enough for client config files; no unicode
+    escapes).
+    """
+    props: dict[str, str] = {}
+    pending = ""
+    for raw in Path(path).read_text(encoding="utf-8").splitlines():
+        line = pending + raw.strip()
+        pending = ""
+        if not line or line[0] in "#!":
+            continue
+        if line.endswith("\\"):
+            pending = line[:-1]
+            continue
+        match = _PROPERTY_LINE.match(line)
+        if match:
+            props[match["key"]] = match["value"]
+    return props
+
+
+# --- admin helpers -------------------------------------------------------------------
+
+_quiet = logging.getLogger("oddsflow.kafka.admin")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False
+
+
+def fetch_metadata(settings: KafkaSettings, timeout: float = 5.0) -> ClusterMetadata:
+    """Cluster metadata, or `KafkaUnreachableError` with a one-line cause after `timeout`.
+
+    librdkafka's own connection complaints go to a silent logger; the most recent
+    one is folded into the error message instead.
+    """
+    errors: list[str] = []
+    admin = AdminClient(
+        {
+            **settings.admin_config(),
+            "logger": _quiet,
+            "error_cb": lambda err: errors.append(err.str()),
+        }
+    )
+    try:
+        return admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        cause = errors[-1] if errors else _kafka_error_text(exc)
+        raise KafkaUnreachableError(
+            f"cannot reach Kafka at {settings.bootstrap} within {timeout:g} s: {cause}"
+        ) from exc
+
+
+def ensure_topics(
+    settings: KafkaSettings,
+    names: Iterable[str],
+    partitions: int = DEFAULT_PARTITIONS,
+    replication: int = 1,
+    *,
+    config: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create the prefixed topics for `names` that do not exist yet; return those created.
+
+    Idempotent: existing topics are left as they are (their partition count too), and
+    a topic created concurrently by someone else counts as existing. Returns once every
+    topic is visible in the cluster metadata with a leader for each partition, because
+    the broker runs with `auto.create.topics.enable=false` and a producer racing ahead
+    of topic creation would see "unknown topic".
+    """
+    wanted = [settings.topic(n) for n in names]
+    admin = AdminClient({**settings.admin_config(), "logger": _quiet})
+    existing = admin.list_topics(timeout=timeout).topics
+    missing = [t for t in dict.fromkeys(wanted) if t not in existing]
+    if missing:
+        new = [NewTopic(t, partitions, replication, config=dict(config or {})) for t in missing]
+        for topic, future in admin.create_topics(new, request_timeout=timeout).items():
+            try:
+                future.result(timeout=timeout)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise TopicSetupError(f"cannot create topic {topic!r}: {exc}") from exc
+    _wait_for_leaders(admin, wanted, time.monotonic() + timeout)
+    return missing
+
+
+def _wait_for_leaders(admin: AdminClient, topics: list[str], deadline: float) -> None:
+    while True:
+        md = admin.list_topics(timeout=max(deadline - time.monotonic(), 1.0))
+        ready = [
+            t
+            for t in topics
+            if t in md.topics
+            and md.topics[t].error is None
+            and all(p.leader >= 0 for p in md.topics[t].partitions.values())
+        ]
+        if len(ready) == len(topics):
+            return
+        if time.monotonic() > deadline:
+            waiting = sorted(set(topics) - set(ready))
+            raise TopicSetupError(f"topics not ready in time: {', '.join(waiting)}")
+        time.sleep(0.1)
+
+
+def _kafka_error_text(exc: KafkaException) -> str:
+    err = exc.args[0] if exc.args else None
+    return err.str() if isinstance(err, KafkaError) else str(exc)
