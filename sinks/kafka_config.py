@@ -213,13 +213,9 @@ def fetch_metadata(settings: KafkaSettings, timeout: float = 5.0) -> ClusterMeta
     one is folded into the error message instead.
     """
     errors: list[str] = []
-    admin = AdminClient(
-        {
-            **settings.admin_config(),
-            "logger": _quiet,
-            "error_cb": lambda err: errors.append(err.str()),
-        }
-    )
+    config = settings.admin_config()
+    config.update(logger=_quiet, error_cb=lambda err: errors.append(err.str()))
+    admin = AdminClient(config)
     try:
         return admin.list_topics(timeout=timeout)
     except KafkaException as exc:
@@ -247,7 +243,9 @@ def ensure_topics(
     of topic creation would see "unknown topic".
     """
     wanted = [settings.topic(n) for n in names]
-    admin = AdminClient({**settings.admin_config(), "logger": _quiet})
+    config = settings.admin_config()
+    config["logger"] = _quiet
+    admin = AdminClient(config)
     existing = admin.list_topics(timeout=timeout).topics
     missing = [t for t in dict.fromkeys(wanted) if t not in existing]
     if missing:
