@@ -1,0 +1,360 @@
+"""The in-play pricer and the Betfair ladder: properties over many match states, plus a few
+hand-checked values. Plain function calls, no flow."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from decimal import Decimal
+from itertools import pairwise
+from typing import Any
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from operators.ladder import LADDER, MAX_PRICE, MIN_PRICE, ladder_floor, next_tick, on_ladder
+from operators.pricing import (
+    MARKETS_OU,
+    MATCH_PLAY,
+    MAX_REDS,
+    MarginMethod,
+    PricingState,
+    fair_probabilities,
+    implied_probabilities,
+    quote,
+    remaining_play,
+    remaining_rates,
+)
+
+TOLERANCE = 1e-9
+METHODS: tuple[MarginMethod, ...] = ("proportional", "shin")
+
+rates = st.floats(min_value=0.0, max_value=5.0)
+minutes = st.floats(min_value=0.0, max_value=130.0)
+scores = st.integers(min_value=0, max_value=7)
+reds = st.integers(min_value=0, max_value=MAX_REDS)
+states = st.builds(
+    PricingState,
+    home_rate=rates,
+    away_rate=rates,
+    minute=minutes,
+    home_score=scores,
+    away_score=scores,
+    home_red=reds,
+    away_red=reds,
+)
+margins = st.floats(min_value=0.0, max_value=0.25)
+methods = st.sampled_from(METHODS)
+
+
+# --- fair probabilities -------------------------------------------------------------------
+
+
+@given(states)
+def test_every_market_is_a_distribution(s: PricingState) -> None:
+    book = fair_probabilities(s)
+    goal_market = f"goal_{s.home_score + s.away_score + 1}"
+    assert list(book) == ["1x2", *MARKETS_OU, goal_market]
+    assert list(book["1x2"]) == ["home", "draw", "away"]
+    assert list(book[goal_market]) == ["home", "none", "away"]
+    for market, selections in book.items():
+        assert all(0.0 <= p <= 1.0 for p in selections.values()), market
+        assert math.fsum(selections.values()) == pytest.approx(1.0, abs=TOLERANCE), market
+
+
+@given(states)
+def test_a_home_goal_raises_home_win_and_lowers_away_win(s: PricingState) -> None:
+    before = fair_probabilities(s)["1x2"]
+    after = fair_probabilities(replace(s, home_score=s.home_score + 1))["1x2"]
+    assert after["home"] >= before["home"] - TOLERANCE
+    assert after["away"] <= before["away"] + TOLERANCE
+
+
+@given(states.filter(lambda s: s.home_red < MAX_REDS))
+def test_a_home_red_card_lowers_home_win_and_raises_away_win(s: PricingState) -> None:
+    before = fair_probabilities(s)["1x2"]
+    after = fair_probabilities(replace(s, home_red=s.home_red + 1))["1x2"]
+    assert after["home"] <= before["home"] + TOLERANCE
+    assert after["away"] >= before["away"] - TOLERANCE
+
+
+def test_goal_and_red_card_move_the_match_odds_strictly() -> None:
+    s = PricingState(1.5, 1.2, minute=30)
+    base = fair_probabilities(s)["1x2"]
+    goal = fair_probabilities(replace(s, home_score=1))["1x2"]
+    red = fair_probabilities(replace(s, home_red=1))["1x2"]
+    assert goal["home"] > base["home"] + 0.1
+    assert red["home"] < base["home"] - 0.05 and red["away"] > base["away"] + 0.05
+
+
+# Pre-match rates up to 2 a side (4 a match; real leagues average ~2.7) leave ~0.2 goals
+# for the last 5 minutes of play (1 + 4 added), so no goal at all is > 80 % likely.
+@given(st.floats(0.0, 2.0), st.floats(0.0, 2.0))
+def test_at_minute_89_and_nil_nil_a_draw_and_under_half_a_goal_are_near_certain(
+    home_rate: float, away_rate: float
+) -> None:
+    book = fair_probabilities(PricingState(home_rate, away_rate, minute=89))
+    assert book["1x2"]["draw"] > 0.8
+    assert book["ou_0.5"]["under"] > 0.8
+
+
+@given(states)
+def test_over_probability_falls_as_the_line_rises(s: PricingState) -> None:
+    book = fair_probabilities(s)
+    overs = [book[market]["over"] for market in MARKETS_OU]
+    assert all(a >= b for a, b in pairwise(overs))
+
+
+@given(states, minutes, minutes)
+def test_remaining_goals_decrease_with_the_minute(s: PricingState, m1: float, m2: float) -> None:
+    early, late = sorted((m1, m2))
+    home_early, away_early = remaining_rates(replace(s, minute=early))
+    home_late, away_late = remaining_rates(replace(s, minute=late))
+    assert home_late <= home_early and away_late <= away_early
+    if early + 1e-6 < late < 94:  # strictly, until the late floor
+        assert remaining_play(late) < remaining_play(early)
+
+
+def test_remaining_play_over_the_match() -> None:
+    assert remaining_play(0) == MATCH_PLAY == 96
+    assert remaining_play(45) == 49  # half time: the first half and its added time are done
+    assert remaining_play(45 - 1e-9) == pytest.approx(remaining_play(45 + 1e-9))
+    assert remaining_play(90) == 4  # expected second-half added time
+    assert remaining_play(94) == remaining_play(130) == 0.5  # floor, prices stay finite
+
+
+def test_remaining_rates_with_red_cards() -> None:
+    s = PricingState(1.5, 1.0, minute=0, home_red=1)
+    assert remaining_rates(s) == pytest.approx((1.5 * 0.67, 1.0 * 1.2))
+    assert remaining_rates(replace(s, home_red=MAX_REDS + 3)) == remaining_rates(
+        replace(s, home_red=MAX_REDS)
+    )
+
+
+@given(states)
+def test_match_odds_equal_a_brute_force_score_grid(s: PricingState) -> None:
+    home_rate, away_rate = remaining_rates(s)
+    top = 60
+    home = [math.exp(-home_rate) * home_rate**k / math.factorial(k) for k in range(top)]
+    away = [math.exp(-away_rate) * away_rate**k / math.factorial(k) for k in range(top)]
+    lead = s.home_score - s.away_score
+    win = draw = lose = 0.0
+    for x, px in enumerate(home):
+        for y, py in enumerate(away):
+            diff = lead + x - y
+            if diff > 0:
+                win += px * py
+            elif diff == 0:
+                draw += px * py
+            else:
+                lose += px * py
+    got = fair_probabilities(s)["1x2"]
+    assert (got["home"], got["draw"], got["away"]) == pytest.approx(
+        (win, draw, lose), abs=TOLERANCE
+    )
+
+
+@given(states)
+def test_next_goal_is_the_first_of_two_poisson_processes(s: PricingState) -> None:
+    home_rate, away_rate = remaining_rates(s)
+    both = home_rate + away_rate
+    got = fair_probabilities(s)[f"goal_{s.home_score + s.away_score + 1}"]
+    assert got["none"] == pytest.approx(math.exp(-both))
+    if both > 0:
+        assert got["home"] == pytest.approx(home_rate / both * (1 - math.exp(-both)))
+
+
+def test_decided_markets_keep_their_certain_outcome() -> None:
+    s = PricingState(1.4, 1.1, minute=20, home_score=2, away_score=1)
+    book = quote(s)
+    assert book["ou_0.5"]["over"] == (1.0, MIN_PRICE)
+    assert book["ou_2.5"]["under"] == (0.0, MAX_PRICE)
+    assert "goal_4" in book and "goal_1" not in book
+
+
+def test_a_match_with_no_goals_expected_is_priced() -> None:
+    book = quote(PricingState(0.0, 0.0, minute=0), method="shin")
+    assert book["1x2"]["draw"] == (1.0, MIN_PRICE)
+    assert book["goal_1"]["none"] == (1.0, MIN_PRICE)
+    assert book["goal_1"]["home"] == (0.0, MAX_PRICE)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"home_rate": -0.1},
+        {"away_rate": math.nan},
+        {"minute": -1.0},
+        {"minute": math.inf},
+        {"home_score": -1},
+        {"away_red": -1},
+    ],
+)
+def test_impossible_states_are_refused(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        PricingState(**{"home_rate": 1.0, "away_rate": 1.0, "minute": 0.0, **fields})
+
+
+# --- offered prices -----------------------------------------------------------------------
+
+
+@given(states, margins, methods)
+def test_every_price_is_on_the_ladder(s: PricingState, margin: float, method: MarginMethod) -> None:
+    for market, selections in quote(s, margin, method).items():
+        for probability, price in selections.values():
+            assert on_ladder(price) and MIN_PRICE <= price <= MAX_PRICE, market
+            assert 0.0 <= probability <= 1.0
+
+
+def ladder_slack(price: Decimal) -> float:
+    """How much rounding down to `price` can add to 1/price: the unrounded price was below
+    the next tick, so 1/price exceeds the implied probability by less than this."""
+    above = next_tick(price)
+    return 0.0 if above is None else 1 / float(price) - 1 / float(above)
+
+
+# The worst slack on the whole ladder is 1/1.01 - 1/1.02 ~ 0.0097 a selection, so a book never
+# carries more than ~1 % extra overround per selection from rounding; the test uses each
+# price's own slack, which is exact. A 1.01 price may be the floor clamping a shorter price
+# (less overround), a 1000 price the cap on a longer one (more), so those books skip that side.
+@given(states, margins, methods)
+def test_the_book_overround_is_the_margin_plus_ladder_rounding(
+    s: PricingState, margin: float, method: MarginMethod
+) -> None:
+    for market, selections in quote(s, margin, method).items():
+        prices = [price for _, price in selections.values()]
+        overround = math.fsum(1 / float(price) for price in prices)
+        if MIN_PRICE not in prices:
+            assert overround >= 1 + margin - TOLERANCE, market
+        if MAX_PRICE not in prices:
+            slack = math.fsum(ladder_slack(price) for price in prices)
+            assert overround <= 1 + margin + slack + TOLERANCE, market
+            assert overround <= 1 + margin + 0.0098 * len(prices), market
+
+
+@given(states, margins, methods)
+def test_a_likelier_selection_never_gets_a_longer_price(
+    s: PricingState, margin: float, method: MarginMethod
+) -> None:
+    for selections in quote(s, margin, method).values():
+        ranked = sorted(selections.values())
+        assert all(a[1] >= b[1] for a, b in pairwise(ranked))
+
+
+def test_proportional_and_shin_on_a_known_book() -> None:
+    fair = (0.5, 0.3, 0.2)
+    assert implied_probabilities(fair, 0.05) == pytest.approx((0.525, 0.315, 0.21))
+    shin = implied_probabilities(fair, 0.05, "shin")
+    assert math.fsum(shin) == pytest.approx(1.05, abs=TOLERANCE)
+    loadings = [q / p for q, p in zip(shin, fair, strict=True)]
+    assert loadings[0] < loadings[1] < loadings[2]  # Shin loads the longshots more
+
+
+def shin_fair_from_implied(implied: tuple[float, ...]) -> list[float]:
+    """The standard inverse of Shin's model (Jullien & Salanie 1994): the fair probabilities
+    a book's implied probabilities come from, with z found by bisection so they sum to 1."""
+    booksum = math.fsum(implied)
+
+    def fair(z: float) -> list[float]:
+        return [
+            (math.sqrt(z * z + 4 * (1 - z) * q * q / booksum) - z) / (2 * (1 - z)) for q in implied
+        ]
+
+    low, high = 0.0, 0.999
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if math.fsum(fair(mid)) > 1 else (low, mid)
+    return fair(low)
+
+
+@given(
+    st.lists(st.floats(0.02, 1.0), min_size=2, max_size=3),
+    st.floats(0.005, 0.25),
+)
+def test_shin_prices_invert_back_to_the_fair_probabilities(
+    weights: list[float], margin: float
+) -> None:
+    total = math.fsum(weights)
+    fair = tuple(w / total for w in weights)
+    assume(math.fsum(math.sqrt(p) for p in fair) > math.sqrt(1 + margin) + 1e-6)
+    implied = implied_probabilities(fair, margin, "shin")
+    assert math.fsum(implied) == pytest.approx(1 + margin, abs=TOLERANCE)
+    assert shin_fair_from_implied(implied) == pytest.approx(fair, abs=1e-7)
+
+
+def test_shin_falls_back_to_proportional_for_a_decided_market() -> None:
+    assert implied_probabilities((1.0, 0.0), 0.05, "shin") == pytest.approx((1.05, 0.0))
+
+
+def test_bad_margins_are_refused() -> None:
+    s = PricingState(1.0, 1.0, minute=0)
+    with pytest.raises(ValueError):
+        quote(s, margin=-0.01)
+    with pytest.raises(ValueError):
+        quote(s, method="power")  # type: ignore[arg-type]
+
+
+# --- the ladder ---------------------------------------------------------------------------
+
+
+def test_the_ladder_has_the_betfair_increments() -> None:
+    assert len(LADDER) == 350
+    assert LADDER[0] == Decimal("1.01") and LADDER[-1] == Decimal("1000")
+    steps = {
+        (Decimal("1.01"), Decimal("2")): Decimal("0.01"),
+        (Decimal("2"), Decimal("3")): Decimal("0.02"),
+        (Decimal("3"), Decimal("4")): Decimal("0.05"),
+        (Decimal("4"), Decimal("6")): Decimal("0.1"),
+        (Decimal("6"), Decimal("10")): Decimal("0.2"),
+        (Decimal("10"), Decimal("20")): Decimal("0.5"),
+        (Decimal("20"), Decimal("30")): Decimal("1"),
+        (Decimal("30"), Decimal("50")): Decimal("2"),
+        (Decimal("50"), Decimal("100")): Decimal("5"),
+        (Decimal("100"), Decimal("1000")): Decimal("10"),
+    }
+    for low, high in pairwise(LADDER):
+        band = next(step for (a, b), step in steps.items() if a <= low < b)
+        assert high - low == band
+
+
+prices = st.floats(min_value=0.0, max_value=5000.0)
+
+
+@given(prices)
+def test_ladder_floor_is_the_largest_ladder_price_not_above(price: float) -> None:
+    floor = ladder_floor(price)
+    assert on_ladder(floor)
+    if price < 1.01:
+        assert floor == MIN_PRICE
+        return
+    assert float(floor) <= price * (1 + 1e-9)  # float noise: 1/(1/2.5) still offers 2.50
+    above = next_tick(floor)
+    assert above is None or float(above) > price
+
+
+@given(st.decimals(min_value=0, max_value=5000, places=4))
+def test_ladder_floor_of_a_decimal_is_exact(price: Decimal) -> None:
+    floor = ladder_floor(price)
+    assert on_ladder(floor)
+    assert floor <= price or floor == MIN_PRICE
+    above = next_tick(floor)
+    assert above is None or above > price
+
+
+@given(st.sampled_from(LADDER))
+def test_ladder_prices_floor_to_themselves(price: Decimal) -> None:
+    assert ladder_floor(price) == price
+    assert ladder_floor(float(price)) == price
+    assert ladder_floor(1 / (1 / float(price))) == price
+
+
+def test_ladder_edges() -> None:
+    assert ladder_floor(math.inf) == MAX_PRICE
+    assert ladder_floor(Decimal("1E+9")) == MAX_PRICE
+    assert ladder_floor(-3.0) == MIN_PRICE
+    assert str(ladder_floor(2.5)) == "2.50"
+    assert on_ladder(Decimal("2.5")) and on_ladder(Decimal("1000"))
+    assert not on_ladder(Decimal("2.51")) and not on_ladder(Decimal("NaN"))
+    with pytest.raises(ValueError):
+        ladder_floor(math.nan)
