@@ -1,0 +1,71 @@
+"""Small builders for hand-written native feed scenarios, and a plain-Python runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from operators.engine import MatchProcessor
+from operators.parse import RawLine, route_key
+from operators.rows import MarketStatusRow, Row
+from operators.settings import DEFAULT_RULES, Rules
+
+KICKOFF = 1_767_225_600_000
+
+
+@dataclass
+class Feed:
+    """One match's feed lines with seq numbered in the order they are added."""
+
+    match_id: str = "m1"
+    provider: str = "sim"
+    kickoff: int = KICKOFF
+    seq: int = 0
+    lines: list[bytes] = field(default_factory=list)
+
+    def add(self, t: int, type: str, **fields: Any) -> bytes:
+        """A line at `t` ms after kickoff; returns it (to repeat or reorder it)."""
+        self.seq += 1
+        obj = {"v": 1, "provider": self.provider, "match_id": self.match_id, "seq": self.seq,
+               "ts": self.kickoff + t, "type": type, **fields}
+        line = msgspec.json.encode(obj)
+        self.lines.append(line)
+        return line
+
+    def fixture(self, home_rate: float = 1.5, away_rate: float = 1.1) -> Feed:
+        self.add(-600_000, "fixture", home="Home FC", away="Away FC", kickoff=self.kickoff,
+                 home_rate=home_rate, away_rate=away_rate)
+        return self
+
+    def clocks(self, start: int, end: int, every: int = 4_000) -> Feed:
+        """Heartbeats from `start` to `end` (inclusive) ms after kickoff."""
+        for t in range(start, end + 1, every):
+            self.add(t, "clock", minute=t // 60_000, second=(t // 1000) % 60)
+        return self
+
+    def kick_off(self) -> Feed:
+        self.add(0, "period_start", period=1)
+        return self
+
+
+def run(lines: list[bytes], rules: Rules = DEFAULT_RULES) -> list[Row]:
+    """Every output row, lines processed in order, one processor per key (as the flow does)."""
+    states: dict[str, MatchProcessor] = {}
+    out: list[Row] = []
+    for i, data in enumerate(lines, 1):
+        raw = RawLine(f"test:{i}", data)
+        key = route_key(raw)
+        state = states.setdefault(key, MatchProcessor(rules))
+        out.extend(state.process(raw))
+    return out
+
+
+def history(rows: list[Row], market: str) -> list[tuple[int, str, str, int]]:
+    """(version, status, reason, ts - kickoff) of one market, in emission order."""
+    return [
+        (r.version, r.status, r.reason, r.ts - KICKOFF)
+        for r in rows
+        if isinstance(r, MarketStatusRow) and r.market == market
+    ]

@@ -1,0 +1,179 @@
+"""Hand-written match scenarios: the expected market history written out (CONTRACT section 2)."""
+
+from __future__ import annotations
+
+from operators.rows import MarketStatusRow, PriceRow, Reject
+from tests.feedkit import Feed, history, run
+
+PRE = -600_000  # the fixture's time, 10 minutes before kickoff
+
+
+def started() -> Feed:
+    return Feed().fixture().kick_off()
+
+
+def test_goal_then_var_disallow() -> None:
+    f = started().clocks(4_000, 26_000)
+    f.add(30_000, "goal", goal_id="g1", team="home", state="possible")
+    f.add(31_000, "var", state="start", reason="goal_check")
+    f.clocks(32_000, 32_000)
+    f.add(34_000, "var", state="end", reason="goal_check")
+    f.add(34_500, "goal", goal_id="g1", team="home", state="disallowed")
+    f.clocks(36_000, 40_000)
+    rows = run(f.lines)
+    assert history(rows, "1x2") == [
+        (1, "OPEN", "fixture", PRE),
+        (2, "SUSPENDED", "goal_possible", 30_000),
+        (3, "OPEN", "reopen", 34_500),
+    ]
+    assert history(rows, "ou_0.5") == [
+        (1, "OPEN", "fixture", PRE),
+        (2, "SUSPENDED", "goal_possible", 30_000),
+        (3, "OPEN", "reopen", 34_500),
+    ]
+
+
+def test_penalty_awarded_then_missed_holds_the_minimum() -> None:
+    f = started().clocks(4_000, 26_000)
+    f.add(30_000, "penalty", team="away", state="awarded")
+    f.add(31_000, "penalty", team="away", state="missed")
+    f.clocks(32_000, 36_000)
+    rows = run(f.lines)
+    # Resolved at 31 s, but the suspension lasts min_suspension_ms (3 s): reopens at 33 s,
+    # found due by the heartbeat at 36 s, stamped with the time it fell due.
+    assert history(rows, "1x2") == [
+        (1, "OPEN", "fixture", PRE),
+        (2, "SUSPENDED", "penalty_awarded", 30_000),
+        (3, "OPEN", "reopen", 33_000),
+    ]
+
+
+def test_red_card_and_goal_in_the_same_minute() -> None:
+    f = started().clocks(4_000, 26_000)
+    f.add(30_000, "card", team="home", player="Lenglet", color="red")
+    f.add(31_000, "goal", goal_id="g1", team="away", state="possible")
+    f.add(35_000, "goal", goal_id="g1", team="away", state="confirmed")
+    f.clocks(36_000, 40_000)
+    rows = run(f.lines)
+    assert history(rows, "1x2") == [
+        (1, "OPEN", "fixture", PRE),
+        (2, "SUSPENDED", "red_card", 30_000),
+        (3, "OPEN", "reopen", 35_000),
+    ]
+    assert history(rows, "ou_0.5") == [
+        (1, "OPEN", "fixture", PRE),
+        (2, "SUSPENDED", "red_card", 30_000),
+        (3, "CLOSED", "decided", 35_000),
+    ]
+    assert history(rows, "goal_1") == history(rows, "ou_0.5")
+    assert history(rows, "goal_2") == [
+        (1, "SUSPENDED", "goal_confirmed", 35_000),
+        (2, "OPEN", "reopen", 35_000),
+    ]
+    reopened = {r.selection: r.price for r in rows
+                if isinstance(r, PriceRow) and r.market == "1x2" and r.version == 3}
+    before = {r.selection: r.price for r in rows
+              if isinstance(r, PriceRow) and r.market == "1x2" and r.version == 1}
+    assert reopened["away"] < before["away"] and reopened["home"] > before["home"]
+
+
+def test_goal_confirmed_then_disallowed_after_the_reopening() -> None:
+    f = started().clocks(4_000, 26_000)
+    f.add(30_000, "goal", goal_id="g1", team="home", state="possible")
+    f.add(32_000, "goal", goal_id="g1", team="home", state="confirmed")
+    f.clocks(34_000, 38_000)
+    f.add(40_000, "goal", goal_id="g1", team="home", state="disallowed")
+    f.clocks(42_000, 46_000)
+    f.add(48_000, "match_end", home_score=0, away_score=0)
+    rows = run(f.lines)
+    assert history(rows, "1x2") == [
+        (1, "OPEN", "fixture", PRE),
+        (2, "SUSPENDED", "goal_possible", 30_000),
+        (3, "OPEN", "reopen", 33_000),
+        (4, "SUSPENDED", "goal_disallowed", 40_000),
+        (5, "OPEN", "reopen", 43_000),
+        (6, "CLOSED", "match_end", 48_000),
+        (7, "SETTLED", "match_end", 48_000),
+    ]
+    assert history(rows, "ou_0.5") == [
+        (1, "OPEN", "fixture", PRE),
+        (2, "SUSPENDED", "goal_possible", 30_000),
+        (3, "CLOSED", "decided", 32_000),
+        (4, "SUSPENDED", "goal_disallowed", 40_000),
+        (5, "OPEN", "reopen", 43_000),
+        (6, "CLOSED", "match_end", 48_000),
+        (7, "SETTLED", "match_end", 48_000),
+    ]
+    assert history(rows, "goal_2") == [
+        (1, "SUSPENDED", "goal_confirmed", 32_000),
+        (2, "OPEN", "reopen", 33_000),
+        (3, "SUSPENDED", "goal_disallowed", 40_000),
+        (4, "CLOSED", "match_end", 48_000),
+        (5, "SETTLED", "match_end", 48_000),
+    ]
+    winners = {r.market: r.winner for r in rows
+               if isinstance(r, MarketStatusRow) and r.status == "SETTLED"}
+    assert winners["1x2"] == "draw" and winners["ou_0.5"] == "under"
+    assert winners["goal_1"] == "none" and winners["goal_2"] == "none"
+
+
+def test_two_overlapping_incidents_reopen_only_when_both_end() -> None:
+    f = started().clocks(4_000, 26_000)
+    f.add(30_000, "goal", goal_id="g1", team="home", state="possible")
+    f.add(31_000, "var", state="start", reason="penalty_check")
+    f.add(32_000, "goal", goal_id="g1", team="home", state="confirmed")
+    f.clocks(35_000, 35_000)
+    f.add(38_000, "var", state="end", reason="penalty_check")
+    f.clocks(40_000, 40_000)
+    rows = run(f.lines)
+    assert history(rows, "1x2") == [
+        (1, "OPEN", "fixture", PRE),
+        (2, "SUSPENDED", "goal_possible", 30_000),
+        (3, "OPEN", "reopen", 38_000),
+    ]
+
+
+def test_provider_silent_then_back() -> None:
+    f = started().clocks(4_000, 28_000)
+    f.clocks(45_000, 49_000)
+    rows = run(f.lines)
+    # Silent after 28 s: after heartbeat_timeout_ms (10 s) of event time the markets
+    # suspend at 38 s; the line at 45 s ends it (hold already over): reopen at 45 s.
+    assert history(rows, "1x2") == [
+        (1, "OPEN", "fixture", PRE),
+        (2, "SUSPENDED", "feed_silent", 38_000),
+        (3, "OPEN", "reopen", 45_000),
+    ]
+
+
+def test_duplicate_and_late_lines_around_a_goal() -> None:
+    f = started().clocks(4_000, 26_000)
+    possible = f.add(30_000, "goal", goal_id="g1", team="home", state="possible")
+    f.lines.append(possible)  # the provider sends it twice
+    late = f.add(31_000, "foul", team="away", player="X")
+    f.lines.pop()
+    f.add(32_000, "goal", goal_id="g1", team="home", state="confirmed")
+    f.lines.append(late)  # arrives after its successor: out of order
+    f.clocks(34_000, 38_000)
+    rows = run(f.lines)
+    assert history(rows, "1x2") == [
+        (1, "OPEN", "fixture", PRE),
+        (2, "SUSPENDED", "goal_possible", 30_000),
+        (3, "OPEN", "reopen", 33_000),
+    ]
+    assert [r.reason for r in rows if isinstance(r, Reject)] == ["duplicate", "out_of_order"]
+
+
+def test_every_reopening_carries_prices_of_its_version() -> None:
+    f = started().clocks(4_000, 96_000)
+    f.add(100_000, "goal", goal_id="g1", team="home", state="possible")
+    f.add(102_000, "goal", goal_id="g1", team="home", state="confirmed")
+    f.clocks(104_000, 300_000)
+    rows = run(f.lines)
+    priced = {(r.market, r.version) for r in rows if isinstance(r, PriceRow)}
+    opened = [(r.market, r.version) for r in rows
+              if isinstance(r, MarketStatusRow) and r.status == "OPEN"]
+    assert opened and all(key in priced for key in opened)
+    # Time decay: prices recomputed every match minute, published when an offer moves.
+    repriced_at = {r.ts for r in rows if isinstance(r, MarketStatusRow) and r.reason == "reprice"}
+    assert len(repriced_at) >= 3
