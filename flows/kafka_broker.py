@@ -328,6 +328,7 @@ def _server_properties(paths: StatePaths, secure: bool) -> str:
         "offsets.topic.num.partitions=8",
         "transaction.state.log.replication.factor=1",
         "transaction.state.log.min.isr=1",
+        "transaction.state.log.num.partitions=4",
         "share.coordinator.state.topic.replication.factor=1",
         "share.coordinator.state.topic.min.isr=1",
         "group.initial.rebalance.delay.ms=0",

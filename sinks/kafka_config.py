@@ -213,12 +213,13 @@ def fetch_metadata(settings: KafkaSettings, timeout: float = 5.0) -> ClusterMeta
     one is folded into the error message instead.
     """
     errors: list[str] = []
-    config = settings.admin_config()
-    config.update(logger=_quiet, error_cb=lambda err: errors.append(err.str()))
-    admin = AdminClient(config)
+    client = settings.admin_config()
+    client.update(logger=_quiet, error_cb=lambda err: errors.append(err.str()))
+    admin = AdminClient(client)
     try:
         return admin.list_topics(timeout=timeout)
     except KafkaException as exc:
+        admin.poll(0)  # serve the queued error_cb calls: they name the real cause
         cause = errors[-1] if errors else _kafka_error_text(exc)
         raise KafkaUnreachableError(
             f"cannot reach Kafka at {settings.bootstrap} within {timeout:g} s: {cause}"
@@ -243,9 +244,8 @@ def ensure_topics(
     of topic creation would see "unknown topic".
     """
     wanted = [settings.topic(n) for n in names]
-    config = settings.admin_config()
-    config["logger"] = _quiet
-    admin = AdminClient(config)
+    client: ClientConfig = {**settings.admin_config(), "logger": _quiet}
+    admin = AdminClient(client)
     existing = admin.list_topics(timeout=timeout).topics
     missing = [t for t in dict.fromkeys(wanted) if t not in existing]
     if missing:

@@ -1,0 +1,172 @@
+"""Kafka output: a bytewax sink that never loses a message silently.
+
+In: `(topic_suffix, key, value)` tuples, e.g. `("prices", "m-17", b'{"match_id": ...}')`;
+the sink adds the configured prefix (`oddsflow.prices`).
+
+Each worker owns one idempotent confluent-kafka producer (acks=all, a few ms of linger
+so messages travel in batches). Every message gets a delivery report; a message
+librdkafka could not deliver within `delivery.timeout.ms` (it retries until then) is
+kept and raised as `KafkaDeliveryError` from the next `write_batch` or from `close`,
+which fails the dataflow: a restart from the recovery store sends it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from sinks.kafka_config import KafkaSettings
+
+SinkItem = tuple[str, str, bytes]
+"""`(topic_suffix, key, value)`: topic without the prefix, message key, message value."""
+
+# How long `write_batch` waits for room when librdkafka's local queue is full, per try.
+_QUEUE_FULL_WAIT_S = 0.1
+# `close` waits this much longer than delivery.timeout.ms: by then every message has a report.
+_FLUSH_MARGIN_S = 10.0
+
+
+class KafkaDeliveryError(RuntimeError):
+    """A message could not be delivered to Kafka (after librdkafka's retries)."""
+
+    def __init__(
+        self, topic: str | None, key: str | None, error: KafkaError | str, more: int = 0
+    ) -> None:
+        self.topic = topic
+        self.key = key
+        self.error = error
+        self.more = more
+        reason = error.str() if isinstance(error, KafkaError) else error
+        where = f"topic {topic!r} key {key!r}" if topic is not None else "the producer"
+        also = f" (and {more} more failed message(s))" if more else ""
+        super().__init__(f"Kafka delivery failed for {where}: {reason}{also}")
+
+
+@dataclass
+class _Failure:
+    topic: str | None
+    key: str | None
+    error: KafkaError | str
+
+
+class KafkaSinkPartition(StatelessSinkPartition[SinkItem]):
+    """One worker's producer. Usable on its own too (`oddsflow publish` does)."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        client_id: str = "oddsflow-sink",
+        flush_every_batch: bool = False,
+    ) -> None:
+        config = settings.producer_config()
+        config.update(
+            {"client.id": client_id, "on_delivery": self._on_delivery, "error_cb": self._on_error}
+        )
+        self._producer = Producer(config)
+        self._prefix = settings.topic_prefix
+        self._topics: dict[str, str] = {}
+        self._flush_every_batch = flush_every_batch
+        self._flush_timeout_s = settings.delivery_timeout_ms / 1000 + _FLUSH_MARGIN_S
+        self._first_failure: _Failure | None = None
+        self._failures = 0
+        self.delivered = 0
+
+    def write_batch(self, items: list[SinkItem]) -> None:
+        """Called by bytewax with each batch of items that reached the output step.
+
+        Queues every item with librdkafka and serves delivery reports without waiting
+        for them. Raises `KafkaDeliveryError` for a delivery that failed since the last
+        call, or for an item librdkafka refuses outright (e.g. larger than
+        `message.max.bytes`).
+        """
+        self._raise_if_failed()
+        produce = self._producer.produce
+        topics = self._topics
+        for suffix, key, value in items:
+            topic = topics.get(suffix) or topics.setdefault(suffix, self._prefix + suffix)
+            while True:
+                try:
+                    produce(topic, value, key)
+                    break
+                except BufferError:  # local queue full: wait for deliveries to make room
+                    self._producer.poll(_QUEUE_FULL_WAIT_S)
+                    self._raise_if_failed()
+                except KafkaException as exc:
+                    raise KafkaDeliveryError(topic, key, exc.args[0]) from exc
+        if self._flush_every_batch:
+            self._flush()
+        else:
+            self._producer.poll(0)
+        self._raise_if_failed()
+
+    def poll(self, timeout_s: float) -> None:
+        """Serve delivery reports for up to `timeout_s` (for callers pacing their writes)."""
+        self._producer.poll(timeout_s)
+        self._raise_if_failed()
+
+    def close(self) -> None:
+        """Called by bytewax when the dataflow completes on finite input (not on abort).
+
+        Waits until every queued message has its delivery report, then raises
+        `KafkaDeliveryError` if any failed or if messages are still queued after
+        `delivery.timeout.ms` plus a margin.
+        """
+        self._flush()
+        self._raise_if_failed()
+
+    def _flush(self) -> None:
+        remaining = self._producer.flush(self._flush_timeout_s)
+        if remaining:
+            self._raise_if_failed()
+            raise KafkaDeliveryError(
+                None, None, f"{remaining} message(s) still queued after {self._flush_timeout_s:g} s"
+            )
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        """librdkafka's report for one message, run inside `poll` / `flush`."""
+        if err is None:
+            self.delivered += 1
+            return
+        if self._first_failure is None:
+            raw_key = msg.key()
+            key = raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else raw_key
+            self._first_failure = _Failure(msg.topic(), key, err)
+        self._failures += 1
+
+    def _on_error(self, err: KafkaError) -> None:
+        """Client-level errors. Only fatal ones (e.g. idempotence broken) stop the sink;
+        the others (broker briefly unreachable) are retried by librdkafka."""
+        if err.fatal() and self._first_failure is None:
+            self._first_failure = _Failure(None, None, err)
+            self._failures += 1
+
+    def _raise_if_failed(self) -> None:
+        failure = self._first_failure
+        if failure is not None:
+            raise KafkaDeliveryError(failure.topic, failure.key, failure.error, self._failures - 1)
+
+
+class KafkaSink(DynamicSink[SinkItem]):
+    """Write `(topic_suffix, key, value)` items to prefixed Kafka topics, from every worker.
+
+    `flush_every_batch=True` waits for the delivery reports of each batch before
+    returning to bytewax. That costs throughput but means a batch bytewax considers
+    written is in Kafka, so a hard crash (kill -9) after a recovery snapshot cannot
+    lose it. With the default (False) a delivery failure still fails the flow, but a
+    hard crash can drop the messages of the last few milliseconds.
+    """
+
+    def __init__(self, settings: KafkaSettings, *, flush_every_batch: bool = False) -> None:
+        self._settings = settings
+        self._flush_every_batch = flush_every_batch
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> KafkaSinkPartition:
+        """Called by bytewax once per worker when the dataflow starts."""
+        return KafkaSinkPartition(
+            self._settings,
+            client_id=f"oddsflow-{step_id}-{worker_index}",
+            flush_every_batch=self._flush_every_batch,
+        )
