@@ -77,6 +77,7 @@ class MatchMarkets:
     incidents: dict[str, str] = field(default_factory=dict)  # incident id -> trigger reason
     hold_until: int = 0  # no reopening before this event time
     calm_since: int = 0  # when the last incident was resolved
+    held: bool = False  # suspended by incidents, not reopened yet
     last_priced: int = 0
     last_heard: int = 0  # last line from the match's provider
 
@@ -92,6 +93,7 @@ class MatchMarkets:
     def incident(self, key: str, reason: str, ts: int, out: list[Row]) -> None:
         """An incident opens: suspend every OPEN market at once, hold for the minimum."""
         self.incidents[key] = reason
+        self.held = True
         self.hold_until = max(self.hold_until, ts + self.rules.min_suspension_ms)
         for market in self.markets.values():
             if market.status == OPEN:
@@ -117,9 +119,10 @@ class MatchMarkets:
         silent_since = self.last_heard + self.rules.heartbeat_timeout_ms
         if match.in_play and "feed_silent" not in self.incidents and ts > silent_since:
             self.incident("feed_silent", "feed_silent", silent_since, out)
-        due = max(self.calm_since, self.hold_until)
-        if not self.incidents and ts >= due and self._suspended(match):
-            self._reopen(match, due, "reopen", out)
+        if self.held and not self.incidents:
+            due = max(self.calm_since, self.hold_until)
+            if ts >= due:
+                self._reopen(match, due, "reopen", out)
 
     def tick(self, match: MatchState, ts: int, out: list[Row]) -> None:
         """After a line is applied: time decay, new prices at least once a match minute."""
@@ -168,6 +171,7 @@ class MatchMarkets:
                 market.move(OPEN, reason, ts, out, prices=new)
 
     def _reopen(self, match: MatchState, ts: int, reason: str, out: list[Row]) -> None:
+        self.held = False
         quotes = self._quote(match, ts)
         total = match.home_score + match.away_score
         for name in self._live_names(total):
@@ -192,9 +196,6 @@ class MatchMarkets:
         """Markets that may trade now: the fixed ones not decided, and the next goal's."""
         return [n for n in (*FIXED_MARKETS, f"goal_{total + 1}") if n in self.markets]
 
-    def _suspended(self, match: MatchState) -> bool:
-        total = match.home_score + match.away_score
-        return any(self.markets[n].status == SUSPENDED for n in self._live_names(total))
 
 
 def _offered(prices: dict[str, tuple[float, Decimal]]) -> dict[str, Decimal]:

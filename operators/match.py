@@ -63,7 +63,9 @@ class MatchState:
 
     @property
     def clock_minutes(self) -> float:
-        return self.minute + self.second / 60
+        """The pricing clock: held at 45 through first-half added time and the break."""
+        minute = self.minute + self.second / 60
+        return min(minute, 45.0) if self.period <= 1 else minute
 
     @property
     def scorers(self) -> list[str]:

@@ -59,6 +59,7 @@ class DuckDBWriter:
     ) -> None:
         db.parent.mkdir(parents=True, exist_ok=True)
         self.con = duckdb.connect(str(writer_path(db)))
+        self.con.execute("SET checkpoint_threshold = '1GB'")  # we checkpoint when publishing
         self.con.execute(schema_sql())
         self.tables = tables()
         self.batch_rows = batch_rows
@@ -66,7 +67,8 @@ class DuckDBWriter:
         self.buffers: dict[type, list[Row]] = defaultdict(list)
         self.pending = 0
         self.last_flush = time.monotonic()
-        self.publisher = Publisher(self.con, db, list(self.tables), publish_every_s)
+        self.publisher = Publisher(self.con, writer_path(db), db, publish_every_s)
+        self.dirty = False
 
     def add(self, rows: list[Row]) -> None:
         for row in rows:
@@ -78,14 +80,14 @@ class DuckDBWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write every buffered row in one transaction; buffers are cleared whatever happens."""
+        """Write every buffered row in one transaction, then publish if it is time."""
         try:
             if self.pending:
                 self.con.execute("BEGIN")
                 for kind, rows in self.buffers.items():
                     self._write(kind, rows)
                 self.con.execute("COMMIT")
-                self.publisher.mark_dirty()
+                self.dirty = True
         except Exception:
             self.con.execute("ROLLBACK")
             raise
@@ -93,13 +95,21 @@ class DuckDBWriter:
             self.buffers.clear()
             self.pending = 0
             self.last_flush = time.monotonic()
+        if self.dirty and self.publisher.due():
+            self.publish()
+
+    def publish(self) -> None:
+        self.publisher.publish()
+        self.dirty = False
 
     def _write(self, kind: type, rows: list[Row]) -> None:
-        frame = pl.DataFrame(rows, schema=list(kind._fields), orient="row")  # type: ignore[attr-defined]
+        # The row type has exactly the columns of its own table (tests/test_parse_validate.py).
+        schema = self.tables[TABLE_OF[kind]].polars_schema
+        frame = pl.DataFrame(rows, schema=schema, orient="row")
         _count(kind, rows)
         for name in (TABLE_OF[kind], *EXTRA_TABLES.get(kind, ())):
             table = self.tables[name]
-            batch = frame.select(table.columns).cast(table.polars_schema)
+            batch = frame.select(table.columns)
             if name in LATEST:
                 batch = _latest(batch, table, LATEST[name])
             self.con.register("batch", batch)
@@ -111,7 +121,7 @@ class DuckDBWriter:
 
     def close(self) -> None:
         self.flush()
-        self.publisher.close()
+        self.publish()
         self.con.close()
 
 
