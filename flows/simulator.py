@@ -692,7 +692,7 @@ class _Bettors:
             kind = self.rng.choices(_BET_KINDS, _BET_WEIGHTS)[0]
             bet = getattr(self, f"_{kind}")() or self._inplay()
             out.append(_bet_entry(bet))
-            if self.rng.random() < RESEND_SHARE:
+            if len(out) < self.settings.bets_per_match and self.rng.random() < RESEND_SHARE:
                 out.append(_bet_entry({**bet, "ts": bet["ts"] + self.rng.randrange(200, 3_000)}))
         out.sort(key=lambda e: e.sort_ts)
         return out
