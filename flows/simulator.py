@@ -192,22 +192,28 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oddsflow simulate",
         description="Write a realistic, deterministic recorded football feed (native format "
-        "v1, see data/README.md) with deposits, bets and a small share of labelled faults.",
+        "v1, see data/README.md): matches kicking off 3 min apart, clock heartbeats, goals, "
+        "VAR, penalties, cards, deposits and bets, with a small share of faulty lines.",
         epilog="example: oddsflow simulate --matches 6 --seed 7 --out data/sample.jsonl.gz",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--matches", type=int, required=True, help="number of matches")
-    parser.add_argument(
-        "--seed", type=int, required=True, help="random seed (same seed, same file)"
+    arg = parser.add_argument
+    arg("--matches", type=int, required=True, metavar="N", help="number of matches")
+    arg("--seed", type=int, required=True, metavar="S", help="random seed: same seed, same file")
+    arg("--out", type=Path, required=True, metavar="FILE", help="output, .jsonl or .jsonl.gz")
+    arg("--users", type=int, default=100, metavar="U", help="bettors u0001... (default 100)")
+    arg(
+        "--bets-per-match",
+        type=int,
+        default=20,
+        metavar="B",
+        help="bet lines per match (default 20)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output file (.jsonl or .jsonl.gz)")
-    parser.add_argument("--users", type=int, default=100, help="bettors u0001, u0002, ...")
-    parser.add_argument("--bets-per-match", type=int, default=20, help="bet lines per match")
-    parser.add_argument(
+    arg(
         "--fault-rate",
         type=float,
         default=0.005,
-        help="share of injected faulty lines (0 for a clean feed)",
+        metavar="F",
+        help="share of faulty lines, 0 for a clean feed (default 0.005)",
     )
     return parser
 
