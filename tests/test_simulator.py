@@ -10,6 +10,7 @@ import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +235,7 @@ def test_the_bet_mix_includes_what_the_engine_must_refuse(valid: list[dict[str, 
     bets = [d for d in valid if d["type"] == "bet"]
     ids = Counter(d["bet_id"] for d in bets)
     assert any(n > 1 for n in ids.values())  # a few resent bet_ids
-    possible = defaultdict(list)
+    possible: defaultdict[str, list[int]] = defaultdict(list)
     first_goal: dict[str, int] = {}
     for d in valid:
         if d["type"] == "goal" and d["state"] == "possible":
@@ -247,11 +248,11 @@ def test_the_bet_mix_includes_what_the_engine_must_refuse(valid: list[dict[str, 
         for b in bets
         if b["market"] == "ou_0.5" and b["ts"] > first_goal.get(b["match_id"], 1 << 62)
     ]
-    deposited = Counter()
+    deposited: defaultdict[str, Decimal] = defaultdict(Decimal)
     for d in valid:
         if d["type"] == "deposit":
-            deposited[d["user_id"]] += float(d["amount"])
-    too_big = [b for b in bets if float(b["stake"]) > deposited[b["user_id"]]]
+            deposited[d["user_id"]] += Decimal(d["amount"])
+    too_big = [b for b in bets if Decimal(b["stake"]) > deposited[b["user_id"]]]
     assert len(just_before) >= 10 and len(after_goal) >= 10 and len(too_big) >= 10
 
 
