@@ -152,11 +152,17 @@ class KafkaSinkPartition(StatelessSinkPartition[SinkItem]):
 class KafkaSink(DynamicSink[SinkItem]):
     """Write `(topic_suffix, key, value)` items to prefixed Kafka topics, from every worker.
 
-    `flush_every_batch=True` waits for the delivery reports of each batch before
-    returning to bytewax. That costs throughput but means a batch bytewax considers
-    written is in Kafka, so a hard crash (kill -9) after a recovery snapshot cannot
-    lose it. With the default (False) a delivery failure still fails the flow, but a
-    hard crash can drop the messages of the last few milliseconds.
+    Any failed delivery fails the flow; what a restart from the recovery store resends
+    depends on `flush_every_batch`:
+
+    - `False` (default, fastest): `write_batch` returns once the items are queued. A
+      failure surfaces one or more batches later (up to `delivery.timeout.ms`), possibly
+      after bytewax snapshotted the epoch that held the message, and a hard crash
+      (kill -9) drops what was still queued. Fine for replays that are simply rerun.
+    - `True`: `write_batch` returns only once the broker acknowledged the whole batch,
+      so no epoch is snapshotted before its messages are in Kafka: with recovery on,
+      a restart resends everything that was not delivered (at-least-once). About 0.6x
+      the throughput of the default in benchmarks/kafka_sink_bench.py.
     """
 
     def __init__(self, settings: KafkaSettings, *, flush_every_batch: bool = False) -> None:
