@@ -1,0 +1,535 @@
+"""What the dashboard reads from the published DuckDB file: one function per question.
+
+No cache and no long-lived connection: `snapshot(path)` opens the published file read-only,
+a page asks its questions, and the connection closes at once, because the flow replaces the
+file every few seconds (sinks/publish.py). The writer's own file is never opened.
+
+Every function takes a `Snapshot` and returns a Polars frame (or a small dataclass). Event
+times stay `ts` (epoch ms, UTC) for the charts; tables get a `time` column, a UTC datetime.
+Tables that other parts of the flow add later (`bets`, `wallets`, `latency`) are optional:
+their functions return a `Missing` note instead of failing while the table does not exist.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+DB_ENV = "ODDSFLOW_DB"
+SELECTION_ORDER = ("home", "draw", "away", "over", "under", "none")
+MARKET_ORDER = (
+    "CASE WHEN market = '1x2' THEN 0 WHEN market LIKE 'ou_%' THEN 1 ELSE 2 END, "
+    "TRY_CAST(regexp_extract(market, '[0-9.]+$') AS DOUBLE), market"
+)
+# A reject's event time: its own, else the `ts` of its raw line when that line is JSON.
+REJECT_TS = "coalesce(ts, CASE WHEN json_valid(raw) THEN TRY_CAST(raw->>'ts' AS BIGINT) END)"
+
+
+def db_path_from_env() -> Path | None:
+    value = os.environ.get(DB_ENV)
+    return Path(value) if value else None
+
+
+def is_writer_file(path: Path) -> bool:
+    """The flow's private read-write file (`<name>.writer.duckdb`): never to be opened here."""
+    return path.stem.endswith(".writer")
+
+
+# ---- the file -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileState:
+    """The published file as the file system sees it, and whether it holds data."""
+
+    path: Path
+    exists: bool
+    size: int = 0
+    mtime: float | None = None
+    lines: int = 0  # feed events + rejects: 0 means nothing to show yet
+    problem: str | None = None  # why it cannot be read, in words
+
+    @property
+    def ready(self) -> bool:
+        return self.exists and self.problem is None and self.lines > 0
+
+    def age_s(self, now: float | None = None) -> float | None:
+        """Seconds since the flow last replaced the file."""
+        if self.mtime is None:
+            return None
+        return max(0.0, (time.time() if now is None else now) - self.mtime)
+
+
+def probe(path: Path) -> FileState:
+    """Does the published file exist, open, and hold any line yet? Never raises."""
+    if is_writer_file(path):
+        return FileState(path, path.exists(), problem="this is the flow's writer file")
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return FileState(path, exists=False)
+    try:
+        with snapshot(path) as db:
+            lines = sum(db.count(t) for t in ("feed_events", "rejects") if db.has(t))
+    except (duckdb.Error, OSError) as exc:
+        return FileState(path, True, stat.st_size, stat.st_mtime, problem=str(exc))
+    return FileState(path, True, stat.st_size, stat.st_mtime, lines=lines)
+
+
+class Snapshot:
+    """One read-only connection to the published file, for one batch of questions."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.tables = frozenset(
+            name for (name,) in self.rows("SELECT table_name FROM duckdb_tables()")
+        )
+
+    def has(self, table: str) -> bool:
+        return table in self.tables
+
+    def frame(self, sql: str, params: list[object] | None = None) -> pl.DataFrame:
+        return self.con.sql(sql, params=params or None).pl()
+
+    def rows(self, sql: str, params: list[object] | None = None) -> list[tuple]:
+        return self.con.sql(sql, params=params or None).fetchall()
+
+    def value(self, sql: str, params: list[object] | None = None) -> object:
+        rows = self.rows(sql, params)
+        return rows[0][0] if rows else None
+
+    def count(self, table: str) -> int:
+        return int(self.value(f"SELECT count(*) FROM {table}") or 0)  # type: ignore[call-overload]
+
+
+@contextmanager
+def snapshot(path: Path) -> Iterator[Snapshot]:
+    """Open the published file read-only; closed when the block ends, whatever happens."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        yield Snapshot(con)
+    finally:
+        con.close()
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A table the page would show is not in this database (yet)."""
+
+    table: str
+
+    @property
+    def note(self) -> str:
+        return f"No `{self.table}` table in this database yet: it appears once the flow writes it."
+
+
+def with_time(frame: pl.DataFrame, ts: str = "ts", name: str = "time") -> pl.DataFrame:
+    """Add `name`, the epoch-ms column `ts` as a UTC datetime (for tables)."""
+    return frame.with_columns(
+        pl.from_epoch(pl.col(ts), time_unit="ms").dt.replace_time_zone("UTC").alias(name)
+    )
+
+
+# ---- overview ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Totals:
+    accepted: int  # feed_events rows
+    rejected: int  # rejects rows
+    matches: int
+    markets: int
+    first_ts: int | None  # event-time span of the accepted lines
+    newest_ts: int | None
+
+
+def totals(db: Snapshot) -> Totals:
+    span = db.rows("SELECT min(ts), max(ts) FROM feed_events")[0]
+    return Totals(
+        accepted=db.count("feed_events"),
+        rejected=db.count("rejects") if db.has("rejects") else 0,
+        matches=db.count("matches") if db.has("matches") else 0,
+        markets=db.count("market_status") if db.has("market_status") else 0,
+        first_ts=span[0],
+        newest_ts=span[1],
+    )
+
+
+def line_rates(db: Snapshot) -> pl.DataFrame:
+    """Lines per second by event-time minute: `ts` to `end_ts` (the minute), `outcome`,
+    `lines`, `per_s`.
+
+    Rejects are placed by their own event time, else by their raw line's `ts`; those without
+    a readable time, or far outside the accepted lines' span (`ts_out_of_range`), are left out.
+    """
+    return db.frame(
+        f"""
+        WITH span AS (SELECT min(ts) AS lo, max(ts) AS hi FROM feed_events),
+        lines AS (
+            SELECT ts, 'accepted' AS outcome FROM feed_events
+            UNION ALL
+            SELECT {REJECT_TS} AS ts, 'rejected' AS outcome FROM rejects
+        )
+        SELECT (ts // 60000) * 60000 AS ts, (ts // 60000) * 60000 + 60000 AS end_ts, outcome,
+               count(*) AS lines, count(*) / 60.0 AS per_s
+        FROM lines, span
+        WHERE ts BETWEEN lo AND hi
+        GROUP BY ALL ORDER BY ts, outcome
+        """
+    )
+
+
+def reject_counts(db: Snapshot) -> pl.DataFrame:
+    """Rejects per reason: `code` (the reason before any `:`), `reason`, `rejects`."""
+    return db.frame(
+        """
+        SELECT split_part(reason, ':', 1) AS code, reason, count(*) AS rejects
+        FROM rejects GROUP BY ALL ORDER BY rejects DESC, reason
+        """
+    )
+
+
+def match_list(db: Snapshot) -> pl.DataFrame:
+    """Every match, by kickoff: ids, teams, the `label` to pick it by, score, state."""
+    frame = db.frame(
+        """
+        SELECT match_id, home || ' v ' || away || ' (' || match_id || ')' AS label,
+               home, away, status, period, minute, home_score, away_score, home_red, away_red,
+               home_score || '-' || away_score AS score, kickoff, ts
+        FROM matches ORDER BY kickoff, match_id
+        """
+    )
+    return with_time(frame, "kickoff", "kickoff_time")
+
+
+def matches_by_status(db: Snapshot) -> pl.DataFrame:
+    return db.frame("SELECT status, count(*) AS matches FROM matches GROUP BY ALL ORDER BY 2 DESC")
+
+
+def markets_by_status(db: Snapshot) -> pl.DataFrame:
+    return db.frame(
+        "SELECT status, count(*) AS markets FROM market_status GROUP BY ALL ORDER BY 2 DESC"
+    )
+
+
+def latency(db: Snapshot) -> pl.DataFrame | Missing:
+    """Percentiles of every millisecond column (`*_ms`, `ms`) of a `latency` table, if any,
+    per `stage` (or its first text column) when it has one."""
+    if not db.has("latency"):
+        return Missing("latency")
+    columns = db.rows(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'latency' "
+        "ORDER BY column_index"
+    )
+    measures = [c for c, t in columns if _is_ms(c) and _is_number(t)]
+    texts = [c for c, t in columns if t == "VARCHAR"]
+    group = "stage" if "stage" in texts else (texts[0] if texts else None)
+    parts = [
+        f"""SELECT {f'"{group}"' if group else "'all'"} AS stage, '{m}' AS measure,
+               count("{m}") AS samples,
+               quantile_cont("{m}", 0.5) AS p50, quantile_cont("{m}", 0.95) AS p95,
+               quantile_cont("{m}", 0.99) AS p99, max("{m}") AS max
+        FROM latency GROUP BY ALL"""
+        for m in measures
+    ]
+    if not parts:
+        return pl.DataFrame()
+    return db.frame(" UNION ALL ".join(parts) + " ORDER BY stage, measure")
+
+
+def _is_ms(column: str) -> bool:
+    return column == "ms" or column.endswith("_ms")
+
+
+def _is_number(sql_type: str) -> bool:
+    return sql_type in {"INTEGER", "BIGINT", "DOUBLE", "FLOAT", "HUGEINT", "SMALLINT"} or (
+        sql_type.startswith("DECIMAL")
+    )
+
+
+# ---- one match -------------------------------------------------------------------------------
+
+
+def match_events(db: Snapshot, match_id: str) -> pl.DataFrame:
+    """The match's incidents and period changes: `ts`, `kind`, `label`, and for the chart
+    `short` and `labelled` (worth a label there), `time`."""
+    frame = db.frame(
+        """
+        WITH e AS (
+            SELECT ts, type, payload::JSON AS p FROM feed_events
+            WHERE match_id = ?
+              AND type IN ('goal', 'penalty', 'card', 'var', 'period_start', 'period_end',
+                           'match_end')
+        )
+        SELECT ts,
+            CASE WHEN type LIKE 'period_%' THEN 'period' WHEN type = 'match_end' THEN 'period'
+                 WHEN type = 'card' AND p->>'color' = 'yellow' THEN 'yellow card'
+                 WHEN type = 'card' THEN 'red card' ELSE type END AS kind,
+            CASE type
+                WHEN 'goal' THEN 'Goal ' || (p->>'state') || ' (' || (p->>'team') || ')'
+                WHEN 'penalty' THEN 'Penalty ' || (p->>'state') || ' (' || (p->>'team') || ')'
+                WHEN 'card' THEN replace(p->>'color', '_', ' ') || ' card: '
+                    || coalesce(p->>'player', '?') || ' (' || (p->>'team') || ')'
+                WHEN 'var' THEN 'VAR ' || (p->>'state')
+                    || CASE WHEN coalesce(p->>'reason', '') <> '' THEN ': ' || (p->>'reason')
+                            ELSE '' END
+                WHEN 'period_start' THEN 'Period ' || (p->>'period') || ' starts'
+                WHEN 'period_end' THEN 'Period ' || (p->>'period') || ' ends'
+                ELSE 'Match end ' || (p->>'home_score') || '-' || (p->>'away_score')
+            END AS label,
+            CASE type
+                WHEN 'goal' THEN 'Goal ' || (p->>'team')
+                    || CASE p->>'state' WHEN 'confirmed' THEN '' ELSE ' ' || (p->>'state') END
+                WHEN 'penalty' THEN 'Pen. ' || (p->>'team')
+                WHEN 'card' THEN 'Red ' || (p->>'team')
+                WHEN 'var' THEN 'VAR'
+                WHEN 'period_start' THEN CASE p->>'period' WHEN '1' THEN 'KO'
+                    ELSE 'P' || (p->>'period') || ' start' END
+                WHEN 'period_end' THEN CASE p->>'period' WHEN '1' THEN 'HT'
+                    ELSE 'P' || (p->>'period') || ' end' END
+                ELSE 'FT ' || (p->>'home_score') || '-' || (p->>'away_score')
+            END AS short,
+            -- worth a label on the chart (the rest has a rule and a tooltip)
+            NOT ((type = 'goal' AND p->>'state' = 'possible')
+                 OR (type = 'penalty' AND p->>'state' <> 'awarded')
+                 OR (type = 'card' AND p->>'color' = 'yellow')
+                 OR (type = 'var' AND p->>'state' = 'end')) AS labelled
+        FROM e ORDER BY ts
+        """,
+        [match_id],
+    )
+    return with_time(frame)
+
+
+def match_markets(db: Snapshot, match_id: str) -> list[str]:
+    frame = db.frame(
+        f"SELECT market FROM market_status WHERE match_id = ? ORDER BY {MARKET_ORDER}", [match_id]
+    )
+    return frame["market"].to_list()
+
+
+def _match_end_ts(db: Snapshot, match_id: str) -> int:
+    """The match's newest event time: where a still-running interval ends on the chart."""
+    value = db.value(
+        "SELECT max(ts) FROM (SELECT ts FROM feed_events WHERE match_id = $1 "
+        "UNION ALL SELECT ts FROM market_history WHERE match_id = $1)",
+        [match_id],
+    )
+    return int(value or 0)  # type: ignore[call-overload]
+
+
+def status_bands(db: Snapshot, match_id: str, market: str) -> pl.DataFrame:
+    """The market's status over time: `status`, `reason` (of the change), `ts`, `end_ts`."""
+    return db.frame(
+        """
+        WITH h AS (
+            SELECT version, status, reason, ts,
+                   lag(status) OVER (ORDER BY version) IS DISTINCT FROM status AS starts
+            FROM market_history WHERE match_id = $1 AND market = $2
+        ), g AS (
+            SELECT *, sum(starts::INT) OVER (ORDER BY version) AS band FROM h
+        ), b AS (
+            SELECT band, first(status ORDER BY version) AS status,
+                   first(reason ORDER BY version) AS reason, min(ts) AS ts
+            FROM g GROUP BY band
+        )
+        SELECT status, reason, ts,
+               CASE WHEN status = 'SETTLED' THEN ts
+                    ELSE coalesce(lead(ts) OVER (ORDER BY band), $3) END AS end_ts
+        FROM b ORDER BY band
+        """,
+        [match_id, market, _match_end_ts(db, match_id)],
+    )
+
+
+def price_segments(db: Snapshot, match_id: str, market: str) -> pl.DataFrame:
+    """Each offered price while it stood: `selection`, `price` (decimal odds), `probability`,
+    `version`, from `ts` to `end_ts` (the market's next change)."""
+    return db.frame(
+        """
+        WITH h AS (
+            SELECT version, ts, coalesce(lead(ts) OVER (ORDER BY version), $3) AS end_ts
+            FROM market_history WHERE match_id = $1 AND market = $2
+        )
+        SELECT p.selection, p.price::DOUBLE AS price, p.probability, p.version, p.ts, h.end_ts
+        FROM prices p JOIN h USING (version)
+        WHERE p.match_id = $1 AND p.market = $2
+        ORDER BY p.ts, p.selection
+        """,
+        [match_id, market, _match_end_ts(db, match_id)],
+    )
+
+
+def suspensions(db: Snapshot, match_id: str) -> pl.DataFrame:
+    """Every suspension of every market of the match: from a SUSPENDED version to the next
+    version (OPEN or CLOSED): `market`, `reason`, `ts`, `ended_by`, `end_ts`, `seconds` (so
+    far, for a market still suspended)."""
+    frame = db.frame(
+        """
+        WITH h AS (
+            SELECT market, status, reason, ts,
+                   lead(status) OVER w AS ended_by, lead(ts) OVER w AS end_ts
+            FROM market_history WHERE match_id = $1
+            WINDOW w AS (PARTITION BY market ORDER BY version)
+        )
+        SELECT market, reason, ts, ended_by, end_ts,
+               (coalesce(end_ts, $2) - ts) / 1000.0 AS seconds
+        FROM h WHERE status = 'SUSPENDED' ORDER BY ts, market
+        """,
+        [match_id, _match_end_ts(db, match_id)],
+    )
+    return with_time(frame)
+
+
+def incidents(suspended: pl.DataFrame) -> pl.DataFrame:
+    """Suspensions grouped by what caused them (same time, same reason): how many markets,
+    how each ended, and the longest hold in seconds."""
+    return (
+        suspended.group_by("ts", "time", "reason")
+        .agg(
+            pl.len().alias("markets"),
+            (pl.col("ended_by") == "OPEN").sum().alias("reopened"),
+            (pl.col("ended_by") == "CLOSED").sum().alias("closed"),
+            pl.col("ended_by").is_null().sum().alias("still_suspended"),
+            pl.col("seconds").max().alias("longest_s"),
+        )
+        .sort("ts")
+    )
+
+
+# ---- markets and risk ------------------------------------------------------------------------
+
+
+def market_board(db: Snapshot, match_id: str | None = None) -> pl.DataFrame:
+    """Every market's current status with its latest offered prices, one column per selection."""
+    frame = db.frame(
+        f"""
+        WITH latest AS (
+            SELECT match_id, market, max(version) AS version FROM prices GROUP BY ALL
+        )
+        SELECT m.home || ' v ' || m.away AS fixture, s.match_id, s.market, s.status,
+               s.version, s.reason, s.ts, s.winner, p.selection, p.price::DOUBLE AS price
+        FROM market_status s
+        LEFT JOIN matches m USING (match_id)
+        LEFT JOIN latest l USING (match_id, market)
+        LEFT JOIN prices p
+            ON p.match_id = s.match_id AND p.market = s.market AND p.version = l.version
+        WHERE $1::VARCHAR IS NULL OR s.match_id = $1
+        ORDER BY m.kickoff, s.match_id, {MARKET_ORDER.replace("market", "s.market")}
+        """,
+        [match_id],
+    )
+    index = ["fixture", "match_id", "market", "status", "version", "reason", "ts", "winner"]
+    wide = frame.pivot(on="selection", index=index, values="price", maintain_order=True)
+    present = [s for s in SELECTION_ORDER if s in wide.columns]
+    others = sorted(c for c in wide.columns if c not in index and c not in present)
+    return with_time(wide.select(*index, *present, *[c for c in others if c != "null"]))
+
+
+BET_STAKES = """
+    SELECT b.match_id, b.market, b.selection, b.stake::DECIMAL(18, 2) AS stake,
+           b.price::DECIMAL(18, 2) AS price
+    FROM bets b WHERE lower(b.status) <> 'rejected'
+"""
+
+
+def bets_by_outcome(db: Snapshot) -> pl.DataFrame | Missing:
+    """Bets per `status` and `reason` (accepted, rejected: price_moved, ...): count and stake."""
+    if not db.has("bets"):
+        return Missing("bets")
+    return db.frame(
+        """
+        SELECT status, coalesce(nullif(reason, ''), status) AS reason, count(*) AS bets,
+               sum(stake::DECIMAL(18, 2))::DOUBLE AS stake
+        FROM bets GROUP BY ALL ORDER BY bets DESC, status, reason
+        """
+    )
+
+
+def exposure_by_market(db: Snapshot) -> pl.DataFrame | Missing:
+    """Worst-case liability of each market over the bets not rejected: the largest payout of
+    any one selection minus all stakes taken on the market, biggest first."""
+    if not db.has("bets"):
+        return Missing("bets")
+    frame = db.frame(
+        f"""
+        WITH b AS ({BET_STAKES}),
+        per_selection AS (
+            SELECT match_id, market, selection, sum(stake * price) AS payout FROM b GROUP BY ALL
+        ),
+        per_market AS (
+            SELECT match_id, market, sum(stake) AS stakes, count(*) AS bets FROM b GROUP BY ALL
+        )
+        SELECT m.match_id, m.market, s.status, m.bets, m.stakes::DOUBLE AS stakes,
+               max(p.payout)::DOUBLE AS worst_payout,
+               (max(p.payout) - m.stakes)::DOUBLE AS exposure,
+               arg_max(p.selection, p.payout) AS worst_selection
+        FROM per_market m JOIN per_selection p USING (match_id, market)
+        LEFT JOIN market_status s USING (match_id, market)
+        GROUP BY ALL ORDER BY exposure DESC, m.match_id, m.market
+        """
+    )
+    return frame
+
+
+def exposure_by_match(by_market: pl.DataFrame) -> pl.DataFrame:
+    """Per match: the sum of its markets' worst cases (markets of a match are not exclusive)."""
+    return (
+        by_market.group_by("match_id")
+        .agg(
+            pl.col("exposure").sum(),
+            pl.col("stakes").sum(),
+            pl.col("bets").sum(),
+            pl.len().alias("markets"),
+        )
+        .sort("exposure", "match_id", descending=[True, False])
+    )
+
+
+@dataclass(frozen=True)
+class Wallets:
+    users: int
+    balance: float
+
+
+def wallets(db: Snapshot) -> Wallets | Missing:
+    if not db.has("wallets"):
+        return Missing("wallets")
+    (row,) = db.rows(
+        "SELECT count(*), coalesce(sum(balance::DECIMAL(18, 2)), 0)::DOUBLE FROM wallets"
+    )
+    return Wallets(users=int(row[0]), balance=float(row[1]))
+
+
+# ---- rejects ---------------------------------------------------------------------------------
+
+
+def latest_rejects(
+    db: Snapshot,
+    codes: list[str] | None = None,
+    reasons: list[str] | None = None,
+    limit: int = 500,
+) -> pl.DataFrame:
+    """The newest rejects first (by event time, else by line number), optionally only those
+    whose reason or reason code (the part before `:`) is listed."""
+    frame = db.frame(
+        f"""
+        SELECT {REJECT_TS} AS ts, source, reason, split_part(reason, ':', 1) AS code, detail,
+               provider, match_id, raw
+        FROM rejects
+        WHERE ($1::VARCHAR[] IS NULL OR split_part(reason, ':', 1) IN (SELECT unnest($1)))
+          AND ($2::VARCHAR[] IS NULL OR reason IN (SELECT unnest($2)))
+        ORDER BY 1 DESC NULLS LAST,
+                 TRY_CAST(regexp_extract(source, '[0-9]+$') AS BIGINT) DESC, source
+        LIMIT $3
+        """,
+        [codes or None, reasons or None, limit],
+    )
+    return with_time(frame)
