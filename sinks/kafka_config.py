@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_PREFIX = "oddsflow."
+DEFAULT_DELIVERY_TIMEOUT_MS = 30_000  # how long the producer retries one message
 ENV_BOOTSTRAP = "ODDSFLOW_KAFKA"
 ENV_PREFIX = "ODDSFLOW_KAFKA_PREFIX"
 
@@ -85,7 +86,7 @@ class KafkaSettings:
     topic_prefix: str = DEFAULT_PREFIX
     security: dict[str, str] = field(default_factory=dict)
     client_overrides: dict[str, str] = field(default_factory=dict)
-    delivery_timeout_ms: int = 30_000
+    delivery_timeout_ms: int = DEFAULT_DELIVERY_TIMEOUT_MS
 
     def __post_init__(self) -> None:
         # Copies, so a caller mutating its dict later cannot change a frozen value.
@@ -104,6 +105,8 @@ class KafkaSettings:
         env = os.environ if environ is None else environ
         from_file = read_properties(config_file) if config_file is not None else {}
         file_bootstrap = from_file.pop("bootstrap.servers", None)
+        timeout = from_file.pop("delivery.timeout.ms", None)
+        timeout = from_file.pop("producer.delivery.timeout.ms", timeout)
         security = {k: v for k, v in from_file.items() if k.startswith(_SECURITY_PREFIXES)}
         overrides = {k: v for k, v in from_file.items() if k not in security}
         return cls(
@@ -111,6 +114,7 @@ class KafkaSettings:
             topic_prefix=env.get(ENV_PREFIX, DEFAULT_PREFIX),
             security=security,
             client_overrides=overrides,
+            delivery_timeout_ms=int(timeout) if timeout else DEFAULT_DELIVERY_TIMEOUT_MS,
         )
 
     def topic(self, name: str) -> str:

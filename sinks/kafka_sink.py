@@ -69,7 +69,8 @@ class KafkaSinkPartition(StatelessSinkPartition[SinkItem]):
         self._prefix = settings.topic_prefix
         self._topics: dict[str, str] = {}
         self._flush_every_batch = flush_every_batch
-        self._flush_timeout_s = settings.delivery_timeout_ms / 1000 + _FLUSH_MARGIN_S
+        retry_for_s = int(config["delivery.timeout.ms"]) / 1000
+        self._flush_timeout_s = retry_for_s + _FLUSH_MARGIN_S
         self._first_failure: _Failure | None = None
         self._failures = 0
         self.delivered = 0

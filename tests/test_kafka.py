@@ -52,6 +52,7 @@ def test_settings_come_from_file_then_env_then_args(tmp_path: Path) -> None:
         "sasl.username oddsflow\n"
         "sasl.password=s3cr=t\n"
         "producer.linger.ms=20\n"
+        "delivery.timeout.ms=120000\n"
         "socket.keepalive.enable=true\n"
     )
     from_file = KafkaSettings.from_env_and_args(None, config, environ={})
@@ -70,6 +71,8 @@ def test_settings_come_from_file_then_env_then_args(tmp_path: Path) -> None:
     }
     assert (from_env.bootstrap, from_env.topic("feed")) == ("env:9092", "x.feed")
     assert from_args.bootstrap == "arg:9092"
+    assert from_file.delivery_timeout_ms == 120_000
+    assert from_file.producer_config()["delivery.timeout.ms"] == 120_000
     assert KafkaSettings.from_env_and_args(None, None, environ={}).bootstrap == "127.0.0.1:9092"
 
 
@@ -158,12 +161,6 @@ def test_up_and_status_are_idempotent(
     assert kafka_broker.main(["up"]) == 0
 
 
-def test_broker_refuses_auto_topic_creation() -> None:
-    config = (kafka_broker.StatePaths.from_env().server_properties).read_text()
-
-    assert "auto.create.topics.enable=false" in config.splitlines()
-
-
 def test_ensure_topics_creates_missing_topics_once(kafka_settings: KafkaSettings) -> None:
     created = ensure_topics(kafka_settings, [FEED, BETS_IN, "prices"])
     again = ensure_topics(kafka_settings, [FEED, "prices", "markets"])
@@ -248,6 +245,8 @@ def test_delivery_to_a_missing_topic_fails_the_flow(kafka_settings: KafkaSetting
     assert error.topic == settings.topic("no_such_topic")
     assert error.key == "m1"
     assert time.monotonic() - started < 20
+    topics = AdminClient(settings.admin_config()).list_topics(timeout=10).topics
+    assert error.topic not in topics  # the broker does not create topics on demand
 
 
 def test_a_message_the_broker_rejects_is_raised_by_the_next_write(
