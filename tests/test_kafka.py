@@ -270,6 +270,20 @@ def test_a_message_the_broker_rejects_is_raised_by_the_next_write(
         sink.close()
 
 
+def test_a_message_librdkafka_refuses_is_raised_at_once(kafka_settings: KafkaSettings) -> None:
+    settings = dataclasses.replace(
+        kafka_settings, client_overrides={"producer.message.max.bytes": "1000"}
+    )
+    sink = KafkaSink(settings).build("out", 0, 1)
+
+    with pytest.raises(KafkaDeliveryError) as failure:
+        sink.write_batch([("prices", "m1", b"x" * 5000)])
+
+    assert (failure.value.topic, failure.value.key) == (settings.topic("prices"), "m1")
+    assert isinstance(failure.value.error, KafkaError)
+    assert failure.value.error.code() == KafkaError.MSG_SIZE_TOO_LARGE
+
+
 def test_close_raises_when_messages_cannot_be_delivered(kafka_settings: KafkaSettings) -> None:
     settings = dataclasses.replace(kafka_settings, delivery_timeout_ms=1500)
     sink = KafkaSink(settings).build("out", 0, 1)
