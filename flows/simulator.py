@@ -87,7 +87,7 @@ class SimSummary:
     path: Path
     lines: int
     matches: int
-    bets: int  # valid bet lines (a resent bet_id counts twice)
+    bets: int  # valid bet lines (a resent bet_id is a duplicate fault)
     deposits: int
     faults: dict[str, int] = field(default_factory=dict)  # reason -> lines
 
@@ -670,8 +670,9 @@ _BET_KINDS = (
     "stale",
     "big_stake",
     "closed_market",
+    "unknown_market",
 )
-_BET_WEIGHTS = (30, 42, 7, 7, 6, 4, 4)
+_BET_WEIGHTS = (30, 42, 7, 7, 6, 4, 4, 1)
 RESEND_SHARE = 0.03  # a bet sent again with the same bet_id a moment later
 _STAKES = (200, 500, 500, 1000, 1000, 1000, 1500, 2000, 2500, 5000, 750, 10000)  # cents
 
@@ -754,6 +755,11 @@ class _Bettors:
         price = self._quote(self.timeline.state_at(possible - 1))["ou_0.5"][selection][1]
         return self._payload(ts, "ou_0.5", selection, price)
 
+    def _unknown_market(self) -> Payload:
+        """A market the match does not offer (over/under 6.5 goals)."""
+        bet = self._inplay()
+        return {**bet, "market": "ou_6.5", "selection": self.rng.choice(("over", "under"))}
+
     # -- helpers ------------------------------------------------------------------------------
 
     def _bet(self, ts: int, priced_at: int | None = None) -> Payload:
@@ -803,6 +809,17 @@ class _Bettors:
         return book
 
 
+def _resent(entry: _Entry, bet_ids: set[str]) -> str | None:
+    """A bet sent again with a bet_id seen before: one bet, the repeat rejected."""
+    bet_id = entry.payload.get("bet_id")
+    if entry.payload.get("type") != "bet" or bet_id is None:
+        return None
+    if bet_id in bet_ids:
+        return "duplicate"
+    bet_ids.add(bet_id)
+    return None
+
+
 def _bet_entry(payload: Payload) -> _Entry:
     return _Entry(payload["ts"], payload, _json(payload))
 
@@ -846,10 +863,11 @@ class _FaultInjector:
     def _assemble(self) -> list[tuple[int, SimLine]]:
         moved = set(self.late.values())
         seqs: Counter[str] = Counter()
+        bet_ids: set[str] = set()
         out = []
         for i, entry in enumerate(self.entries):
             if i not in moved:
-                out.append((entry.sort_ts, SimLine(entry.text, None)))
+                out.append((entry.sort_ts, SimLine(entry.text, _resent(entry, bet_ids))))
             if i in self.late:
                 out.append(
                     (entry.sort_ts, SimLine(self.entries[self.late[i]].text, "out_of_order"))

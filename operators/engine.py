@@ -1,12 +1,15 @@
-"""Per-match processing: one `MatchProcessor` per key folds raw lines into output rows.
+"""Per-key processing: a `MatchProcessor` per match folds its lines into output rows and
+into verdicts for the wallets; `LocalEngine` runs the whole thing in one thread.
 
-Plain Python: the dataflow keys lines by match and calls `process` for each, in arrival order.
+Plain Python: the dataflow keys lines (see `operators.parse.route`) and calls `process`
+for each line of a key, in arrival order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from operators.bets import BetDecision, MatchBets, SettlementNotice, WalletMessage, wallet_shard_of
 from operators.events import (
     Bet,
     Card,
@@ -22,62 +25,81 @@ from operators.events import (
 )
 from operators.markets import MatchMarkets
 from operators.match import MatchState
-from operators.parse import RawLine, parse_line
+from operators.parse import RawLine, is_wallet_key, parse_line, route
 from operators.rows import FeedEventRow, FeedGapRow, Reject, Row
 from operators.settings import DEFAULT_RULES, Rules
 from operators.validate import SeqTracker, check_match
+from operators.wallets import WalletShard
+
+Output = Row | WalletMessage
 
 
 @dataclass(slots=True)
 class MatchProcessor:
-    """All state of one key (a match; or the bucket of unparseable lines)."""
+    """All state of one match key (or of the bucket of lines too broken to route)."""
 
     rules: Rules = DEFAULT_RULES
     match: MatchState | None = None
     markets: MatchMarkets | None = None
+    bets: MatchBets | None = None
     seqs: dict[str, SeqTracker] = field(default_factory=dict)
 
-    def process(self, raw: RawLine) -> list[Row]:
+    def process(self, raw: RawLine) -> list[Output]:
+        """One line of this key: output rows, and verdicts/settlements for wallets."""
         ev = parse_line(raw)
         if isinstance(ev, Reject):
             return [ev]
-        if isinstance(ev, (Deposit, Bet)):
-            return []
-        return self._feed(raw, ev)
+        if isinstance(ev, Deposit):
+            return []  # wallets' business (see `route`)
+        if self.bets is None:
+            self.bets = MatchBets(self.rules)
+        out: list[Output] = []
+        if isinstance(ev, Bet):
+            self._bet(raw, ev, out)
+        else:
+            self._feed(raw, ev, out)
+        self.bets.review(out, ev.ts, out)
+        return out
 
-    def _feed(self, raw: RawLine, ev: FeedEvent) -> list[Row]:
+    def _bet(self, raw: RawLine, bet: Bet, out: list[Output]) -> None:
+        match, markets, bets = self.match, self.markets, self.bets
+        assert bets is not None
+        if match is not None and markets is not None:
+            markets.advance(match, bet.ts, out)
+        bets.judge(raw.source, bet, markets, match is not None and match.in_play, out)
+
+    def _feed(self, raw: RawLine, ev: FeedEvent, out: list[Output]) -> None:
         if self.match is None and not isinstance(ev, Fixture):
-            return [_reject(raw, ev, "unknown_match")]
+            out.append(_reject(raw, ev, "unknown_match"))
+            return
         tracker = self.seqs.get(ev.provider)
         if tracker is None:
             tracker = self.seqs[ev.provider] = SeqTracker()
         reason = tracker.check(ev.seq)
-        if reason is not None:
-            return [_reject(raw, ev, reason)]
-        out: list[Row] = []
-        gap = tracker.record(ev.seq)
-        if gap is not None:
-            out.append(FeedGapRow(ev.provider, ev.match_id, gap[0], gap[1], ev.ts))
-        reason = check_match(self.match, ev, self.rules)
+        if reason is None:
+            gap = tracker.record(ev.seq)
+            if gap is not None:
+                out.append(FeedGapRow(ev.provider, ev.match_id, gap[0], gap[1], ev.ts))
+            reason = check_match(self.match, ev, self.rules)
         if reason is not None:
             out.append(_reject(raw, ev, reason))
-            return out
+            if isinstance(ev, MatchEnd) and self.bets is not None:
+                self.bets.notice_rejected_end(raw.source, ev.match_id, ev.ts, out)
+            return
         out.append(
             FeedEventRow(ev.provider, ev.match_id, ev.seq, ev.ts, _type(ev), _text(raw), raw.source)
         )
-        out.extend(self._apply(raw, ev))
-        return out
+        self._apply(raw, ev, out)
 
-    def _apply(self, raw: RawLine, ev: FeedEvent) -> list[Row]:
-        out: list[Row] = []
+    def _apply(self, raw: RawLine, ev: FeedEvent, out: list[Output]) -> None:
         if isinstance(ev, Fixture):
             self.match = match = MatchState.from_fixture(ev)
             self.markets = MatchMarkets(self.rules, ev.match_id)
             out.append(match.row(ev.ts))
             self.markets.open_book(match, ev.ts, out)
-            return out
-        match, markets = self.match, self.markets
-        assert match is not None and markets is not None
+            return
+        match, markets, bets = self.match, self.markets, self.bets
+        assert match is not None and markets is not None and bets is not None
         markets.advance(match, ev.ts, out)
         if isinstance(ev, MatchEnd) and (match.home_score, match.away_score) != (
             ev.home_score,
@@ -95,7 +117,11 @@ class MatchProcessor:
             markets.heard(match, ev.ts, out)
         _react(match, markets, ev, score, out)
         markets.tick(match, ev.ts, out)
-        return out
+        if isinstance(ev, Card) and ev.color != "yellow":
+            bets.red_card()
+        elif isinstance(ev, MatchEnd):
+            bets.review(out, ev.ts, out)  # bets still in their delay see the close first
+            bets.settle(raw.source, ev.match_id, out, ev.ts, out)
 
 
 def _react(
@@ -156,3 +182,40 @@ def _reject(raw: RawLine, ev: FeedEvent, reason: str, detail: str = "") -> Rejec
         provider=ev.provider,
         match_id=ev.match_id,
     )
+
+
+class LocalEngine:
+    """The whole per-line logic in one thread, in feed order: every match processor and
+    wallet shard, verdicts delivered at once. What the dataflow computes, as plain calls
+    (for tests, benchmarks and the simulator's checks)."""
+
+    def __init__(self, rules: Rules = DEFAULT_RULES) -> None:
+        self.rules = rules
+        self.matches: dict[str, MatchProcessor] = {}
+        self.shards: dict[str, WalletShard] = {}
+
+    def line(self, raw: RawLine) -> list[Row]:
+        rows: list[Row] = []
+        for key, item in route(raw):
+            if is_wallet_key(key):
+                rows.extend(self._shard(key).line(item))
+                continue
+            proc = self.matches.get(key)
+            if proc is None:
+                proc = self.matches[key] = MatchProcessor(self.rules)
+            for out in proc.process(item):
+                if isinstance(out, (BetDecision, SettlementNotice)):
+                    rows.extend(self._shard(wallet_shard_of(out)).message(out))
+                else:
+                    rows.append(out)
+        return rows
+
+    def finish(self) -> list[Row]:
+        """End of input: what wallets still hold."""
+        return [row for shard in self.shards.values() for row in shard.finish()]
+
+    def _shard(self, key: str) -> WalletShard:
+        shard = self.shards.get(key)
+        if shard is None:
+            shard = self.shards[key] = WalletShard()
+        return shard

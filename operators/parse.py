@@ -8,6 +8,7 @@ whose `detail` names the field and the problem in words.
 from __future__ import annotations
 
 import re
+import zlib
 from typing import NamedTuple
 
 import msgspec
@@ -16,7 +17,6 @@ from operators.events import TYPE_NAMES, Event
 from operators.rows import Reject
 
 _decoder = msgspec.json.Decoder(Event)
-_peek = msgspec.json.Decoder(dict[str, object])
 _FIELD = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
 _MISSING = re.compile(r"missing required field `([A-Za-z0-9_]+)`")
 _CHECKED = re.compile(r"^`([A-Za-z0-9_]+)`")  # messages of the structs' own __post_init__ checks
@@ -62,11 +62,10 @@ def _explain(data: bytes, message: str) -> tuple[str, str]:
 
 
 def _type_of(data: bytes) -> str | None:
-    try:
-        value = _peek.decode(data).get("type")
-    except msgspec.MsgspecError:
+    peek = _peek(RawLine("", data))
+    if peek is None or peek.type is None:
         return None
-    return value if isinstance(value, str) else repr(value)
+    return peek.type if isinstance(peek.type, str) else repr(peek.type)
 
 
 def _reject(raw: RawLine, reason: str, detail: str) -> Reject:
@@ -85,21 +84,51 @@ def _reject(raw: RawLine, reason: str, detail: str) -> Reject:
 class _Route(msgspec.Struct):
     match_id: object = None
     user_id: object = None
+    type: object = None
 
 
 _route = msgspec.json.Decoder(_Route)
 REJECTS_KEY = ""
 
 
-def route_key(raw: RawLine) -> str:
-    """The key a line is processed under: its match (feed lines, bets), `@user` for deposits,
-    and `REJECTS_KEY` for lines too broken to tell."""
+def _peek(raw: RawLine) -> _Route | None:
     try:
-        route = _route.decode(raw.data)
+        return _route.decode(raw.data)
     except msgspec.MsgspecError:
-        return REJECTS_KEY
-    if isinstance(route.match_id, str):
-        return route.match_id
-    if isinstance(route.user_id, str):
-        return "@" + route.user_id
-    return REJECTS_KEY
+        return None
+
+
+def has_match(raw: RawLine) -> bool:
+    peek = _peek(raw)
+    return peek is not None and isinstance(peek.match_id, str)
+
+
+def route(raw: RawLine) -> list[tuple[str, RawLine]]:
+    """The keys a line is processed under: its match (feed lines, bets; `REJECTS_KEY` for
+    lines too broken to tell), and the wallet shards that need it: the bettor's for bets and
+    deposits, every shard for `match_end` (settlements are applied in feed order)."""
+    peek = _peek(raw)
+    if peek is None:
+        return [(REJECTS_KEY, raw)]
+    user = peek.user_id if isinstance(peek.user_id, str) else None
+    if not isinstance(peek.match_id, str):
+        return [(wallet_key(user), raw)] if user is not None else [(REJECTS_KEY, raw)]
+    keys = [(peek.match_id, raw)]
+    if peek.type == "bet" and user is not None:
+        keys.append((wallet_key(user), raw))
+    elif peek.type == "match_end":
+        keys.extend((shard, raw) for shard in WALLET_SHARD_KEYS)
+    return keys
+
+
+def wallet_key(user_id: str) -> str:
+    """The wallet shard of a user: stable across processes (not Python's `hash`)."""
+    return f"${zlib.adler32(user_id.encode()) % WALLET_SHARDS}"
+
+
+def is_wallet_key(key: str) -> bool:
+    return key.startswith("$")
+
+
+WALLET_SHARDS = 8
+WALLET_SHARD_KEYS = tuple(f"${k}" for k in range(WALLET_SHARDS))

@@ -75,7 +75,56 @@ class PriceRow(NamedTuple):
     ts: int
 
 
-Row = FeedEventRow | Reject | FeedGapRow | MatchRow | MarketStatusRow | PriceRow
+
+
+
+class BetRow(NamedTuple):
+    """A bet's latest state: version 1 when decided, 2 when settled."""
+
+    bet_id: str
+    user_id: str
+    match_id: str
+    market: str
+    selection: str
+    stake: Decimal
+    price: Decimal
+    status: str  # accepted, rejected, won, lost, void
+    reason: str
+    payout: Decimal
+    ts: int
+    version: int
+
+
+class WalletRow(NamedTuple):
+    user_id: str
+    balance: Decimal
+    version: int
+    ts: int
+
+
+class LedgerRow(NamedTuple):
+    """One movement of a wallet: deposit, stake, payout (every balance it ever had)."""
+
+    user_id: str
+    version: int
+    ts: int
+    kind: str
+    amount: Decimal
+    balance: Decimal
+    ref: str
+
+
+Row = (
+    FeedEventRow
+    | Reject
+    | FeedGapRow
+    | MatchRow
+    | MarketStatusRow
+    | PriceRow
+    | BetRow
+    | WalletRow
+    | LedgerRow
+)
 
 TABLE_OF: dict[type, str] = {
     FeedEventRow: "feed_events",
@@ -84,4 +133,7 @@ TABLE_OF: dict[type, str] = {
     MatchRow: "matches",
     MarketStatusRow: "market_status",
     PriceRow: "prices",
+    BetRow: "bets",
+    WalletRow: "wallets",
+    LedgerRow: "wallet_ledger",
 }

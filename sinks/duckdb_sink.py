@@ -27,7 +27,12 @@ log = logging.getLogger(__name__)
 # Row types that feed more than their own table.
 EXTRA_TABLES: dict[type, tuple[str, ...]] = {MarketStatusRow: ("market_history",)}
 # Tables that hold the latest state per key: the newest `version` wins (None: the last row).
-LATEST: dict[str, str | None] = {"matches": None, "market_status": "version"}
+LATEST: dict[str, str | None] = {
+    "matches": None,
+    "market_status": "version",
+    "bets": "version",
+    "wallets": "version",
+}
 
 
 def writer_path(db: Path) -> Path:
@@ -71,9 +76,12 @@ class DuckDBWriter:
         self.dirty = False
 
     def add(self, rows: list[Row]) -> None:
+        """Buffer a line's rows; other items in the list (wallet messages) are skipped."""
         for row in rows:
-            self.buffers[type(row)].append(row)
-        self.pending += len(rows)
+            kind = type(row)
+            if kind in TABLE_OF:
+                self.buffers[kind].append(row)
+                self.pending += 1
         if self.pending >= self.batch_rows or (
             time.monotonic() - self.last_flush >= self.flush_every_s
         ):

@@ -80,3 +80,55 @@ CREATE TABLE IF NOT EXISTS prices (
     ts BIGINT NOT NULL,
     PRIMARY KEY (match_id, market, version, selection)
 );
+
+CREATE TABLE IF NOT EXISTS bets (
+    bet_id VARCHAR PRIMARY KEY,
+    user_id VARCHAR NOT NULL,
+    match_id VARCHAR NOT NULL,
+    market VARCHAR NOT NULL,
+    selection VARCHAR NOT NULL,
+    stake DECIMAL(12, 2) NOT NULL,
+    price DECIMAL(7, 2) NOT NULL,       -- the bettor's price: what an accepted bet pays at
+    status VARCHAR NOT NULL,            -- accepted, rejected, won, lost, void
+    reason VARCHAR NOT NULL,            -- why rejected (market_suspended, price_changed, ...)
+    payout DECIMAL(14, 2) NOT NULL,     -- paid on settlement (stake x price when won)
+    ts BIGINT NOT NULL,                 -- when decided, then when settled
+    version INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS wallets (
+    user_id VARCHAR PRIMARY KEY,
+    balance DECIMAL(14, 2) NOT NULL,
+    version INTEGER NOT NULL,
+    ts BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS wallet_ledger (
+    user_id VARCHAR NOT NULL,
+    version INTEGER NOT NULL,           -- the wallet's version after this movement
+    ts BIGINT NOT NULL,
+    kind VARCHAR NOT NULL,              -- deposit, stake, payout
+    amount DECIMAL(14, 2) NOT NULL,     -- signed: stakes are negative
+    balance DECIMAL(14, 2) NOT NULL,    -- after the movement, never negative
+    ref VARCHAR NOT NULL,               -- bet_id, or the deposit's source line
+    PRIMARY KEY (user_id, version)
+);
+
+-- Worst-case liability of every market from the accepted (and settled) bets: what the book
+-- pays if selection s wins, minus the stakes it keeps from the other selections.
+CREATE OR REPLACE VIEW exposure AS
+WITH book AS (
+    SELECT match_id, market, selection,
+           sum(stake * (price - 1)) AS if_wins,
+           sum(stake) AS stakes
+    FROM bets WHERE status IN ('accepted', 'won', 'lost', 'void')
+    GROUP BY ALL
+), totals AS (
+    SELECT match_id, market, sum(stakes) AS all_stakes FROM book GROUP BY ALL
+)
+SELECT b.match_id, b.market,
+       max(b.if_wins - (t.all_stakes - b.stakes)) AS liability,
+       arg_max(b.selection, b.if_wins - (t.all_stakes - b.stakes)) AS worst_selection,
+       sum(b.stakes) AS stakes
+FROM book b JOIN totals t USING (match_id, market)
+GROUP BY ALL;

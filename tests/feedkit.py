@@ -7,8 +7,8 @@ from typing import Any
 
 import msgspec
 
-from operators.engine import MatchProcessor
-from operators.parse import RawLine, route_key
+from operators.engine import LocalEngine
+from operators.parse import RawLine
 from operators.rows import MarketStatusRow, Row
 from operators.settings import DEFAULT_RULES, Rules
 
@@ -51,15 +51,12 @@ class Feed:
 
 
 def run(lines: list[bytes], rules: Rules = DEFAULT_RULES) -> list[Row]:
-    """Every output row, lines processed in order, one processor per key (as the flow does)."""
-    states: dict[str, MatchProcessor] = {}
+    """Every output row, lines processed in order (what the flow computes)."""
+    engine = LocalEngine(rules)
     out: list[Row] = []
     for i, data in enumerate(lines, 1):
-        raw = RawLine(f"test:{i}", data)
-        key = route_key(raw)
-        state = states.setdefault(key, MatchProcessor(rules))
-        out.extend(state.process(raw))
-    return out
+        out.extend(engine.line(RawLine(f"test:{i}", data)))
+    return out + engine.finish()
 
 
 def history(rows: list[Row], market: str) -> list[tuple[int, str, str, int]]:

@@ -6,7 +6,7 @@ import pytest
 
 from operators.events import Clock, Deposit
 from operators.markets import ALLOWED, IllegalTransition, Market
-from operators.parse import REJECTS_KEY, RawLine, parse_line, route_key
+from operators.parse import REJECTS_KEY, WALLET_SHARD_KEYS, RawLine, parse_line, route, wallet_key
 from operators.rows import TABLE_OF, FeedGapRow, MatchRow, Reject
 from operators.validate import SeqTracker
 from sinks.tables import tables
@@ -63,11 +63,18 @@ def test_a_reject_keeps_the_source_and_the_raw_line() -> None:
     assert "truncated" in bad.detail
 
 
-def test_lines_are_routed_by_match_then_user() -> None:
-    assert route_key(RawLine("", CLOCK)) == "m"
-    assert route_key(RawLine("", b'{"type":"deposit","user_id":"u1"}')) == "@u1"
-    assert route_key(RawLine("", b'{"match_id": 7}')) == REJECTS_KEY
-    assert route_key(RawLine("", b"\xff\xfe")) == REJECTS_KEY
+def keys(data: bytes) -> list[str]:
+    return [k for k, _ in route(RawLine("", data))]
+
+
+def test_lines_are_routed_to_their_match_and_the_wallets_that_need_them() -> None:
+    assert keys(CLOCK) == ["m"]
+    assert keys(b'{"type":"deposit","user_id":"u1"}') == [wallet_key("u1")]
+    assert keys(b'{"type":"bet","user_id":"u1","match_id":"m"}') == ["m", wallet_key("u1")]
+    assert keys(b'{"type":"match_end","match_id":"m"}') == ["m", *WALLET_SHARD_KEYS]
+    assert keys(b'{"match_id": 7}') == [REJECTS_KEY]
+    assert keys(b"\xff\xfe") == [REJECTS_KEY]
+    assert wallet_key("u1") == wallet_key("u1") and wallet_key("u1").startswith("$")
 
 
 def test_seq_tracker_duplicate_gap_and_out_of_order() -> None:

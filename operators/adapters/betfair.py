@@ -1,0 +1,722 @@
+"""Betfair Exchange Stream API lines -> oddsflow rows, for exchange-mirrored markets.
+
+Plain Python, event time only. One `BetfairProcessor` per key (`market_key`) folds the
+stream's lines, in arrival order, into the same rows as the native engine
+(`operators/rows.py`). oddsflow prices nothing here: it mirrors the exchange's status and
+best back prices, plus one rule of its own fed by the Betfair sports-data stream.
+
+Lines (`op`):
+- `mcm` market changes. `pt` (publish time, ms) is the event time `ts`. Each `mc[]` entry
+  updates one market's cache: `marketDefinition` (status, `inPlay`, `betDelay`,
+  `marketType`, `runners[]`), `rc[]` runner deltas (`ltp`; `atb`/`atl`/`trd` as
+  `[price, size]`, size 0 removes the level; `batb`/`batl`/`bdatb`/`bdatl` as
+  `[level, price, size]`). `img: true` replaces the market's cache (not what oddsflow has
+  published: versions run on), and a market never seen is created on first sight (historic
+  files have no `img`). `ct: HEARTBEAT` lines change nothing.
+- `ccm` sports-data changes (`cc[]`, keyed by `marketId`): see "Sports data" below.
+- Anything else, or a line that is not a JSON object of the right shape: a `Reject`
+  (`malformed_json`, `not_an_object`, `unknown_op`, `missing_field:<name>`,
+  `invalid_field:<name>` with the innermost field named, e.g. `invalid_field:atb`), with
+  `provider="betfair"`, `ts=pt` and `match_id` = the first market id when readable. A
+  rejected line changes no state. `process` never raises.
+
+Rows (provider `betfair`, `match_id` = the Betfair market id, e.g. `1.200806927`):
+- `FeedEventRow` for every valid `mcm` line: `seq` = its number among this key's valid
+  exchange lines (1, 2, ...), `type` `mcm` or `heartbeat`, `payload` the line as received,
+  `match_id` = its first market id (`""` for a heartbeat, which names no market).
+- `MarketStatusRow` / `PriceRow` per market, `market` = `marketType` lower-cased
+  (`match_odds`, `win`; `market` if the definition has none), fixed at the market's first
+  row. Nothing is published for a market before its first `marketDefinition` (its status
+  is unknown until then). Each row is one new `version` (1, 2, ...); `reason` says why:
+
+  | reason | when |
+  | --- | --- |
+  | `betfair_status` | the exchange changed the status (also the market's first row) |
+  | `in_play` / `not_in_play` | the exchange turned `inPlay` on / off (the status may change in the same row) |
+  | `settled` | the market is CLOSED and its runners carry WINNER: `SETTLED`, `winner` set |
+  | `prices` | the best back price of a runner changed while OPEN (throttled, below) |
+  | `sportsdata:<eventStatus>` | the sports-data rule suspended or released the market |
+
+  Status is the exchange's OPEN / SUSPENDED / CLOSED (INACTIVE and unknown statuses show as
+  SUSPENDED). A CLOSED market whose runners carry WINNER goes `CLOSED` then `SETTLED` (two
+  versions, as in the native engine); `winner` is the WINNER runner's selection (several
+  WINNERs, e.g. a place market: joined with `,`). After `SETTLED` nothing more is published.
+  Whether a version is in play is the last `in_play`/`not_in_play` row at or before it.
+- Prices: every OPEN row carries the `PriceRow`s of the ACTIVE runners in the same version:
+  `price` = best back price (the highest `atb` level, else `bdatb` then `batb` level 0; as
+  betfairlightweight reads it), `Decimal` with 2 places, `probability` = 1 / price; a
+  runner with nothing to back has price `0.00`, probability 0. A best back change while
+  OPEN publishes a `prices` version at once if the last published prices are at least
+  `price_every_ms` (default 1000) of event time old; otherwise it waits: the first line
+  whose `pt` is past the end of that window first publishes, at `ts` = the end of the window,
+  the prices as they stood then (if they still differ from the published ones). So 18k
+  lines make hundreds of versions, not 18k, and the same file always makes the same ones.
+  Changes while not OPEN are tracked and published with the next opening.
+- `selection` = the runner's name if the stream has named it by the time the runner is
+  first published, else `str(selection id)` (`"<id>/<hc>"` for a handicap runner). A
+  runner keeps its first label for the life of the processor, so prices, winner and bets
+  all name it the same way (the greyhound file names its runners only in the closing
+  definition: its selections stay ids).
+- Last traded prices (`ltp`) are kept per runner in the cache and read with
+  `last_traded()`; they are not written to the tables (the last version of a finished
+  market is CLOSED / SETTLED and carries no `PriceRow`s; the `ltp` values are in the
+  recorded `payload`s).
+
+Sports data (`op: ccm`, provider `betfair-sports`). Each valid line gives a `FeedEventRow`
+(type `ccm`, the raw line); then, normalized, one row per change that is new: type
+`fixture_status` when `fixtureInfo.fixtureStatus` / `eventStatus` change (payload
+`{"fixtureStatus", "eventStatus"}`), and type `incident` for each incident not seen before
+(payload: the incident object), `incident_update` when a known incident comes back with a
+different `qualifierType` / `value` (the feed corrects runs). Incidents carry no id and are
+re-sent in every line: an incident is identified by (`incidentType`, `overs`, `actualTime`).
+All of these share one `seq` counter per key (lines and their normalized rows in order).
+- The rule: when `eventStatus` becomes one of `suspend_on` (default POSSIBLE_WICKET,
+  UMPIRE_REVIEW - a review decides a possible wicket -, MATCH_COMPLETE) the market is held:
+  if the mirrored market is OPEN, oddsflow shows it SUSPENDED with reason
+  `sportsdata:<eventStatus>`. When `eventStatus` moves on to anything else the hold ends and
+  an OPEN market reopens (with its prices) with reason `sportsdata:<new eventStatus>`.
+  MATCH_COMPLETE never ends: the market stays SUSPENDED until the exchange closes it. A
+  hold only changes what is shown when it changes the status: it never reopens a market the
+  exchange suspended, and the exchange reopening a held market shows nothing until the hold
+  ends. No minimum hold, no other rule of our own.
+- Determinism: the rule compares the two streams, so they must reach the processor in
+  event-time order (merge the exchange and sports-data files by `pt` before keying, or
+  replay at `--speed` > 0). Their `FeedEventRow`s are deterministic either way (each
+  provider has its own `seq` counter).
+
+Keys. `market_key` keys a line by its first market id (`mc[0].id`, or `cc[0].marketId`
+for sports data): the exchange and sports-data lines of one market meet in one processor.
+A processor handles every entry of a line, so a line about several markets updates them
+all there; in a multi-market stream, flat-map the lines through `split_by_market` first so
+that each market has one processor (and one version sequence).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Annotated
+
+import msgspec
+
+from operators.markets import CLOSED, OPEN, SETTLED, SUSPENDED
+from operators.parse import RawLine
+from operators.rows import FeedEventRow, MarketStatusRow, PriceRow, Reject, Row
+
+PROVIDER = "betfair"
+SPORTS_PROVIDER = "betfair-sports"
+KEY_PREFIX = "bf:"
+PRICE_EVERY_MS = 1_000
+SUSPEND_ON = frozenset({"POSSIBLE_WICKET", "UMPIRE_REVIEW", "MATCH_COMPLETE"})
+TERMINAL_HOLD = "MATCH_COMPLETE"
+CENT = Decimal("0.01")
+NO_PRICE = Decimal("0.00")
+
+RunnerKey = tuple[int, float]  # (selection id, handicap), as the exchange keys runners
+
+# ---- wire format: what a valid line looks like (msgspec validates while decoding) --------
+
+Price = Annotated[float, msgspec.Meta(ge=0.0, le=99_999.0)]  # fits prices' DECIMAL(7, 2)
+Size = Annotated[float, msgspec.Meta(ge=0.0, le=1e12)]
+Level = tuple[Price, Size]
+DepthLevel = tuple[Annotated[int, msgspec.Meta(ge=0)], Price, Size]
+Number = str | int | float
+
+
+class _RunnerDefinition(msgspec.Struct):
+    id: int
+    status: str = "ACTIVE"
+    hc: float = 0.0
+    name: str | None = None
+
+
+class _MarketDefinition(msgspec.Struct):
+    status: str
+    inPlay: bool = False
+    betDelay: int = 0
+    marketType: str | None = None
+    runners: list[_RunnerDefinition] = []
+
+
+class _RunnerChange(msgspec.Struct):
+    id: int
+    hc: float = 0.0
+    ltp: Price | None = None
+    atb: list[Level] | None = None
+    atl: list[Level] | None = None
+    trd: list[Level] | None = None
+    batb: list[DepthLevel] | None = None
+    batl: list[DepthLevel] | None = None
+    bdatb: list[DepthLevel] | None = None
+    bdatl: list[DepthLevel] | None = None
+
+
+class _MarketChange(msgspec.Struct):
+    id: str
+    img: bool = False
+    marketDefinition: _MarketDefinition | None = None
+    rc: list[_RunnerChange] | None = None
+
+
+class _FixtureInfo(msgspec.Struct):
+    fixtureStatus: str | None = None
+    eventStatus: str | None = None
+
+
+class _Incident(msgspec.Struct, omit_defaults=True):
+    incidentType: str
+    overs: Number | None = None
+    actualTime: int | None = None
+    qualifierType: str | None = None
+    value: Number | None = None
+    innings: int | None = None
+    participantRef: str | None = None
+
+
+class _IncidentList(msgspec.Struct):
+    incidentList: list[_Incident] = []
+
+
+class _CricketChange(msgspec.Struct):
+    marketId: str | None = None
+    fixtureInfo: _FixtureInfo | None = None
+    incidentListWrapper: _IncidentList | None = None
+
+
+class _Line(msgspec.Struct):
+    op: str
+    pt: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    ct: str | None = None
+    mc: list[_MarketChange] | None = None
+    cc: list[_CricketChange] | None = None
+
+
+_decode_line = msgspec.json.Decoder(_Line).decode
+_encode = msgspec.json.encode
+
+
+# ---- routing -------------------------------------------------------------------------------
+
+
+class _KeyMarket(msgspec.Struct):
+    id: object = None
+
+
+class _KeyCricket(msgspec.Struct):
+    marketId: object = None
+
+
+class _KeyLine(msgspec.Struct):
+    mc: list[_KeyMarket] | None = None
+    cc: list[_KeyCricket] | None = None
+
+
+_decode_key = msgspec.json.Decoder(_KeyLine).decode
+
+
+def market_key(data: bytes) -> str:
+    """The processing key of a Betfair stream line: "bf:" + the first market id in `mc`
+    (`cc[].marketId` for sports data), or "bf:" for lines without one (heartbeats, and
+    lines too broken to tell, which that key's processor rejects)."""
+    try:
+        line = _decode_key(data)
+    except msgspec.MsgspecError:
+        return KEY_PREFIX
+    if line.mc:
+        first: object = line.mc[0].id
+    elif line.cc:
+        first = line.cc[0].marketId
+    else:
+        return KEY_PREFIX
+    return KEY_PREFIX + first if isinstance(first, str) else KEY_PREFIX
+
+
+def is_betfair_line(data: bytes) -> bool:
+    """Does this line come from a Betfair stream (rather than the native feed)? Betfair
+    writes `op` first, and native lines have no `op`: a prefix test, so even a truncated
+    Betfair line is routed to the Betfair processor (which rejects it)."""
+    return data[:16].lstrip().startswith(b'{"op"')
+
+
+def split_by_market(raw: RawLine) -> list[RawLine]:
+    """One line per market for a line about several (`mc` or `cc` with more than one entry):
+    the same line with only that entry, source `<source>#<n>`. Other lines pass unchanged."""
+    try:
+        keys = _decode_key(raw.data)
+    except msgspec.MsgspecError:
+        return [raw]
+    if len(keys.mc or ()) < 2 and len(keys.cc or ()) < 2:
+        return [raw]  # the usual case: no full decode
+    line = msgspec.json.decode(raw.data)
+    for name in ("mc", "cc"):
+        entries = line.get(name)
+        if isinstance(entries, list) and len(entries) > 1:
+            return [
+                RawLine(f"{raw.source}#{n}", _encode({**line, name: [entry]}))
+                for n, entry in enumerate(entries, 1)
+            ]
+    return [raw]
+
+
+# ---- the exchange's cache of one market ----------------------------------------------------
+
+
+@dataclass(slots=True)
+class RunnerBook:
+    """One runner as the exchange shows it: definition fields, last traded price, ladders."""
+
+    selection_id: int
+    handicap: float = 0.0
+    name: str | None = None
+    status: str = "ACTIVE"
+    ltp: float | None = None
+    best_back: float | None = None  # highest atb price, kept up to date with atb
+    atb: dict[float, float] = field(default_factory=dict)  # price -> size
+    atl: dict[float, float] = field(default_factory=dict)
+    trd: dict[float, float] = field(default_factory=dict)
+    batb: dict[int, tuple[float, float]] = field(default_factory=dict)  # level -> price, size
+    batl: dict[int, tuple[float, float]] = field(default_factory=dict)
+    bdatb: dict[int, tuple[float, float]] = field(default_factory=dict)
+    bdatl: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    def offer(self) -> float | None:
+        """The best price a backer gets now: full depth first, then the depth-limited views."""
+        if self.atb:
+            return self.best_back
+        for ladder in (self.bdatb, self.batb):
+            if ladder:
+                return ladder[min(ladder)][0]
+        return None
+
+    def update(self, rc: _RunnerChange) -> bool:
+        """Apply one runner delta; True if the back side changed."""
+        if rc.ltp is not None:
+            self.ltp = rc.ltp
+        if rc.atl is not None:
+            _levels(self.atl, rc.atl)
+        if rc.trd is not None:
+            if rc.trd:
+                _levels(self.trd, rc.trd)
+            else:
+                self.trd.clear()
+        if rc.batl is not None:
+            _depth(self.batl, rc.batl)
+        if rc.bdatl is not None:
+            _depth(self.bdatl, rc.bdatl)
+        back = False
+        if rc.atb is not None:
+            self._back(rc.atb)
+            back = True
+        if rc.batb is not None:
+            _depth(self.batb, rc.batb)
+            back = True
+        if rc.bdatb is not None:
+            _depth(self.bdatb, rc.bdatb)
+            back = True
+        return back
+
+    def _back(self, levels: list[tuple[float, float]]) -> None:
+        atb, best = self.atb, self.best_back
+        stale = False
+        for price, size in levels:
+            if size:
+                atb[price] = size
+                if best is None or price > best:
+                    best = price
+            elif atb.pop(price, None) is not None and price == best:
+                stale = True
+        if stale:
+            best = max(atb) if atb else None
+        self.best_back = best
+
+
+def _levels(ladder: dict[float, float], levels: list[tuple[float, float]]) -> None:
+    for price, size in levels:
+        if size:
+            ladder[price] = size
+        else:
+            ladder.pop(price, None)
+
+
+def _depth(ladder: dict[int, tuple[float, float]], levels: list[tuple[int, float, float]]) -> None:
+    for level, price, size in levels:
+        if size:
+            ladder[level] = (price, size)
+        else:
+            ladder.pop(level, None)
+
+
+@dataclass(slots=True)
+class MarketBook:
+    """The exchange's cache of one market: replaced whole by an `img`."""
+
+    status: str | None = None  # None until the first marketDefinition
+    in_play: bool = False
+    bet_delay: int = 0
+    market_type: str | None = None
+    runners: dict[RunnerKey, RunnerBook] = field(default_factory=dict)
+
+    def define(self, definition: _MarketDefinition) -> None:
+        self.status = definition.status
+        self.in_play = definition.inPlay
+        self.bet_delay = definition.betDelay
+        if definition.marketType is not None:
+            self.market_type = definition.marketType
+        for rd in definition.runners:
+            runner = self._runner(rd.id, rd.hc)
+            runner.status = rd.status
+            if rd.name is not None:
+                runner.name = rd.name
+
+    def update(self, changes: list[_RunnerChange]) -> bool:
+        """Apply runner deltas; True if a back side changed."""
+        back = False
+        for rc in changes:
+            if self._runner(rc.id, rc.hc).update(rc):
+                back = True
+        return back
+
+    def offers(self) -> dict[RunnerKey, float | None]:
+        """Best back price of every ACTIVE runner."""
+        return {key: r.offer() for key, r in self.runners.items() if r.status == "ACTIVE"}
+
+    def winners(self) -> list[RunnerKey]:
+        return [key for key, r in self.runners.items() if r.status == "WINNER"]
+
+    def _runner(self, selection_id: int, handicap: float) -> RunnerBook:
+        key = (selection_id, handicap)
+        runner = self.runners.get(key)
+        if runner is None:
+            runner = self.runners[key] = RunnerBook(selection_id, handicap)
+        return runner
+
+
+@dataclass(slots=True)
+class MarketMirror:
+    """One market: the exchange's cache, and what oddsflow has published of it."""
+
+    market_id: str
+    book: MarketBook = field(default_factory=MarketBook)
+    name: str | None = None  # oddsflow's market name, fixed at the first row
+    version: int = 0
+    shown: str | None = None  # last published status
+    shown_in_play: bool = False
+    shown_offers: dict[RunnerKey, float | None] = field(default_factory=dict)
+    priced_at: int | None = None  # ts of the last published prices
+    pending: bool = False  # a price change waits for the end of the throttle window
+    labels: dict[RunnerKey, str] = field(default_factory=dict)
+
+    def label(self, key: RunnerKey, keep: bool = True) -> str:
+        """The runner's selection name: fixed the first time it is published."""
+        label = self.labels.get(key)
+        if label is None:
+            runner = self.book.runners.get(key)
+            label = runner.name if runner is not None and runner.name else _id_label(key)
+            if keep:
+                self.labels[key] = label
+        return label
+
+    def publish(
+        self, status: str, reason: str, ts: int, out: list[Row], winner: str | None = None
+    ) -> None:
+        """One new version: the status row, and the prices with it when OPEN."""
+        if self.name is None:
+            self.name = (self.book.market_type or "market").lower()
+        self.version += 1
+        self.shown, self.shown_in_play = status, self.book.in_play
+        out.append(
+            MarketStatusRow(self.market_id, self.name, status, self.version, reason, ts, winner)
+        )
+        if status != OPEN:
+            return
+        offers = self.book.offers()
+        for key, price in offers.items():
+            out.append(
+                PriceRow(
+                    self.market_id,
+                    self.name,
+                    self.version,
+                    self.label(key),
+                    1.0 / price if price else 0.0,
+                    _money(price),
+                    ts,
+                )
+            )
+        self.shown_offers, self.priced_at, self.pending = offers, ts, False
+
+
+def _id_label(key: RunnerKey) -> str:
+    selection_id, handicap = key
+    return f"{selection_id}/{handicap:g}" if handicap else str(selection_id)
+
+
+def _money(price: float | None) -> Decimal:
+    return Decimal(repr(price)).quantize(CENT) if price else NO_PRICE
+
+
+# ---- sports data -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SportsState:
+    """What the sports-data stream has said about one market's fixture."""
+
+    fixture_status: str | None = None
+    event_status: str | None = None
+    hold: str | None = None  # the eventStatus holding the market suspended
+    incidents: dict[tuple[str, str, int | None], tuple[str | None, str]] = field(
+        default_factory=dict
+    )  # (incidentType, overs, actualTime) -> (qualifierType, value)
+
+
+# ---- the processor ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class BetfairProcessor:
+    """State of one Betfair market stream (cached market definition, runner ladders, version)."""
+
+    price_every_ms: int = PRICE_EVERY_MS
+    suspend_on: frozenset[str] = SUSPEND_ON
+    markets: dict[str, MarketMirror] = field(default_factory=dict)
+    sports: dict[str, SportsState] = field(default_factory=dict)
+    lines: int = 0  # valid exchange lines: the `seq` of provider betfair
+    sports_seq: int = 0  # rows of provider betfair-sports
+
+    def process(self, raw: RawLine) -> list[Row]:
+        """One line in arrival order -> the rows it causes (a reject, never an exception)."""
+        try:
+            line = _decode_line(raw.data)
+        except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
+            return [_reject(raw, _explain(str(exc)), str(exc))]
+        except msgspec.DecodeError as exc:
+            return [_reject(raw, "malformed_json", str(exc))]
+        if line.op not in ("mcm", "ccm"):
+            return [_reject(raw, "unknown_op", f"op {line.op!r} is neither mcm nor ccm")]
+        if line.pt is None:
+            return [_reject(raw, "missing_field:pt", "a change message needs its publish time")]
+        if line.op == "mcm":
+            return self._mcm(raw, line, line.pt)
+        return self._ccm(raw, line, line.pt)
+
+    def last_traded(self, market_id: str | None = None) -> dict[str, Decimal]:
+        """Last traded price per selection of a market (default: the first one seen)."""
+        mirror = self._mirror(market_id)
+        if mirror is None:
+            return {}
+        return {
+            mirror.label(key, keep=False): _money(r.ltp)
+            for key, r in mirror.book.runners.items()
+            if r.ltp is not None
+        }
+
+    def _mirror(self, market_id: str | None) -> MarketMirror | None:
+        if market_id is None:
+            return next(iter(self.markets.values()), None)
+        return self.markets.get(market_id)
+
+    # ---- exchange ---------------------------------------------------------------------------
+
+    def _mcm(self, raw: RawLine, line: _Line, pt: int) -> list[Row]:
+        heartbeat = line.ct == "HEARTBEAT"
+        if line.mc is None and not heartbeat:
+            return [_reject(raw, "missing_field:mc", "an mcm line that is not a heartbeat needs mc")]
+        changes = line.mc or []
+        self.lines += 1
+        first = changes[0].id if changes else ""
+        kind = "heartbeat" if heartbeat else "mcm"
+        out: list[Row] = [FeedEventRow(PROVIDER, first, self.lines, pt, kind, _text(raw), raw.source)]
+        for mirror in self.markets.values():
+            self._flush(mirror, pt, out)
+        for change in changes:
+            self._change(change, pt, out)
+        return out
+
+    def _change(self, change: _MarketChange, pt: int, out: list[Row]) -> None:
+        mirror = self.markets.get(change.id)
+        if mirror is None:
+            mirror = self.markets[change.id] = MarketMirror(change.id)
+        if change.img:
+            mirror.book = MarketBook()
+        book = mirror.book
+        touched = change.img
+        if change.marketDefinition is not None:
+            book.define(change.marketDefinition)
+            touched = True
+        if change.rc and book.update(change.rc):
+            touched = True
+        self._sync(mirror, pt, "betfair_status", out, prices=touched)
+
+    def _flush(self, mirror: MarketMirror, pt: int, out: list[Row]) -> None:
+        """Before a line at `pt`: publish prices whose throttle window ended before it."""
+        if not mirror.pending or mirror.priced_at is None:
+            return
+        due = mirror.priced_at + self.price_every_ms
+        if pt <= due:
+            return
+        mirror.pending = False
+        if self._status(mirror) == OPEN and mirror.book.offers() != mirror.shown_offers:
+            mirror.publish(OPEN, "prices", due, out)
+
+    def _status(self, mirror: MarketMirror) -> str | None:
+        """What oddsflow shows: the exchange's status, settled, or held by sports data."""
+        status = mirror.book.status
+        if status is None:
+            return None
+        if status == CLOSED:
+            return SETTLED if mirror.book.winners() else CLOSED
+        if status == OPEN:
+            sports = self.sports.get(mirror.market_id)
+            return SUSPENDED if sports is not None and sports.hold else OPEN
+        return SUSPENDED  # SUSPENDED, INACTIVE, anything new
+
+    def _sync(
+        self, mirror: MarketMirror, ts: int, cause: str, out: list[Row], prices: bool = False
+    ) -> None:
+        """Publish what changed: status / in-play at once, prices throttled."""
+        status = self._status(mirror)
+        if status is None or mirror.shown == SETTLED:
+            return
+        in_play = mirror.book.in_play
+        if status != mirror.shown or in_play != mirror.shown_in_play:
+            reason = cause
+            if in_play != mirror.shown_in_play:
+                reason = "in_play" if in_play else "not_in_play"
+            if status == SETTLED:
+                if mirror.shown != CLOSED:
+                    mirror.publish(CLOSED, reason, ts, out)
+                winners = ",".join(mirror.label(k) for k in mirror.book.winners())
+                mirror.publish(SETTLED, "settled", ts, out, winner=winners)
+            else:
+                mirror.publish(status, reason, ts, out)
+        elif prices and status == OPEN and mirror.book.offers() != mirror.shown_offers:
+            last = mirror.priced_at
+            if last is None or ts - last >= self.price_every_ms:
+                mirror.publish(OPEN, "prices", ts, out)
+            else:
+                mirror.pending = True
+
+    # ---- sports data --------------------------------------------------------------------------
+
+    def _ccm(self, raw: RawLine, line: _Line, pt: int) -> list[Row]:
+        if line.cc is None:
+            return [_reject(raw, "missing_field:cc", "a ccm line needs cc")]
+        first = next((c.marketId for c in line.cc if c.marketId), "")
+        out: list[Row] = [self._sports_row(first, pt, "ccm", _text(raw), raw.source)]
+        for change in line.cc:
+            if change.marketId:
+                self._cricket(change.marketId, change, pt, raw.source, out)
+        return out
+
+    def _cricket(
+        self, market_id: str, change: _CricketChange, pt: int, source: str, out: list[Row]
+    ) -> None:
+        state = self.sports.get(market_id)
+        if state is None:
+            state = self.sports[market_id] = SportsState()
+        info = change.fixtureInfo
+        if info is not None and (info.fixtureStatus or info.eventStatus):
+            fixture = info.fixtureStatus or state.fixture_status
+            event = info.eventStatus or state.event_status
+            if (fixture, event) != (state.fixture_status, state.event_status):
+                state.fixture_status, state.event_status = fixture, event
+                payload = _encode({"fixtureStatus": fixture, "eventStatus": event}).decode()
+                out.append(self._sports_row(market_id, pt, "fixture_status", payload, source))
+                self._hold(market_id, state, event, pt, out)
+        if change.incidentListWrapper is not None:
+            self._incidents(market_id, state, change.incidentListWrapper.incidentList, pt, source, out)
+
+    def _incidents(
+        self,
+        market_id: str,
+        state: SportsState,
+        incidents: Iterable[_Incident],
+        pt: int,
+        source: str,
+        out: list[Row],
+    ) -> None:
+        """New and corrected incidents, oldest first (the feed lists the newest first)."""
+        for incident in reversed(list(incidents)):
+            key = (incident.incidentType, str(incident.overs), incident.actualTime)
+            content = (incident.qualifierType, str(incident.value))
+            known = state.incidents.get(key)
+            if known == content:
+                continue
+            state.incidents[key] = content
+            kind = "incident" if known is None else "incident_update"
+            out.append(self._sports_row(market_id, pt, kind, _encode(incident).decode(), source))
+
+    def _hold(
+        self, market_id: str, state: SportsState, event: str | None, pt: int, out: list[Row]
+    ) -> None:
+        """The sports-data rule: hold an OPEN market suspended on `suspend_on` statuses."""
+        if state.hold == TERMINAL_HOLD:
+            return
+        hold = event if event in self.suspend_on else None
+        if hold == state.hold:
+            return
+        state.hold = hold
+        mirror = self.markets.get(market_id)
+        if mirror is not None:
+            self._sync(mirror, pt, f"sportsdata:{event}", out)
+
+    def _sports_row(self, match_id: str, ts: int, kind: str, payload: str, source: str) -> Row:
+        self.sports_seq += 1
+        return FeedEventRow(SPORTS_PROVIDER, match_id, self.sports_seq, ts, kind, payload, source)
+
+
+# ---- rejects -----------------------------------------------------------------------------------
+
+
+class _Peek(msgspec.Struct):
+    pt: object = None
+    mc: object = None
+    cc: object = None
+
+
+_decode_peek = msgspec.json.Decoder(_Peek).decode
+
+
+def _explain(message: str) -> str:
+    """msgspec's validation message -> a reason code naming the innermost field."""
+    if "missing required field `" in message:
+        return "missing_field:" + message.split("missing required field `", 1)[1].split("`", 1)[0]
+    path = message.rsplit(" - at `$", 1)[1] if " - at `$" in message else ""
+    names = [part.split("[", 1)[0] for part in path.rstrip("`").split(".")[1:]]
+    names = [name for name in names if name]
+    return f"invalid_field:{names[-1]}" if names else "not_an_object"
+
+
+def _reject(raw: RawLine, reason: str, detail: str) -> Reject:
+    ts, match_id = _peek(raw.data)
+    return Reject(
+        source=raw.source,
+        reason=reason,
+        detail=detail,
+        raw=_text(raw),
+        ts=ts,
+        provider=PROVIDER,
+        match_id=match_id,
+    )
+
+
+def _peek(data: bytes) -> tuple[int | None, str | None]:
+    """The publish time and first market id of a rejected line, when it has readable ones."""
+    try:
+        peek = _decode_peek(data)
+    except msgspec.MsgspecError:
+        return None, None
+    ts = peek.pt if isinstance(peek.pt, int) and not isinstance(peek.pt, bool) else None
+    return ts, _first_id(peek.mc, "id") or _first_id(peek.cc, "marketId")
+
+
+def _first_id(entries: object, name: str) -> str | None:
+    if isinstance(entries, list) and entries and isinstance(entries[0], dict):
+        value = entries[0].get(name)
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _text(raw: RawLine) -> str:
+    return raw.data.decode("utf-8", errors="replace")

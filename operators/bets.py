@@ -1,0 +1,197 @@
+"""Bet decisions at the market (CONTRACT section 2): the per-match half of the bet rules.
+
+A bet is judged here against the market as it is at the bet's `ts`: status, offered price,
+stake limits and the market's worst-case liability. In play it is then held for the bet
+delay and rejected if, within that window, the market suspends, closes, or offers less than
+the bet's price. The decision goes to the bettor's wallet (`operators.wallets`), which checks
+the funds; this side never sees balances, so its liability check counts every bet it passed
+(conservative: some may still fail for funds).
+
+Plain Python; time is event time only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import NamedTuple
+
+from operators.events import Bet
+from operators.parse import wallet_key
+from operators.markets import CLOSED, OPEN, SETTLED, SUSPENDED, MatchMarkets
+from operators.rows import MarketStatusRow, PriceRow, Row
+from operators.settings import Rules
+
+class BetDecision(NamedTuple):
+    """Match -> wallet: the market's verdict on one bet line (`source` identifies it)."""
+
+    source: str
+    bet: Bet
+    accepted: bool
+    reason: str
+    ts: int
+
+
+class SettlementNotice(NamedTuple):
+    """Match -> wallet shard: a `match_end` line was handled; `results` (bet_id -> won /
+    lost / void) when it settled the match, None when the line was rejected."""
+
+    shard: str
+    source: str
+    match_id: str
+    results: dict[str, str] | None
+    ts: int
+
+
+WalletMessage = BetDecision | SettlementNotice
+
+
+def wallet_shard_of(msg: WalletMessage) -> str:
+    """The wallet shard key a message from a match goes to."""
+    return wallet_key(msg.bet.user_id) if isinstance(msg, BetDecision) else msg.shard
+
+
+@dataclass(slots=True)
+class _Pending:
+    source: str
+    bet: Bet
+    due: int
+
+
+@dataclass(slots=True)
+class MatchBets:
+    """Bets on one match: seen ids, bets passed to wallets, bets in their delay, liability."""
+
+    rules: Rules
+    seen: set[str] = field(default_factory=set)
+    passed: dict[str, Bet] = field(default_factory=dict)  # bet_id -> bet passed at market
+    pending: list[_Pending] = field(default_factory=list)
+    # (market, selection) -> (what the book pays if it wins, stakes taken on it)
+    book: dict[tuple[str, str], tuple[Decimal, Decimal]] = field(default_factory=dict)
+    red_cards: int = 0
+
+    def judge(self, source: str, bet: Bet, markets: MatchMarkets | None, in_play: bool,
+              out: list[WalletMessage]) -> None:
+        """A bet line at `bet.ts` (the markets already advanced to it)."""
+        if bet.bet_id in self.seen:
+            out.append(BetDecision(source, bet, False, "duplicate", bet.ts))
+            return
+        self.seen.add(bet.bet_id)
+        reason = self._check(bet, markets)
+        if reason:
+            out.append(BetDecision(source, bet, False, reason, bet.ts))
+            return
+        self._take(bet)
+        delay = self.rules.bet_delay_ms if in_play else 0
+        if delay:
+            self.pending.append(_Pending(source, bet, bet.ts + delay))
+        else:
+            self._accept(source, bet, bet.ts, out)
+
+    def _check(self, bet: Bet, markets: MatchMarkets | None) -> str:
+        market = markets.markets.get(bet.market) if markets else None
+        if market is None or (market.prices and bet.selection not in market.prices):
+            return "unknown_market"
+        if market.status in (CLOSED, SETTLED):
+            return "market_closed"
+        if market.status == SUSPENDED:
+            return "market_suspended"
+        if market.prices[bet.selection][1] < bet.price:
+            return "price_changed"
+        if not self.rules.min_stake <= bet.stake <= self.rules.max_stake:
+            return "stake_limit"
+        if self._liability_with(bet) > self._limit():
+            return "liability_limit"
+        return ""
+
+    def review(self, rows: list[Row], now: int, out: list[WalletMessage]) -> None:
+        """After a line at `now`: settle the fate of bets in their delay window."""
+        if not self.pending:
+            return
+        still: list[_Pending] = []
+        for p in self.pending:
+            reason = _spoiled(p, rows)
+            if reason:
+                self._give_back(p.bet)
+                out.append(BetDecision(p.source, p.bet, False, reason, p.bet.ts))
+            elif now >= p.due:
+                self._accept(p.source, p.bet, p.due, out)
+            else:
+                still.append(p)
+        self.pending = still
+
+    def red_card(self) -> None:
+        self.red_cards += 1
+
+    def settle(self, source: str, match_id: str, rows: list[Row], ts: int,
+               out: list[WalletMessage]) -> None:
+        """`match_end`: one notice per wallet shard with bets here, with every bet's result."""
+        winners = {r.market: r.winner for r in rows
+                   if isinstance(r, MarketStatusRow) and r.status == SETTLED}
+        by_shard: dict[str, dict[str, str]] = {}
+        for bet_id, bet in self.passed.items():
+            won = winners.get(bet.market)
+            result = "void" if won in (None, "void") else "won" if won == bet.selection else "lost"
+            by_shard.setdefault(wallet_key(bet.user_id), {})[bet_id] = result
+        for shard in sorted(by_shard):
+            out.append(SettlementNotice(shard, source, match_id, by_shard[shard], ts))
+
+    def notice_rejected_end(self, source: str, match_id: str, ts: int,
+                            out: list[WalletMessage]) -> None:
+        """A `match_end` line that was rejected: wallets waiting on it may go on."""
+        for shard in sorted({wallet_key(b.user_id) for b in self.passed.values()}):
+            out.append(SettlementNotice(shard, source, match_id, None, ts))
+
+    # ---- liability -----------------------------------------------------------------
+
+    def _limit(self) -> Decimal:
+        factor = self.rules.red_card_limit_factor if self.red_cards else Decimal(1)
+        return self.rules.market_liability_limit * factor
+
+    def _liability_with(self, bet: Bet) -> Decimal:
+        pays, stakes = self.book.get((bet.market, bet.selection), (Decimal(0), Decimal(0)))
+        book = dict(self.book)
+        book[(bet.market, bet.selection)] = (pays + bet.stake * (bet.price - 1), stakes + bet.stake)
+        return liability(book, bet.market)
+
+    def _take(self, bet: Bet) -> None:
+        pays, stakes = self.book.get((bet.market, bet.selection), (Decimal(0), Decimal(0)))
+        self.book[(bet.market, bet.selection)] = (
+            pays + bet.stake * (bet.price - 1),
+            stakes + bet.stake,
+        )
+
+    def _give_back(self, bet: Bet) -> None:
+        pays, stakes = self.book[(bet.market, bet.selection)]
+        self.book[(bet.market, bet.selection)] = (
+            pays - bet.stake * (bet.price - 1),
+            stakes - bet.stake,
+        )
+
+    def _accept(self, source: str, bet: Bet, ts: int, out: list[WalletMessage]) -> None:
+        self.passed[bet.bet_id] = bet
+        out.append(BetDecision(source, bet, True, "", ts))
+
+
+def liability(book: dict[tuple[str, str], tuple[Decimal, Decimal]], market: str) -> Decimal:
+    """Worst case over the market's selections: paid to winners minus stakes kept."""
+    sides = {sel: v for (m, sel), v in book.items() if m == market}
+    total = sum((stakes for _, stakes in sides.values()), Decimal(0))
+    return max((pays - (total - stakes) for pays, stakes in sides.values()), default=Decimal(0))
+
+
+def _spoiled(p: _Pending, rows: list[Row]) -> str:
+    """Did the bet's market suspend, close or drop below its price within the window?"""
+    for r in rows:
+        if r.ts < p.bet.ts or r.ts > p.due:  # type: ignore[union-attr]
+            continue
+        if isinstance(r, MarketStatusRow) and r.market == p.bet.market and r.status != OPEN:
+            return "bet_delay_suspension"
+        if (
+            isinstance(r, PriceRow)
+            and r.market == p.bet.market
+            and r.selection == p.bet.selection
+            and r.price < p.bet.price
+        ):
+            return "price_changed"
+    return ""

@@ -1,0 +1,155 @@
+"""Wallets: the per-user half of the bet rules, in one keyed shard of users.
+
+How the two halves cooperate without a cycle. A bet line goes both to its match (which
+judges it against the market, see `operators.bets`) and to its user's wallet shard. The
+shard receives the user's deposits and bet lines straight from the feed, in feed order,
+and queues them; the match's verdict (`BetDecision`) and the settlement of a match
+(`SettlementNotice`, announced by the `match_end` line that also reaches every shard) come
+later, from the match side. The shard applies its queue strictly in feed order: a bet waits
+at the head until its verdict is in, a `match_end` waits until its settlement is in (if the
+shard holds bets on it). So every balance check sees exactly the deposits, stakes and
+payouts that precede the bet in the feed, whatever the arrival order of messages between
+workers: the result is the same with one worker or many.
+
+The funds check is the last rule: a bet passes the market first, and is accepted only if
+the balance covers its stake. Balances are exact `Decimal`s and never go negative; every
+movement is a ledger row, so a wallet equals deposits - accepted stakes + payouts at every
+version.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from operators.bets import BetDecision, SettlementNotice, WalletMessage
+from operators.events import Bet, Deposit, MatchEnd
+from operators.parse import RawLine, has_match, parse_line
+from operators.rows import BetRow, LedgerRow, Reject, Row, WalletRow
+
+ZERO = Decimal("0.00")
+
+
+@dataclass(slots=True)
+class Wallet:
+    balance: Decimal = ZERO
+    version: int = 0
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A queued feed line: a deposit, a bet awaiting its verdict, a match_end."""
+
+    source: str
+    event: Deposit | Bet | MatchEnd
+
+
+@dataclass(slots=True)
+class WalletShard:
+    """Every wallet of one shard, the feed-ordered queue, and the verdicts that arrived."""
+
+    wallets: dict[str, Wallet] = field(default_factory=dict)
+    queue: deque[_Waiting] = field(default_factory=deque)
+    verdicts: dict[str, BetDecision] = field(default_factory=dict)  # by bet line source
+    notices: dict[str, SettlementNotice] = field(default_factory=dict)  # by match_end source
+    open_bets: dict[str, dict[str, Bet]] = field(default_factory=dict)  # match -> bet_id -> bet
+    decided: set[str] = field(default_factory=set)  # bet ids with a final decision
+
+    def line(self, raw: RawLine) -> list[Row]:
+        """A feed line routed here: queue what concerns wallets; in order, apply what can be.
+        Rejects of lines that also went to a match are that match's to report."""
+        ev = parse_line(raw)
+        if isinstance(ev, Reject):
+            return [] if has_match(raw) else [ev]
+        if isinstance(ev, (Deposit, Bet, MatchEnd)):
+            self.queue.append(_Waiting(raw.source, ev))
+        return self._drain()
+
+    def message(self, msg: WalletMessage) -> list[Row]:
+        """A verdict or a settlement from a match."""
+        if isinstance(msg, BetDecision):
+            self.verdicts[msg.source] = msg
+        else:
+            self.notices[msg.source] = msg
+        return self._drain()
+
+    def finish(self) -> list[Row]:
+        """End of input: bets whose verdict never came are rejected (`undecided`), a
+        `match_end` whose settlement never came is passed over."""
+        out = self._drain()
+        while self.queue:
+            head = self.queue[0]
+            if isinstance(head.event, Bet):
+                self.verdicts[head.source] = BetDecision(
+                    head.source, head.event, False, "undecided", head.event.ts
+                )
+            else:
+                self.queue.popleft()
+            out.extend(self._drain())
+        return out
+
+    def _drain(self) -> list[Row]:
+        out: list[Row] = []
+        while self.queue:
+            head = self.queue[0]
+            ev = head.event
+            if isinstance(ev, Deposit):
+                self._move(ev.user_id, ev.amount, "deposit", head.source, ev.ts, out)
+            elif isinstance(ev, Bet):
+                verdict = self.verdicts.pop(head.source, None)
+                if verdict is None:
+                    return out
+                self._decide(verdict, out)
+            else:
+                if ev.match_id in self.open_bets:
+                    notice = self.notices.pop(head.source, None)
+                    if notice is None:
+                        return out
+                    self._settle(notice, out)
+            self.queue.popleft()
+        return out
+
+    def _decide(self, verdict: BetDecision, out: list[Row]) -> None:
+        bet, ts = verdict.bet, verdict.ts
+        if bet.bet_id in self.decided:  # one bet_id, one bet
+            out.append(Reject(verdict.source, "duplicate", f"bet_id {bet.bet_id} seen before",
+                              "", bet.ts, None, bet.match_id))
+            return
+        self.decided.add(bet.bet_id)
+        reason = verdict.reason
+        if verdict.accepted and self.wallets.get(bet.user_id, Wallet()).balance < bet.stake:
+            reason = "insufficient_funds"
+        if reason:
+            out.append(_bet_row(bet, "rejected", reason, ZERO, ts, 1))
+            return
+        self._move(bet.user_id, -bet.stake, "stake", bet.bet_id, ts, out)
+        self.open_bets.setdefault(bet.match_id, {})[bet.bet_id] = bet
+        out.append(_bet_row(bet, "accepted", "", ZERO, ts, 1))
+
+    def _settle(self, notice: SettlementNotice, out: list[Row]) -> None:
+        if notice.results is None:  # that match_end was rejected: the bets stay open
+            return
+        for bet_id, bet in sorted(self.open_bets.pop(notice.match_id, {}).items()):
+            result = notice.results.get(bet_id, "void")
+            payout = {"won": bet.stake * bet.price, "void": bet.stake}.get(result, ZERO)
+            payout = payout.quantize(Decimal("0.01"))
+            if payout:
+                self._move(bet.user_id, payout, "payout", bet_id, notice.ts, out)
+            out.append(_bet_row(bet, result, "", payout, notice.ts, 2))
+
+    def _move(self, user: str, amount: Decimal, kind: str, ref: str, ts: int,
+              out: list[Row]) -> None:
+        wallet = self.wallets.setdefault(user, Wallet())
+        balance = wallet.balance + amount
+        if balance < 0:  # the funds check makes this impossible; never write it
+            raise AssertionError(f"wallet {user} would go negative: {balance}")
+        wallet.balance, wallet.version = balance, wallet.version + 1
+        out.append(LedgerRow(user, wallet.version, ts, kind, amount, balance, ref))
+        out.append(WalletRow(user, balance, wallet.version, ts))
+
+
+def _bet_row(bet: Bet, status: str, reason: str, payout: Decimal, ts: int,
+             version: int) -> BetRow:
+    return BetRow(bet.bet_id, bet.user_id, bet.match_id, bet.market, bet.selection, bet.stake,
+                  bet.price, status, reason, payout, ts, version)
