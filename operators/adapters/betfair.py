@@ -29,13 +29,12 @@ Rows (provider `betfair`, `match_id` = the Betfair market id, e.g. `1.200806927`
   row. Nothing is published for a market before its first `marketDefinition` (its status
   is unknown until then). Each row is one new `version` (1, 2, ...); `reason` says why:
 
-  | reason | when |
-  | --- | --- |
-  | `betfair_status` | the exchange changed the status (also the market's first row) |
-  | `in_play` / `not_in_play` | the exchange turned `inPlay` on / off (the status may change in the same row) |
-  | `settled` | the market is CLOSED and its runners carry WINNER: `SETTLED`, `winner` set |
-  | `prices` | the best back price of a runner changed while OPEN (throttled, below) |
-  | `sportsdata:<eventStatus>` | the sports-data rule suspended or released the market |
+  - `betfair_status`: the exchange changed the status; also a market's first row;
+  - `in_play` / `not_in_play`: the exchange turned `inPlay` on / off (the status may change
+    in the same row; a market first seen in play starts with `in_play`);
+  - `settled`: the market is CLOSED and its runners carry WINNER: `SETTLED`, `winner` set;
+  - `prices`: the best back price of a runner changed while OPEN (throttled, below);
+  - `sportsdata:<eventStatus>`: the sports-data rule held or released the market.
 
   Status is the exchange's OPEN / SUSPENDED / CLOSED (INACTIVE and unknown statuses show as
   SUSPENDED). A CLOSED market whose runners carry WINNER goes `CLOSED` then `SETTLED` (two
@@ -521,12 +520,16 @@ class BetfairProcessor:
     def _mcm(self, raw: RawLine, line: _Line, pt: int) -> list[Row]:
         heartbeat = line.ct == "HEARTBEAT"
         if line.mc is None and not heartbeat:
-            return [_reject(raw, "missing_field:mc", "an mcm line that is not a heartbeat needs mc")]
+            return [
+                _reject(raw, "missing_field:mc", "an mcm line that is not a heartbeat needs mc")
+            ]
         changes = line.mc or []
         self.lines += 1
         first = changes[0].id if changes else ""
         kind = "heartbeat" if heartbeat else "mcm"
-        out: list[Row] = [FeedEventRow(PROVIDER, first, self.lines, pt, kind, _text(raw), raw.source)]
+        out: list[Row] = [
+            FeedEventRow(PROVIDER, first, self.lines, pt, kind, _text(raw), raw.source)
+        ]
         for mirror in self.markets.values():
             self._flush(mirror, pt, out)
         for change in changes:
@@ -625,7 +628,9 @@ class BetfairProcessor:
                 out.append(self._sports_row(market_id, pt, "fixture_status", payload, source))
                 self._hold(market_id, state, event, pt, out)
         if change.incidentListWrapper is not None:
-            self._incidents(market_id, state, change.incidentListWrapper.incidentList, pt, source, out)
+            self._incidents(
+                market_id, state, change.incidentListWrapper.incidentList, pt, source, out
+            )
 
     def _incidents(
         self,
