@@ -21,7 +21,8 @@ REFRESH_S = 2.0
 STALE_AFTER_S = 10.0
 MARKET_STATUSES = ("OPEN", "SUSPENDED", "CLOSED", "SETTLED")
 MATCH_STATUSES = ("scheduled", "live", "break", "ended")
-PRICE = st.column_config.NumberColumn(format="%.2f", help="decimal odds")
+PRICE = st.column_config.NumberColumn(format="%.2f", help="decimal odds", width=72)
+MONEY = st.column_config.NumberColumn(format="%.2f")
 TIME = st.column_config.DatetimeColumn("event time (UTC)", format="YYYY-MM-DD HH:mm:ss")
 CLOCK = st.column_config.DatetimeColumn("time (UTC)", format="HH:mm:ss")
 
@@ -65,15 +66,18 @@ def utc(ts: int | None) -> str:
     return datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def ingest_rate(state: FileState, lines: int) -> float | None:
-    """Lines per wall-clock second between the last two publications this session saw."""
+def ingest_rate(state: FileState, lines: int, window_s: float = 10.0) -> float | None:
+    """Lines per wall-clock second over the publications of the last `window_s` seconds
+    that this browser session saw (None until it has seen two)."""
     seen: list[tuple[float, int]] = st.session_state.setdefault("publications", [])
     if state.mtime is not None and (not seen or seen[-1][0] != state.mtime):
         seen.append((state.mtime, lines))
-        del seen[:-2]
-    if len(seen) < 2 or seen[1][0] <= seen[0][0]:
+    recent = [s for s in seen if s[0] >= seen[-1][0] - window_s] if seen else []
+    seen[:] = recent
+    if len(recent) < 2:
         return None
-    return (seen[1][1] - seen[0][1]) / (seen[1][0] - seen[0][0])
+    (t0, n0), (t1, n1) = recent[0], recent[-1]
+    return (n1 - n0) / (t1 - t0)
 
 
 def note_or(result: pl.DataFrame | Missing) -> pl.DataFrame | None:
@@ -136,7 +140,7 @@ def overview() -> None:
     cols[2].metric(
         "Ingest rate",
         "—" if rate is None else f"{rate:,.0f} lines/s",
-        help="Lines per wall-clock second between the last two publications of the file.",
+        help="Lines per wall-clock second over the file's publications of the last 10 s.",
     )
     cols[3].metric("Matches in play", f"{in_play} of {totals.matches}")
     cols[4].metric(
@@ -257,6 +261,7 @@ def match_view() -> None:
         st.dataframe(
             events.select("time", "kind", "label"),
             hide_index=True,
+            height=36 * min(events.height + 1, 25),
             column_config={"time": CLOCK, "label": "what"},
         )
     with right:
@@ -300,8 +305,7 @@ def markets_and_risk() -> None:
         by_market = queries.exposure_by_market(db)
         wallets = queries.wallets(db)
 
-    cols = st.columns(4)
-    for col, status in zip(cols, charts.STATUS_COLORS, strict=True):
+    for col, status in zip(st.columns(4), MARKET_STATUSES, strict=True):
         col.metric(
             f"{status.title()} markets", f"{board.filter(pl.col('status') == status).height}"
         )
@@ -332,41 +336,44 @@ def markets_and_risk() -> None:
         if st.checkbox("Only markets not settled yet", key="unsettled"):
             exposure = exposure.filter(pl.col("status") != "SETTLED")
         by_match = queries.exposure_by_match(exposure)
-        left, right = st.columns(2)
-        with left:
-            st.markdown("**By market** (worst-case liability, biggest first)")
-            st.altair_chart(
-                charts.exposure(
-                    exposure.with_columns(
-                        (pl.col("match_id") + " " + pl.col("market")).alias("what")
-                    ),
-                    "what",
-                ),
-                width="stretch",
-            )
-            st.dataframe(exposure, hide_index=True)
-        with right:
-            st.markdown("**By match** (sum of its markets' worst cases)")
-            st.altair_chart(charts.exposure(by_match, "match_id"), width="stretch")
-            st.dataframe(by_match, hide_index=True)
+        if exposure.is_empty():
+            st.caption("No bet taken yet.")
+        else:
+            left, right = st.columns(2)
+            with left:
+                st.markdown("**By market** (worst-case liability, biggest first)")
+                what = pl.col("match_id") + " " + pl.col("market")
+                st.altair_chart(
+                    charts.exposure(exposure.with_columns(what.alias("what")), "what"),
+                    width="stretch",
+                )
+                st.dataframe(
+                    exposure, hide_index=True, column_config={"stakes": MONEY, "exposure": MONEY}
+                )
+            with right:
+                st.markdown("**By match** (sum of its markets' worst cases)")
+                st.altair_chart(charts.exposure(by_match, "match_id"), width="stretch")
+                st.dataframe(
+                    by_match, hide_index=True, column_config={"stakes": MONEY, "exposure": MONEY}
+                )
 
     st.subheader("Bets")
     outcomes = note_or(bets)
     if outcomes is not None:
         accepted = outcomes.filter(pl.col("status").str.to_lowercase() != "rejected")
         rejected = outcomes.filter(pl.col("status").str.to_lowercase() == "rejected")
-        cols = st.columns(3)
-        cols[0].metric("Bets accepted", f"{int(accepted['bets'].sum()):,}")
-        cols[1].metric("Bets rejected", f"{int(rejected['bets'].sum()):,}")
-        cols[2].metric("Stake accepted", f"{accepted['stake'].sum():,.2f}")
+        left, middle, right = st.columns(3)
+        left.metric("Bets accepted", f"{int(accepted['bets'].sum()):,}")
+        middle.metric("Bets rejected", f"{int(rejected['bets'].sum()):,}")
+        right.metric("Stake accepted", f"{accepted['stake'].sum():,.2f}")
         if not outcomes.is_empty():
             st.altair_chart(charts.bets_by_outcome(outcomes), width="stretch")
     if isinstance(wallets, Missing):
         st.info(wallets.note)
     else:
-        cols = st.columns(3)
-        cols[0].metric("Wallets", f"{wallets.users:,}")
-        cols[1].metric("Total balance", f"{wallets.balance:,.2f}")
+        left, middle, _ = st.columns(3)
+        left.metric("Wallets", f"{wallets.users:,}")
+        middle.metric("Total balance", f"{wallets.balance:,.2f}")
 
 
 @st.fragment(run_every=REFRESH_S)

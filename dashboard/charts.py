@@ -7,6 +7,7 @@ axes read the same whatever the viewer's time zone; prices are decimal odds.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Final
 
 import altair as alt
 import polars as pl
@@ -19,6 +20,13 @@ STATUS_COLORS = {
     "CLOSED": "#8c8c8c",
     "SETTLED": "#4c78a8",
 }
+BET_COLORS = {  # rejected in red; won (the book pays) in orange
+    "accepted": "#4c78a8",
+    "won": "#f28e2b",
+    "lost": "#2e9e44",
+    "void": "#8c8c8c",
+    "rejected": "#d62728",
+}
 EVENT_COLORS = {
     "goal": "#1f3b73",
     "penalty": "#7b4ea3",
@@ -29,7 +37,7 @@ EVENT_COLORS = {
 }
 TIME_FORMAT = "%H:%M"
 ODDS_TICKS = [1, 1.5, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000]
-TOOLTIP_TIME = "utcyearmonthdatehoursminutesseconds"
+TOOLTIP_TIME: Final = "utcyearmonthdatehoursminutesseconds"
 
 
 def _time_axis(
@@ -103,7 +111,7 @@ def rejects_by_reason(counts: pl.DataFrame) -> alt.Chart:
         alt.Chart(counts, height=alt.Step(22))
         .mark_bar()
         .encode(
-            x=alt.X("rejects:Q", title="rejected lines"),
+            x=alt.X("rejects:Q", title="rejected lines", axis=alt.Axis(tickMinStep=1)),
             y=alt.Y("reason:N", sort="-x", title=None, axis=alt.Axis(labelLimit=260)),
             color=alt.Color("code:N", title="reason code", legend=None),
             tooltip=["reason:N", "code:N", alt.Tooltip("rejects:Q", title="lines")],
@@ -202,12 +210,11 @@ def exposure(frame: pl.DataFrame, label: str, top: int = 15) -> alt.Chart:
         .mark_bar(color="#d62728")
         .encode(
             x=alt.X("exposure:Q", title="worst-case liability (stake currency)"),
-            y=alt.Y(f"{label}:N", sort="-x", title=None),
+            y=alt.Y(f"{label}:N", sort="-x", title=None, axis=alt.Axis(labelLimit=260)),
             tooltip=[
                 f"{label}:N",
                 alt.Tooltip("exposure:Q", format=",.2f"),
                 alt.Tooltip("stakes:Q", format=",.2f"),
-                "bets:Q",
             ],
         )
     )
@@ -219,9 +226,11 @@ def bets_by_outcome(frame: pl.DataFrame) -> alt.Chart:
         alt.Chart(frame, height=alt.Step(22))
         .mark_bar()
         .encode(
-            x=alt.X("bets:Q", title="bets"),
-            y=alt.Y("reason:N", sort="-x", title=None),
-            color=alt.Color("status:N", title="status"),
+            x=alt.X("bets:Q", title="bets", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("reason:N", sort="-x", title=None, axis=alt.Axis(labelLimit=260)),
+            color=alt.Color(
+                "status:N", title="status", scale=_scale(BET_COLORS, frame["status"].to_list())
+            ),
             tooltip=["status:N", "reason:N", "bets:Q", alt.Tooltip("stake:Q", format=",.2f")],
         )
     )

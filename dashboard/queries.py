@@ -88,8 +88,12 @@ class Snapshot:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
-        self.tables = frozenset(
-            name for (name,) in self.rows("SELECT table_name FROM duckdb_tables()")
+        self.tables = frozenset(  # tables and views, e.g. the schema's `exposure` view
+            name
+            for (name,) in self.rows(
+                "SELECT table_name FROM duckdb_tables() UNION "
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+            )
         )
 
     def has(self, table: str) -> bool:
@@ -433,15 +437,8 @@ def market_board(db: Snapshot, match_id: str | None = None) -> pl.DataFrame:
     return with_time(wide.select(*index, *present, *[c for c in others if c != "null"]))
 
 
-BET_STAKES = """
-    SELECT b.match_id, b.market, b.selection, b.stake::DECIMAL(18, 2) AS stake,
-           b.price::DECIMAL(18, 2) AS price
-    FROM bets b WHERE lower(b.status) <> 'rejected'
-"""
-
-
 def bets_by_outcome(db: Snapshot) -> pl.DataFrame | Missing:
-    """Bets per `status` and `reason` (accepted, rejected: price_moved, ...): count and stake."""
+    """Bets per `status` and `reason` (accepted, rejected: price_changed, ...): count, stake."""
     if not db.has("bets"):
         return Missing("bets")
     return db.frame(
@@ -453,42 +450,50 @@ def bets_by_outcome(db: Snapshot) -> pl.DataFrame | Missing:
     )
 
 
+# The schema's `exposure` view, for a file written before the view existed (same definition).
+EXPOSURE_FROM_BETS = """
+    WITH book AS (
+        SELECT match_id, market, selection,
+               sum(stake::DECIMAL(18, 2) * (price::DECIMAL(18, 2) - 1)) AS if_wins,
+               sum(stake::DECIMAL(18, 2)) AS stakes
+        FROM bets WHERE status IN ('accepted', 'won', 'lost', 'void')
+        GROUP BY ALL
+    ), totals AS (
+        SELECT match_id, market, sum(stakes) AS all_stakes FROM book GROUP BY ALL
+    )
+    SELECT b.match_id, b.market,
+           max(b.if_wins - (t.all_stakes - b.stakes)) AS liability,
+           arg_max(b.selection, b.if_wins - (t.all_stakes - b.stakes)) AS worst_selection,
+           sum(b.stakes) AS stakes
+    FROM book b JOIN totals t USING (match_id, market)
+    GROUP BY ALL
+"""
+
+
 def exposure_by_market(db: Snapshot) -> pl.DataFrame | Missing:
-    """Worst-case liability of each market over the bets not rejected: the largest payout of
-    any one selection minus all stakes taken on the market, biggest first."""
-    if not db.has("bets"):
+    """Worst-case liability of each market (the `exposure` view of schema.sql: the largest
+    net payout if any one selection wins), with the market's status, biggest first."""
+    if db.has("exposure"):
+        source = "exposure"
+    elif db.has("bets"):
+        source = f"({EXPOSURE_FROM_BETS})"
+    else:
         return Missing("bets")
-    frame = db.frame(
+    return db.frame(
         f"""
-        WITH b AS ({BET_STAKES}),
-        per_selection AS (
-            SELECT match_id, market, selection, sum(stake * price) AS payout FROM b GROUP BY ALL
-        ),
-        per_market AS (
-            SELECT match_id, market, sum(stake) AS stakes, count(*) AS bets FROM b GROUP BY ALL
-        )
-        SELECT m.match_id, m.market, s.status, m.bets, m.stakes::DOUBLE AS stakes,
-               max(p.payout)::DOUBLE AS worst_payout,
-               (max(p.payout) - m.stakes)::DOUBLE AS exposure,
-               arg_max(p.selection, p.payout) AS worst_selection
-        FROM per_market m JOIN per_selection p USING (match_id, market)
-        LEFT JOIN market_status s USING (match_id, market)
-        GROUP BY ALL ORDER BY exposure DESC, m.match_id, m.market
+        SELECT e.match_id, e.market, s.status, e.stakes::DOUBLE AS stakes,
+               e.liability::DOUBLE AS exposure, e.worst_selection
+        FROM {source} e LEFT JOIN market_status s USING (match_id, market)
+        ORDER BY exposure DESC, e.match_id, e.market
         """
     )
-    return frame
 
 
 def exposure_by_match(by_market: pl.DataFrame) -> pl.DataFrame:
     """Per match: the sum of its markets' worst cases (markets of a match are not exclusive)."""
     return (
         by_market.group_by("match_id")
-        .agg(
-            pl.col("exposure").sum(),
-            pl.col("stakes").sum(),
-            pl.col("bets").sum(),
-            pl.len().alias("markets"),
-        )
+        .agg(pl.col("exposure").sum(), pl.col("stakes").sum(), pl.len().alias("markets"))
         .sort("exposure", "match_id", descending=[True, False])
     )
 
