@@ -755,6 +755,8 @@ def test_routing_helpers() -> None:
     assert market_key(b"garbage") == "bf:"
     assert is_betfair_line(b'{"op":"mcm","pt":1,"mc":[{"id":')
     assert not is_betfair_line(b'{"v":1,"provider":"sim","match_id":"m1"}')
+    assert is_betfair_line(b' { "op" : "mcm"}')
+    assert not is_betfair_line(b'{"v":1,"provider":"op"}')
 
 
 def test_a_hold_never_reopens_a_market_the_exchange_suspended() -> None:

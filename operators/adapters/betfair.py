@@ -92,6 +92,7 @@ that each market has one processor (and one version sequence).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -231,11 +232,14 @@ def market_key(data: bytes) -> str:
     return KEY_PREFIX + first if isinstance(first, str) else KEY_PREFIX
 
 
+_BETFAIR_START = re.compile(rb'\s*\{\s*"op"\s*:')
+
+
 def is_betfair_line(data: bytes) -> bool:
     """Does this line come from a Betfair stream (rather than the native feed)? Betfair
     writes `op` first, and native lines have no `op`: a prefix test, so even a truncated
     Betfair line is routed to the Betfair processor (which rejects it)."""
-    return data[:16].lstrip().startswith(b'{"op"')
+    return _BETFAIR_START.match(data) is not None
 
 
 def split_by_market(raw: RawLine) -> list[RawLine]:
