@@ -78,10 +78,11 @@ All of these share one `seq` counter per key (lines and their normalized rows in
   hold only changes what is shown when it changes the status: it never reopens a market the
   exchange suspended, and the exchange reopening a held market shows nothing until the hold
   ends. No minimum hold, no other rule of our own.
-- Determinism: the rule compares the two streams, so they must reach the processor in
-  event-time order (merge the exchange and sports-data files by `pt` before keying, or
-  replay at `--speed` > 0). Their `FeedEventRow`s are deterministic either way (each
-  provider has its own `seq` counter).
+- Determinism: the rule compares two streams, so they must reach the processor in
+  event-time order: merge the exchange and sports-data recordings by `pt` before keying
+  (read as two parallel replay partitions, the short sports file races ahead, MATCH_COMPLETE
+  holds the market hours early and its prices stop). Live, arrival order is the truth. The
+  `FeedEventRow`s are deterministic either way (each provider has its own `seq` counter).
 
 Keys. `market_key` keys a line by its first market id (`mc[0].id`, or `cc[0].marketId`
 for sports data): the exchange and sports-data lines of one market meet in one processor.
