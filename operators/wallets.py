@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from operators.bets import BetDecision, SettlementNotice, WalletMessage
 from operators.events import Bet, Deposit, MatchEnd
@@ -29,6 +29,7 @@ from operators.parse import RawLine, has_match, parse_line
 from operators.rows import BetRow, LedgerRow, Reject, Row, WalletRow
 
 ZERO = Decimal("0.00")
+CENT = Decimal("0.01")
 
 
 @dataclass(slots=True)
@@ -133,7 +134,7 @@ class WalletShard:
         for bet_id, bet in sorted(self.open_bets.pop(notice.match_id, {}).items()):
             result = notice.results.get(bet_id, "void")
             payout = {"won": bet.stake * bet.price, "void": bet.stake}.get(result, ZERO)
-            payout = payout.quantize(Decimal("0.01"))
+            payout = payout.quantize(CENT, rounding=ROUND_DOWN)  # never pay a fraction of a cent
             if payout:
                 self._move(bet.user_id, payout, "payout", bet_id, notice.ts, out)
             out.append(_bet_row(bet, result, "", payout, notice.ts, 2))

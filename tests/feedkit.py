@@ -66,3 +66,19 @@ def history(rows: list[Row], market: str) -> list[tuple[int, str, str, int]]:
         for r in rows
         if isinstance(r, MarketStatusRow) and r.market == market
     ]
+
+
+def bet_line(kickoff: int, t: int, bet_id: str, user: str, market: str, selection: str,
+             stake: str, price: str, match_id: str = "m1") -> bytes:
+    """A bet-stream `bet` line at `t` ms after kickoff."""
+    return msgspec.json.encode({
+        "v": 1, "ts": kickoff + t, "type": "bet", "bet_id": bet_id, "user_id": user,
+        "match_id": match_id, "market": market, "selection": selection, "stake": stake,
+        "price": price,
+    })
+
+
+def deposit_line(kickoff: int, t: int, user: str, amount: str) -> bytes:
+    return msgspec.json.encode(
+        {"v": 1, "ts": kickoff + t, "type": "deposit", "user_id": user, "amount": amount}
+    )
