@@ -557,7 +557,7 @@ def test_queries_from_another_process_during_a_replay_never_hit_a_lock(
 ) -> None:
     db = tmp_path / "live.duckdb"
     finish = poller(db)
-    command = ["replay", str(feed(tmp_path)), "--db", str(db), "--speed", "1500"]
+    command = ["replay", str(feed(tmp_path)), "--db", str(db), "--speed", "1000"]
     replay = subprocess.run(
         [sys.executable, "-m", "flows", *command],
         capture_output=True,

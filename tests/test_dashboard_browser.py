@@ -1,7 +1,8 @@
 """The dashboard in a real browser during a real replay: Debian's chromium driven by Playwright.
 
-`oddsflow dashboard` starts while `oddsflow replay --speed 600` plays the sample feed (about
-2.4 hours of event time in ~15 s). The overview must follow the replay as it publishes, then
+`oddsflow dashboard` starts before its file exists (the page says how to produce data), then
+`oddsflow replay --speed 600` plays the sample feed (about 2.4 hours of event time in ~15 s).
+The overview must turn to the data by itself and follow the replay as it publishes, then
 every page must show the final numbers of the file, with no Streamlit exception box; a
 screenshot of each page lands in docs/screenshots/. No browser is ever downloaded: without
 /usr/bin/chromium the tests skip, or fail under CI.
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_dashboard import ROOT, feed, one
+from tests.test_dashboard import ROOT, feed, one, sql
 
 pytestmark = pytest.mark.browser
 
@@ -86,38 +87,46 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) 
 class Live:
     db: Path
     url: str
-    replay: subprocess.Popen[bytes]
+    feed: Path
+    log: Path
     dashboard: subprocess.Popen[bytes]
+    replay: subprocess.Popen[bytes] | None = None
+
+    def start_replay(self) -> subprocess.Popen[bytes]:
+        self.replay = subprocess.Popen(
+            [*PYTHON, "replay", str(self.feed), "--db", str(self.db), "--speed", SPEED],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("wb"),
+        )
+        return self.replay
+
+
+PYTHON = [sys.executable, "-m", "flows"]
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """A paced replay and, started during it, the dashboard over its published file."""
+    """The dashboard over a file that does not exist yet; the test starts the paced replay."""
     _need_browser()
     tmp = tmp_path_factory.mktemp("browser")
-    db = tmp / "live.duckdb"
-    python = [sys.executable, "-m", "flows"]
-    replay = subprocess.Popen(
-        [*python, "replay", str(feed(tmp)), "--db", str(db), "--speed", SPEED],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp / "replay.log").open("wb"),
-    )
     port = _free_port()
+    db = tmp / "live.duckdb"
     options = ["--server.port", str(port), "--server.headless", "true"]
     dashboard = subprocess.Popen(
-        [*python, "dashboard", "--db", str(db), *options],
+        [*PYTHON, "dashboard", "--db", str(db), *options],
         cwd=ROOT,
         stdout=(tmp / "dashboard.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+    state = Live(db, url, feed(tmp), tmp / "replay.log", dashboard)
     try:
         _wait_healthy(url, dashboard)
-        yield Live(db, url, replay, dashboard)
+        yield state
     finally:
-        for proc in (dashboard, replay):
-            if proc.poll() is None:
+        for proc in (dashboard, state.replay):
+            if proc is not None and proc.poll() is None:
                 proc.terminate()
                 try:
                     proc.wait(timeout=20)
@@ -203,24 +212,29 @@ def screenshot(page: Any, name: str) -> Path:
     return path
 
 
-def test_overview_follows_the_replay_as_it_publishes(live: Live, page: Any) -> None:
+def test_overview_waits_for_data_then_follows_the_replay(live: Live, page: Any) -> None:
     page.goto(live.url + "/")
-    page.wait_for_selector(METRIC, timeout=60_000)  # after the "no data yet" page, if any
+    page.get_by_text("oddsflow: no data yet").wait_for(timeout=30_000)
+    assert page.get_by_text(f"--db {live.db}").count() >= 1
+    no_exception(page)
+
+    replay = live.start_replay()
+    page.wait_for_selector(METRIC, timeout=60_000)  # the page turns to the data by itself
     wait_for_charts(page, 2)
     seen: list[int] = []
-    while live.replay.poll() is None:
+    while replay.poll() is None:
         no_exception(page)
         value = metric(page, "Accepted lines")
         if value is not None and (not seen or int(value.replace(",", "")) != seen[-1]):
             seen.append(int(value.replace(",", "")))
         time.sleep(0.5)
-    assert live.replay.returncode == 0
+    assert replay.returncode == 0, live.log.read_text()
     assert len(seen) >= 3, f"the overview did not refresh during the replay: {seen}"
     assert seen == sorted(seen)
 
 
 def test_every_page_shows_the_final_numbers(live: Live, page: Any) -> None:
-    assert live.replay.wait(timeout=120) == 0
+    assert live.replay is not None and live.replay.wait(timeout=120) == 0
     accepted = one(live.db, "SELECT count(*) FROM feed_events")
     rejected = one(live.db, "SELECT count(*) FROM rejects")
 
@@ -241,6 +255,24 @@ def test_every_page_shows_the_final_numbers(live: Live, page: Any) -> None:
     wait_for_charts(page, 1)
     assert f"({first})" in selected(page, "Match")
     screenshot(page, "match")
+
+    # A choice survives the page's own refreshes.
+    last, label = sql(
+        live.db,
+        "SELECT match_id, home || ' v ' || away || ' (' || match_id || ')' FROM matches "
+        "ORDER BY kickoff DESC, match_id DESC LIMIT 1",
+    )[0]
+    page.locator("[data-testid='stSelectbox']").filter(has_text="Match").first.click()
+    page.get_by_role("option", name=label).click()
+    held = one(
+        live.db,
+        "SELECT count(*) FROM market_history WHERE match_id = ? AND status = 'SUSPENDED'",
+        [last],
+    )
+    wait_for_metric(page, "Suspensions", str(held))
+    time.sleep(5)  # two refreshes
+    assert f"({last})" in selected(page, "Match")
+    assert metric(page, "Suspensions") == str(held)
 
     settled = one(live.db, "SELECT count(*) FROM market_status WHERE status = 'SETTLED'")
     page.goto(live.url + "/markets")
