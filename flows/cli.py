@@ -10,6 +10,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from flows.sources import FORMATS
+
 EPILOG = """\
 examples:
   oddsflow simulate --matches 20 --seed 1 --out out/feed.jsonl.gz
@@ -33,7 +35,7 @@ def _replay(args: argparse.Namespace) -> int:
     if args.recovery_dir:
         args.recovery_dir.mkdir(parents=True, exist_ok=True)
         recovery = RecoveryConfig(str(args.recovery_dir))
-    flow = get_flow(args.files, args.db, speed=args.speed)
+    flow = get_flow(args.files, args.db, speed=args.speed, fmt=args.format, merge=args.merge)
     started = time.monotonic()
     with ProgressBar():
         cli_main(
@@ -117,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="0 (default): as fast as possible; X: X times real time by ts",
     )
+    replay.add_argument("--format", choices=FORMATS, default="auto",
+                        help="input format (default: recognised from each file: native JSONL, "
+                        "Betfair stream lines, or a StatsBomb events JSON array)")
+    replay.add_argument("--merge", action="store_true",
+                        help="read all files as one stream in event-time order (a Betfair "
+                        "market with its sports-data stream); default: one partition per file")
     replay.add_argument("--workers", type=int, default=1, help="Bytewax worker threads")
     replay.add_argument(
         "--recovery-dir",

@@ -23,9 +23,12 @@ def get_flow(
     speed: float = 0.0,
     rules: Rules = DEFAULT_RULES,
     publish_every_s: float = 2.0,
+    fmt: str = "auto",
+    merge: bool = False,
 ) -> Dataflow:
     flow = Dataflow("oddsflow_replay")
-    lines = op.input("read", flow, ReplaySource([Path(f) for f in files], speed))
+    source = ReplaySource([Path(f) for f in files], speed, fmt=fmt, merge=merge)
+    lines = op.input("read", flow, source)
     rows = market_sync("sync", lines, rules)  # shape: (key, [Row])
     op.output("duckdb", rows, DuckDBSink(Path(db), publish_every_s=publish_every_s))
     return flow

@@ -1,9 +1,12 @@
-"""Replay source: recorded feed files, one partition per file, resumable by line number."""
+"""Replay source: recorded files, each a partition (or all merged into one by event time),
+resumable by the number of lines already emitted."""
 
 from __future__ import annotations
 
 import bz2
 import gzip
+import heapq
+import itertools
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,15 +17,18 @@ import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from operators.parse import RawLine
+from operators.providers import FILE_FORMATS, sniff
 
 BATCH_LINES = 1000
+FORMATS = ("auto", "native", "betfair", *FILE_FORMATS)
 
 
-class _Ts(msgspec.Struct):
+class _Time(msgspec.Struct):
     ts: object = None
+    pt: object = None  # Betfair's publish time
 
 
-_ts_decoder = msgspec.json.Decoder(_Ts)
+_time_decoder = msgspec.json.Decoder(_Time)
 
 
 def open_feed(path: Path) -> IO[bytes]:
@@ -35,33 +41,67 @@ def open_feed(path: Path) -> IO[bytes]:
 
 
 def line_ts(data: bytes) -> int | None:
-    """The line's event time, if it has a readable one (for pacing only)."""
+    """The line's event time (`ts`, or Betfair's `pt`), if it has a readable one."""
     try:
-        ts = _ts_decoder.decode(data).ts
+        line = _time_decoder.decode(data)
     except msgspec.MsgspecError:
         return None
-    return ts if isinstance(ts, int) else None
+    for value in (line.ts, line.pt):
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def file_format(path: Path, fmt: str = "auto") -> str:
+    if fmt != "auto":
+        return fmt
+    with open_feed(path) as f:
+        return sniff(path, f.read(256))
+
+
+def read_lines(path: Path, fmt: str = "auto") -> Iterator[RawLine]:
+    """Every line of a recorded file as `RawLine("<name>:<line>", bytes)`, blank lines
+    skipped; whole-file formats (StatsBomb) through their adapter."""
+    fmt = file_format(path, fmt)
+    if fmt in FILE_FORMATS:
+        yield from FILE_FORMATS[fmt](path)
+        return
+    with open_feed(path) as f:
+        for n, data in enumerate(f, 1):
+            data = data.rstrip(b"\r\n")
+            if data:
+                yield RawLine(f"{path.name}:{n}", data)
+
+
+def merged_lines(paths: list[Path], fmt: str = "auto") -> Iterator[RawLine]:
+    """Several files as one stream in event-time order (stable: a line without a readable
+    time keeps its place after the line before it)."""
+
+    def timed(path: Path) -> Iterator[tuple[int, int, RawLine]]:
+        last = 0
+        for n, raw in enumerate(read_lines(path, fmt)):
+            last = line_ts(raw.data) or last
+            yield last, n, raw
+
+    streams = [timed(p) for p in paths]
+    for _, _, raw in heapq.merge(*streams, key=lambda t: (t[0], t[1])):
+        yield raw
 
 
 class Progress:
     """Lines read so far in this process, for the progress bar and the summary."""
 
     lines = 0
-    bytes = 0
 
 
-class _FilePartition(StatefulSourcePartition[RawLine, int]):
-    def __init__(self, path: Path, skip: int, speed: float, batch_lines: int) -> None:
-        self.path = path
-        self.name = path.name
-        self.lineno = skip
+class _Partition(StatefulSourcePartition[RawLine, int]):
+    def __init__(self, lines: Iterator[RawLine], skip: int, speed: float,
+                 batch_lines: int) -> None:
+        self.lines = itertools.islice(lines, skip, None)
+        self.emitted = skip
         self.speed = speed
         self.batch_lines = batch_lines
-        self.file = open_feed(path)
-        self.lines: Iterator[bytes] = iter(self.file)
-        for _ in range(skip):
-            next(self.lines, None)
-        self.pending: bytes | None = None
+        self.pending: RawLine | None = None
         self.first_ts: int | None = None
         self.started = time.monotonic()
         self.wake_at: datetime | None = None
@@ -70,27 +110,23 @@ class _FilePartition(StatefulSourcePartition[RawLine, int]):
         """Called by Bytewax whenever it wants more input: up to `batch_lines` lines."""
         batch: list[RawLine] = []
         while len(batch) < self.batch_lines:
-            data = self.pending if self.pending is not None else next(self.lines, None)
+            raw = self.pending if self.pending is not None else next(self.lines, None)
             self.pending = None
-            if data is None:
+            if raw is None:
                 if not batch:
                     raise StopIteration
                 break
-            data = data.rstrip(b"\r\n")
-            if not data:
-                self.lineno += 1
-                continue
-            if self.speed > 0 and self._not_yet(data):
-                self.pending = data + b"\n"
+            if self.speed > 0 and self._not_yet(raw):
+                self.pending = raw
                 break
-            self.lineno += 1
-            batch.append(RawLine(f"{self.name}:{self.lineno}", data))
+            batch.append(raw)
+        self.emitted += len(batch)
         Progress.lines += len(batch)
         return batch
 
-    def _not_yet(self, data: bytes) -> bool:
+    def _not_yet(self, raw: RawLine) -> bool:
         """Pacing by event time: is this line due later than now at `speed`x?"""
-        ts = line_ts(data)
+        ts = line_ts(raw.data)
         if ts is None:
             return False
         if self.first_ts is None:
@@ -108,28 +144,32 @@ class _FilePartition(StatefulSourcePartition[RawLine, int]):
         return wake
 
     def snapshot(self) -> int:
-        """Lines consumed so far, including a line held back by pacing."""
-        return self.lineno
-
-    def close(self) -> None:
-        self.file.close()
+        """Lines emitted so far (a line held back by pacing is not among them)."""
+        return self.emitted
 
 
 class ReplaySource(FixedPartitionedSource[RawLine, int]):
-    """Recorded feed files (`.jsonl`, `.gz`, `.bz2`), read in order, each by one worker.
+    """Recorded feed files read in order: one partition per file, or with `merge` one
+    partition of all files in event-time order (a feed and its bets, a Betfair market and
+    its sports-data stream). Each partition is read by one worker.
 
     Out: `RawLine("<file name>:<line number>", bytes)`.
     """
 
-    def __init__(
-        self, paths: list[Path], speed: float = 0.0, batch_lines: int = BATCH_LINES
-    ) -> None:
-        self.paths = {f"{i}:{p.name}": p for i, p in enumerate(paths)}
+    def __init__(self, paths: list[Path], speed: float = 0.0, fmt: str = "auto",
+                 merge: bool = False, batch_lines: int = BATCH_LINES) -> None:
+        self.paths = paths
+        self.parts = ["merged"] if merge else [f"{i}:{p.name}" for i, p in enumerate(paths)]
         self.speed = speed
+        self.fmt = fmt
         self.batch_lines = batch_lines
 
     def list_parts(self) -> list[str]:
-        return list(self.paths)
+        return list(self.parts)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FilePartition:
-        return _FilePartition(self.paths[for_part], resume_state or 0, self.speed, self.batch_lines)
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
+        if for_part == "merged":
+            lines = merged_lines(self.paths, self.fmt)
+        else:
+            lines = read_lines(self.paths[self.parts.index(for_part)], self.fmt)
+        return _Partition(lines, resume_state or 0, self.speed, self.batch_lines)

@@ -15,18 +15,17 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulLogic
 
 from operators.bets import BetDecision, SettlementNotice, WalletMessage, wallet_shard_of
-from operators.engine import MatchProcessor, Output
-from operators.parse import RawLine, is_wallet_key, route
+from operators.engine import Output
+from operators.parse import RawLine, is_wallet_key
+from operators.providers import Processor, new_processor, route_line
 from operators.rows import Row
 from operators.settings import DEFAULT_RULES, Rules
 from operators.wallets import WalletShard
 
 
-def _match(
-    rules: Rules, state: MatchProcessor | None, raw: RawLine
-) -> tuple[MatchProcessor, list[Output]]:
+def _match(rules: Rules, state: Processor | None, raw: RawLine) -> tuple[Processor, list[Output]]:
     if state is None:
-        state = MatchProcessor(rules)
+        state = new_processor(raw, rules)
     return state, state.process(raw)
 
 
@@ -66,7 +65,7 @@ def market_sync(
     In: `RawLine(source, bytes)`, in arrival order. Out: `(key, [row, ...])`; match lists
     also carry the wallet messages, which sinks skip.
     """
-    keyed = op.flat_map("route", lines, route)  # shape: (key, RawLine), 1+ per line
+    keyed = op.flat_map("route", lines, route_line)  # shape: (key, RawLine), 1+ per line
     split = op.branch("split", keyed, lambda kv: not is_wallet_key(kv[0]))
     matched = op.stateful_map("match", split.trues, partial(_match, rules))
     # shape: (match key, [Row | WalletMessage])

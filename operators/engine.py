@@ -8,6 +8,7 @@ for each line of a key, in arrival order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from operators.bets import BetDecision, MatchBets, SettlementNotice, WalletMessage, wallet_shard_of
 from operators.events import (
@@ -25,11 +26,14 @@ from operators.events import (
 )
 from operators.markets import MatchMarkets
 from operators.match import MatchState
-from operators.parse import RawLine, is_wallet_key, parse_line, route
+from operators.parse import RawLine, is_wallet_key, parse_line
 from operators.rows import FeedEventRow, FeedGapRow, Reject, Row
 from operators.settings import DEFAULT_RULES, Rules
 from operators.validate import SeqTracker, check_match
 from operators.wallets import WalletShard
+
+if TYPE_CHECKING:
+    from operators.providers import Processor
 
 Output = Row | WalletMessage
 
@@ -43,6 +47,7 @@ class MatchProcessor:
     markets: MatchMarkets | None = None
     bets: MatchBets | None = None
     seqs: dict[str, SeqTracker] = field(default_factory=dict)
+    backups: dict[str, MatchState] = field(default_factory=dict)  # views of other providers
 
     def process(self, raw: RawLine) -> list[Output]:
         """One line of this key: output rows, and verdicts/settlements for wallets."""
@@ -80,7 +85,7 @@ class MatchProcessor:
             gap = tracker.record(ev.seq)
             if gap is not None:
                 out.append(FeedGapRow(ev.provider, ev.match_id, gap[0], gap[1], ev.ts))
-            reason = check_match(self.match, ev, self.rules)
+            reason = check_match(self._view(ev), ev, self.rules)
         if reason is not None:
             out.append(_reject(raw, ev, reason))
             if isinstance(ev, MatchEnd) and self.bets is not None:
@@ -89,7 +94,64 @@ class MatchProcessor:
         out.append(
             FeedEventRow(ev.provider, ev.match_id, ev.seq, ev.ts, _type(ev), _text(raw), raw.source)
         )
-        self._apply(raw, ev, out)
+        if self.match is None or ev.provider == self.match.provider:
+            self._apply(raw, ev, out)
+        else:
+            self._backup(ev, out)
+        self._compare_providers(ev.ts, out)
+
+    def _view(self, ev: FeedEvent) -> MatchState | None:
+        """The match as `ev`'s provider reported it so far (a backup's view starts at the
+        fixture when its first line comes)."""
+        match = self.match
+        if match is None or ev.provider == match.provider:
+            return match
+        view = self.backups.get(ev.provider)
+        if view is None and not isinstance(ev, Fixture):
+            view = self.backups[ev.provider] = match.blank_copy(ev.provider, ev.ts)
+        return view
+
+    def _backup(self, ev: FeedEvent, out: list[Output]) -> None:
+        """A line from a provider that does not drive the match: kept in its own view;
+        it takes over when the driving provider goes silent."""
+        match, markets = self.match, self.markets
+        assert match is not None and markets is not None
+        view = self.backups.get(ev.provider)
+        if isinstance(ev, Fixture) and view is None:
+            view = self.backups[ev.provider] = match.blank_copy(ev.provider, ev.ts)
+        assert view is not None
+        view.apply(ev)
+        markets.advance(match, ev.ts, out)
+        silent = ev.ts - markets.last_heard > self.rules.heartbeat_timeout_ms
+        if silent and match.in_play and view.in_play:
+            self._switch_to(ev.provider, ev.ts, out)
+
+    def _switch_to(self, provider: str, ts: int, out: list[Output]) -> None:
+        """The backup drives from now on: suspend for the switch, reprice from its view."""
+        old, markets = self.match, self.markets
+        assert old is not None and markets is not None
+        self.backups[old.provider] = old
+        self.match = new = self.backups.pop(provider)
+        out.append(new.row(ts))
+        markets.incident("provider_switch", "provider_switch", ts, out)
+        markets.heard(new, ts, out)
+        markets.resolve("provider_switch", new, ts, out)
+
+    def _compare_providers(self, ts: int, out: list[Output]) -> None:
+        """Suspend while an active backup's score disagrees with the driving provider's."""
+        match, markets = self.match, self.markets
+        if match is None or markets is None or not self.backups or match.status == "ended":
+            return
+        score = (match.home_score, match.away_score)
+        disagree = any(
+            (v.home_score, v.away_score) != score
+            for v in self.backups.values()
+            if ts - v.last_ts <= self.rules.heartbeat_timeout_ms
+        )
+        if disagree and "provider_conflict" not in markets.incidents:
+            markets.incident("provider_conflict", "provider_conflict", ts, out)
+        elif not disagree and "provider_conflict" in markets.incidents:
+            markets.resolve("provider_conflict", match, ts, out)
 
     def _apply(self, raw: RawLine, ev: FeedEvent, out: list[Output]) -> None:
         if isinstance(ev, Fixture):
@@ -191,18 +253,20 @@ class LocalEngine:
 
     def __init__(self, rules: Rules = DEFAULT_RULES) -> None:
         self.rules = rules
-        self.matches: dict[str, MatchProcessor] = {}
+        self.matches: dict[str, Processor] = {}
         self.shards: dict[str, WalletShard] = {}
 
     def line(self, raw: RawLine) -> list[Row]:
         rows: list[Row] = []
-        for key, item in route(raw):
+        from operators.providers import new_processor, route_line
+
+        for key, item in route_line(raw):
             if is_wallet_key(key):
                 rows.extend(self._shard(key).line(item))
                 continue
             proc = self.matches.get(key)
             if proc is None:
-                proc = self.matches[key] = MatchProcessor(self.rules)
+                proc = self.matches[key] = new_processor(item, self.rules)
             for out in proc.process(item):
                 if isinstance(out, (BetDecision, SettlementNotice)):
                     rows.extend(self._shard(wallet_shard_of(out)).message(out))

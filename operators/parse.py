@@ -25,14 +25,22 @@ MAX_LINE_BYTES = 65_536
 
 
 class RawLine(NamedTuple):
-    """One line as it arrived: where from (`file:line` or `topic/partition/offset`) and its bytes."""
+    """One line as it arrived: where from (`file:line`, `topic/partition/offset`) and its
+    bytes. `rejected` ("provider\treason") marks input an adapter already refused while
+    converting a provider's file to lines: it becomes that reject, whatever the bytes."""
 
     source: str
     data: bytes
+    rejected: str = ""
 
 
 def parse_line(raw: RawLine) -> Event | Reject:
     """Decode one native v1 line; the typed event, or the reason it cannot be one."""
+    if raw.rejected:
+        provider, reason = raw.rejected.split("\t", 1)
+        return _reject(raw, reason, f"{provider} input refused by its adapter")._replace(
+            provider=provider
+        )
     if len(raw.data) > MAX_LINE_BYTES:
         return _reject(raw, "line_too_long", f"{len(raw.data)} bytes > {MAX_LINE_BYTES}")
     try:

@@ -177,3 +177,63 @@ def test_every_reopening_carries_prices_of_its_version() -> None:
     # Time decay: prices recomputed every match minute, published when an offer moves.
     repriced_at = {r.ts for r in rows if isinstance(r, MarketStatusRow) and r.reason == "reprice"}
     assert len(repriced_at) >= 3
+
+
+def _two_providers() -> tuple[Feed, Feed]:
+    primary = Feed().fixture().kick_off()
+    backup = Feed(provider="scout-b")
+    backup.add(-500_000, "fixture", home="Home FC", away="Away FC", kickoff=backup.kickoff,
+               home_rate=1.5, away_rate=1.1)
+    backup.add(1, "period_start", period=1)
+    return primary, backup
+
+
+def _by_time(*feeds: Feed) -> list[bytes]:
+    import heapq
+    import json
+
+    return list(heapq.merge(*(f.lines for f in feeds), key=lambda line: json.loads(line)["ts"]))
+
+
+def test_the_backup_provider_drives_when_the_primary_goes_silent() -> None:
+    primary, backup = _two_providers()
+    primary.clocks(4_000, 28_000)  # then nothing more from the primary
+    backup.clocks(2_000, 46_000)
+    backup.add(50_000, "goal", goal_id="b1", team="away", state="possible")
+    backup.add(52_000, "goal", goal_id="b1", team="away", state="confirmed")
+    backup.clocks(54_000, 58_000)
+    rows = run(_by_time(primary, backup))
+    # Primary silent after 28 s: suspended at 38 s; the backup's line at 42 s takes over
+    # (suspend for the switch, hold 3 s): reopen at 45 s; its goal then drives the markets.
+    assert history(rows, "1x2") == [
+        (1, "OPEN", "fixture", PRE),
+        (2, "SUSPENDED", "feed_silent", 38_000),
+        (3, "OPEN", "reopen", 45_000),
+        (4, "SUSPENDED", "goal_possible", 50_000),
+        (5, "OPEN", "reopen", 53_000),
+    ]
+    last = [r for r in rows if type(r).__name__ == "MatchRow"][-1]
+    assert (last.home_score, last.away_score) == (0, 1)
+
+
+def test_providers_disagreeing_on_the_score_suspend_until_they_agree() -> None:
+    primary, backup = _two_providers()
+    primary.clocks(4_000, 28_000)
+    backup.clocks(2_000, 26_000)
+    primary.add(30_000, "goal", goal_id="g1", team="home", state="possible")
+    primary.add(31_000, "goal", goal_id="g1", team="home", state="confirmed")
+    primary.clocks(32_000, 56_000)
+    backup.clocks(30_000, 38_000)
+    backup.add(40_000, "goal", goal_id="x", team="home", state="possible")
+    backup.add(41_000, "goal", goal_id="x", team="home", state="confirmed")
+    backup.clocks(42_000, 46_000)
+    backup.add(50_000, "goal", goal_id="y", team="away", state="possible")
+    backup.add(51_000, "goal", goal_id="y", team="away", state="confirmed")  # only the backup
+    backup.clocks(52_000, 56_000)
+    rows = run(_by_time(primary, backup))
+    assert history(rows, "1x2") == [
+        (1, "OPEN", "fixture", PRE),
+        (2, "SUSPENDED", "goal_possible", 30_000),
+        (3, "OPEN", "reopen", 41_000),  # held by provider_conflict from 31 s until 41 s
+        (4, "SUSPENDED", "provider_conflict", 51_000),
+    ]

@@ -1,0 +1,97 @@
+"""The provider registry: which formats oddsflow reads and who processes their lines.
+
+Line formats arrive line by line (files or Kafka): each says how to recognise its lines,
+how to key them, and which processor folds a key's lines into rows. File formats are
+whole files that an adapter converts to native lines before the flow (StatsBomb's JSON
+arrays). Adding a provider: one adapter module, one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from operators.adapters import betfair, statsbomb
+from operators.parse import RawLine, route
+from operators.rows import Row
+from operators.settings import Rules
+
+
+class Processor(Protocol):
+    def process(self, raw: RawLine) -> list: ...  # rows, plus wallet messages for matches
+
+
+@dataclass(frozen=True)
+class LineFormat:
+    name: str
+    recognise: Callable[[bytes], bool]
+    route: Callable[[RawLine], list[tuple[str, RawLine]]]
+    processor: Callable[[Rules], Processor]
+
+
+def _betfair_route(raw: RawLine) -> list[tuple[str, RawLine]]:
+    return [(betfair.market_key(part.data), part) for part in betfair.split_by_market(raw)]
+
+
+def _native_processor(rules: Rules) -> Processor:
+    from operators.engine import MatchProcessor  # the engine imports this module
+
+    return MatchProcessor(rules)
+
+
+BETFAIR = LineFormat("betfair", betfair.is_betfair_line, _betfair_route,
+                     lambda rules: betfair.BetfairProcessor())
+NATIVE = LineFormat("native", lambda data: True, route, _native_processor)
+LINE_FORMATS: tuple[LineFormat, ...] = (BETFAIR, NATIVE)  # the first that recognises a line
+
+
+def line_format(data: bytes) -> LineFormat:
+    return next(f for f in LINE_FORMATS if f.recognise(data))
+
+
+def route_line(raw: RawLine) -> list[tuple[str, RawLine]]:
+    """Every (key, line) a raw line is processed under, whatever its format."""
+    return line_format(raw.data).route(raw)
+
+
+def new_processor(raw: RawLine, rules: Rules) -> Processor:
+    """The processor for a key, chosen by the format of its first line."""
+    return line_format(raw.data).processor(rules)
+
+
+# ---- whole-file formats ------------------------------------------------------------------
+
+STATSBOMB_KICKOFF_MS = 1_519_488_000_000  # StatsBomb files carry no date: 2018-02-24 16:00 UTC
+
+
+def statsbomb_lines(path: Path) -> Iterator[RawLine]:
+    """A StatsBomb events file (+ `<id>_lineups.json` beside it) as native lines."""
+    lineups = path.with_name(path.name.split("_events")[0] + "_lineups.json")
+    converted = statsbomb.read_match(
+        path, lineups if lineups.exists() else None, kickoff_ts=STATSBOMB_KICKOFF_MS
+    )
+    for n, line in enumerate(converted, 1):
+        if line.get("reject"):
+            yield RawLine(line["source"], line["raw"].encode(),
+                          f"{line['provider']}\t{line['reason']}")
+        else:
+            yield RawLine(f"{path.name}:{n}", msgspec.json.encode(line))
+
+
+FILE_FORMATS: dict[str, Callable[[Path], Iterator[RawLine]]] = {"statsbomb": statsbomb_lines}
+
+
+def sniff(path: Path, head: bytes) -> str:
+    """The format of a file from its first bytes: `statsbomb` (a JSON array), `betfair`
+    (Betfair stream lines) or `native`."""
+    text = head.lstrip()
+    if text.startswith(b"["):
+        return "statsbomb"
+    return "betfair" if betfair.is_betfair_line(text) else "native"
+
+
+__all__ = ["FILE_FORMATS", "LINE_FORMATS", "Row", "new_processor", "route_line", "sniff"]
