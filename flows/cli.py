@@ -31,22 +31,107 @@ def _replay(args: argparse.Namespace) -> int:
     if missing:
         print(f"oddsflow replay: no such file: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
+    problem = _cluster_problem(args)
+    if problem:
+        print(f"oddsflow replay: {problem}", file=sys.stderr)
+        return 2
+    addresses = args.addresses.split(";") if args.addresses else None
+    if args.recovery_dir and not args.process_id:
+        _init_recovery(args.recovery_dir, args.workers * (len(addresses or ()) or args.processes))
+    if args.processes > 1:
+        return _local_cluster(args)
     recovery = None
     if args.recovery_dir:
-        args.recovery_dir.mkdir(parents=True, exist_ok=True)
-        recovery = RecoveryConfig(str(args.recovery_dir))
+        recovery = RecoveryConfig(str(args.recovery_dir), timedelta(seconds=args.backup_s))
     flow = get_flow(args.files, args.db, speed=args.speed, fmt=args.format, merge=args.merge)
     started = time.monotonic()
     with ProgressBar():
         cli_main(
             flow,
             workers_per_process=args.workers,
+            process_id=args.process_id,
+            addresses=addresses,
             epoch_interval=timedelta(seconds=args.epoch_s),
             recovery_config=recovery,
         )
+    if args.process_id is not None:
+        print(f"process {args.process_id} of {len(addresses or ())}:")
     print(summary(time.monotonic() - started))
     print(f"published  {args.db}   (open it with: oddsflow dashboard --db {args.db})")
     return 0
+
+
+def _cluster_problem(args: argparse.Namespace) -> str | None:
+    if args.processes < 1 or args.workers < 1:
+        return "--processes and --workers must be at least 1"
+    if args.processes > 1 and (args.process_id is not None or args.addresses):
+        return "--processes runs a cluster on this machine; --process-id/--addresses join one"
+    if (args.process_id is None) != (args.addresses is None):
+        return "--process-id and --addresses go together"
+    if args.addresses and not 0 <= args.process_id < len(args.addresses.split(";")):
+        return f"--process-id {args.process_id} is not an index of --addresses"
+    return None
+
+
+def _init_recovery(db_dir: Path, partitions: int) -> None:
+    """Create the Bytewax recovery store (`part-*.sqlite3`) unless it exists: one partition
+    per worker of the first run (a later run may have more or fewer workers)."""
+    from bytewax.recovery import init_db_dir
+
+    if not any(db_dir.glob("part-*.sqlite3")):
+        db_dir.mkdir(parents=True, exist_ok=True)
+        init_db_dir(db_dir, partitions)
+
+
+def _local_cluster(args: argparse.Namespace) -> int:
+    """`--processes N`: this command as N processes of one cluster on free localhost ports,
+    as `--process-id i --addresses ...` would run them on N machines."""
+    import multiprocessing
+    import socket
+    from multiprocessing.connection import wait
+
+    sockets = [socket.socket() for _ in range(args.processes)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    addresses = ";".join(f"127.0.0.1:{s.getsockname()[1]}" for s in sockets)
+    for s in sockets:
+        s.close()
+    spawn = multiprocessing.get_context("spawn")
+    members = [
+        spawn.Process(
+            target=_cluster_member,
+            args=(
+                argparse.Namespace(
+                    **{**vars(args), "processes": 1, "process_id": i, "addresses": addresses}
+                ),
+            ),
+            name=f"oddsflow-{i}",
+        )
+        for i in range(args.processes)
+    ]
+    for member in members:
+        member.start()
+    try:
+        running = list(members)
+        while running:
+            wait([m.sentinel for m in running])
+            running = [m for m in running if m.exitcode is None]
+            if any(m.exitcode for m in members if m.exitcode is not None):
+                break  # a member failed: the others would wait for it forever
+    finally:
+        for member in members:
+            if member.exitcode is None:
+                member.terminate()
+            member.join()
+    failed = [m.name for m in members if m.exitcode]
+    if failed:
+        print(f"oddsflow replay: {', '.join(failed)} failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cluster_member(args: argparse.Namespace) -> None:
+    raise SystemExit(_replay(args))
 
 
 def _simulate(argv: list[str]) -> int:
@@ -125,17 +210,48 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--merge", action="store_true",
                         help="read all files as one stream in event-time order (a Betfair "
                         "market with its sports-data stream); default: one partition per file")
-    replay.add_argument("--workers", type=int, default=1, help="Bytewax worker threads")
+    replay.add_argument("--workers", type=int, default=1, help="Bytewax worker threads per process")
+    replay.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run as a cluster of N processes on this machine (default 1)",
+    )
+    replay.add_argument(
+        "--process-id",
+        type=int,
+        metavar="I",
+        help="a cluster over several machines: this process's index in --addresses",
+    )
+    replay.add_argument(
+        "--addresses",
+        metavar="HOST:PORT;...",
+        help="a cluster over several machines: every process's address, in id order, "
+        "separated by ';' (run the same command on each, with its own --process-id)",
+    )
     replay.add_argument(
         "--recovery-dir",
         type=Path,
         help="Bytewax recovery store (created on first use) to resume after a crash",
     )
     replay.add_argument(
+        "--snapshot-s",
         "--epoch-s",
+        dest="epoch_s",
         type=float,
         default=10.0,
-        help="epoch (snapshot) interval in seconds (default 10)",
+        metavar="SECONDS",
+        help="epoch length: at the end of each the DuckDB sink flushes and, with "
+        "--recovery-dir, the state is snapshotted, so a resume redoes at most one (default 10)",
+    )
+    replay.add_argument(
+        "--backup-s",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --recovery-dir: keep superseded snapshots this long, for copies of the "
+        "store made elsewhere (default 0)",
     )
     replay.set_defaults(run=_replay)
     for name, (_, help_text) in DELEGATED.items():
