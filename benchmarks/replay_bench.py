@@ -94,9 +94,12 @@ def suspension_latency(feed: Path) -> tuple[float, float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--matches", type=int, default=400, help="simulated matches (400 ≈ 580k lines)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--matches", type=int, default=400, help="simulated matches (400 ≈ 580k lines)"
+    )
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--feed", type=Path, help="an existing feed instead of a simulated one")
@@ -117,19 +120,27 @@ def main() -> None:
     for r in range(args.rounds):
         for kind in ("ceiling", "core"):
             seconds, rss = measure(kind, feed, work / "out" / "bench.duckdb")
-            print(f"  round {r + 1} {kind:8s} {lines / seconds:>10,.0f} lines/s  "
-                  f"{seconds:6.2f} s  peak RSS {rss:,.0f} MiB")
+            print(
+                f"  round {r + 1} {kind:8s} {lines / seconds:>10,.0f} lines/s  "
+                f"{seconds:6.2f} s  peak RSS {rss:,.0f} MiB"
+            )
             if kind not in best or seconds < best[kind][0]:
                 best[kind] = (seconds, rss)
     ceiling, core = (lines / best[k][0] for k in ("ceiling", "core"))
-    print(f"ceiling (bytewax key_on + stateful_map passthrough): {ceiling:,.0f} lines/s, "
-          f"peak RSS {best['ceiling'][1]:,.0f} MiB")
-    print(f"core (parse+validate+state+markets+pricing+DuckDB):  {core:,.0f} lines/s, "
-          f"peak RSS {best['core'][1]:,.0f} MiB")
+    print(
+        f"ceiling (bytewax key_on + stateful_map passthrough): {ceiling:,.0f} lines/s, "
+        f"peak RSS {best['ceiling'][1]:,.0f} MiB"
+    )
+    print(
+        f"core (parse+validate+state+markets+pricing+DuckDB):  {core:,.0f} lines/s, "
+        f"peak RSS {best['core'][1]:,.0f} MiB"
+    )
     print(f"core / ceiling: {core / ceiling:.0%}")
     p50, p99, n = suspension_latency(feed)
-    print(f"goal possible -> suspension rows, in process: p50 {p50:.1f} µs, p99 {p99:.1f} µs "
-          f"({n} goals)")
+    print(
+        f"goal possible -> suspension rows, in process: p50 {p50:.1f} µs, p99 {p99:.1f} µs "
+        f"({n} goals)"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -34,9 +34,9 @@ _time_decoder = msgspec.json.Decoder(_Time)
 def open_feed(path: Path) -> IO[bytes]:
     """Open a recorded feed, decompressing `.gz` and `.bz2` transparently."""
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.open(path, "rb"))
     if path.suffix == ".bz2":
-        return bz2.open(path, "rb")
+        return cast(IO[bytes], bz2.open(path, "rb"))
     return path.open("rb")
 
 
@@ -95,8 +95,7 @@ class Progress:
 
 
 class _Partition(StatefulSourcePartition[RawLine, int]):
-    def __init__(self, lines: Iterator[RawLine], skip: int, speed: float,
-                 batch_lines: int) -> None:
+    def __init__(self, lines: Iterator[RawLine], skip: int, speed: float, batch_lines: int) -> None:
         self.lines = itertools.islice(lines, skip, None)
         self.emitted = skip
         self.speed = speed
@@ -156,8 +155,14 @@ class ReplaySource(FixedPartitionedSource[RawLine, int]):
     Out: `RawLine("<file name>:<line number>", bytes)`.
     """
 
-    def __init__(self, paths: list[Path], speed: float = 0.0, fmt: str = "auto",
-                 merge: bool = False, batch_lines: int = BATCH_LINES) -> None:
+    def __init__(
+        self,
+        paths: list[Path],
+        speed: float = 0.0,
+        fmt: str = "auto",
+        merge: bool = False,
+        batch_lines: int = BATCH_LINES,
+    ) -> None:
         self.paths = paths
         self.parts = ["merged"] if merge else [f"{i}:{p.name}" for i, p in enumerate(paths)]
         self.speed = speed

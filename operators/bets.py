@@ -12,15 +12,17 @@ Plain Python; time is event time only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from operators.events import Bet
-from operators.parse import wallet_key
 from operators.markets import CLOSED, OPEN, SETTLED, SUSPENDED, MatchMarkets
-from operators.rows import MarketStatusRow, PriceRow, Row
+from operators.parse import wallet_key
+from operators.rows import MarketStatusRow, PriceRow
 from operators.settings import Rules
+
 
 class BetDecision(NamedTuple):
     """Match -> wallet: the market's verdict on one bet line (`source` identifies it)."""
@@ -44,6 +46,12 @@ class SettlementNotice(NamedTuple):
 
 
 WalletMessage = BetDecision | SettlementNotice
+
+
+class MessageSink(Protocol):
+    """Where the match side puts its messages for wallets."""
+
+    def append(self, item: WalletMessage, /) -> None: ...
 
 
 def wallet_shard_of(msg: WalletMessage) -> str:
@@ -70,8 +78,9 @@ class MatchBets:
     book: dict[tuple[str, str], tuple[Decimal, Decimal]] = field(default_factory=dict)
     red_cards: int = 0
 
-    def judge(self, source: str, bet: Bet, markets: MatchMarkets | None, in_play: bool,
-              out: list[WalletMessage]) -> None:
+    def judge(
+        self, source: str, bet: Bet, markets: MatchMarkets | None, in_play: bool, out: MessageSink
+    ) -> None:
         """A bet line at `bet.ts` (the markets already advanced to it)."""
         if bet.bet_id in self.seen:
             out.append(BetDecision(source, bet, False, "duplicate", bet.ts))
@@ -104,7 +113,7 @@ class MatchBets:
             return "liability_limit"
         return ""
 
-    def review(self, rows: list[Row], now: int, out: list[WalletMessage]) -> None:
+    def review(self, rows: Sequence[object], now: int, out: MessageSink) -> None:
         """After a line at `now`: settle the fate of bets in their delay window."""
         if not self.pending:
             return
@@ -123,11 +132,15 @@ class MatchBets:
     def red_card(self) -> None:
         self.red_cards += 1
 
-    def settle(self, source: str, match_id: str, rows: list[Row], ts: int,
-               out: list[WalletMessage]) -> None:
+    def settle(
+        self, source: str, match_id: str, rows: Sequence[object], ts: int, out: MessageSink
+    ) -> None:
         """`match_end`: one notice per wallet shard with bets here, with every bet's result."""
-        winners = {r.market: r.winner for r in rows
-                   if isinstance(r, MarketStatusRow) and r.status == SETTLED}
+        winners = {
+            r.market: r.winner
+            for r in rows
+            if isinstance(r, MarketStatusRow) and r.status == SETTLED
+        }
         by_shard: dict[str, dict[str, str]] = {}
         for bet_id, bet in self.passed.items():
             won = winners.get(bet.market)
@@ -136,8 +149,7 @@ class MatchBets:
         for shard in sorted(by_shard):
             out.append(SettlementNotice(shard, source, match_id, by_shard[shard], ts))
 
-    def notice_rejected_end(self, source: str, match_id: str, ts: int,
-                            out: list[WalletMessage]) -> None:
+    def notice_rejected_end(self, source: str, match_id: str, ts: int, out: MessageSink) -> None:
         """A `match_end` line that was rejected: wallets waiting on it may go on."""
         for shard in sorted({wallet_key(b.user_id) for b in self.passed.values()}):
             out.append(SettlementNotice(shard, source, match_id, None, ts))
@@ -168,7 +180,7 @@ class MatchBets:
             stakes - bet.stake,
         )
 
-    def _accept(self, source: str, bet: Bet, ts: int, out: list[WalletMessage]) -> None:
+    def _accept(self, source: str, bet: Bet, ts: int, out: MessageSink) -> None:
         self.passed[bet.bet_id] = bet
         out.append(BetDecision(source, bet, True, "", ts))
 
@@ -180,10 +192,10 @@ def liability(book: dict[tuple[str, str], tuple[Decimal, Decimal]], market: str)
     return max((pays - (total - stakes) for pays, stakes in sides.values()), default=Decimal(0))
 
 
-def _spoiled(p: _Pending, rows: list[Row]) -> str:
+def _spoiled(p: _Pending, rows: Sequence[object]) -> str:
     """Did the bet's market suspend, close or drop below its price within the window?"""
     for r in rows:
-        if r.ts < p.bet.ts or r.ts > p.due:  # type: ignore[union-attr]
+        if not isinstance(r, (MarketStatusRow, PriceRow)) or not p.bet.ts <= r.ts <= p.due:
             continue
         if isinstance(r, MarketStatusRow) and r.market == p.bet.market and r.status != OPEN:
             return "bet_delay_suspension"

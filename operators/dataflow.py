@@ -7,8 +7,9 @@ wallets (no cycle: wallets never answer matches).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
+from typing import cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -59,7 +60,7 @@ class _WalletLogic(StatefulLogic[RawLine | WalletMessage, list[Row], WalletShard
 @operator
 def market_sync(
     step_id: str, lines: Stream[RawLine], rules: Rules = DEFAULT_RULES
-) -> Stream[tuple[str, list[Output]]]:
+) -> Stream[tuple[str, Sequence[object]]]:
     """Raw feed and bet lines in; per line, the rows it causes, keyed.
 
     In: `RawLine(source, bytes)`, in arrival order. Out: `(key, [row, ...])`; match lists
@@ -72,4 +73,5 @@ def market_sync(
     messages = op.flat_map("verdicts", matched, _for_wallets)  # shape: (shard, WalletMessage)
     to_wallets = op.merge("to_wallets", split.falses, messages)
     wallets = op.stateful("wallet", to_wallets, _WalletLogic)  # shape: (shard, [Row])
-    return op.merge("rows", matched, wallets)
+    rows = op.merge("rows", matched, wallets)
+    return cast(Stream[tuple[str, Sequence[object]]], rows)  # lists of rows (and messages)

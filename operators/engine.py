@@ -27,7 +27,7 @@ from operators.events import (
 from operators.markets import MatchMarkets
 from operators.match import MatchState
 from operators.parse import RawLine, is_wallet_key, parse_line
-from operators.rows import FeedEventRow, FeedGapRow, Reject, Row
+from operators.rows import FeedEventRow, FeedGapRow, Reject, Row, RowSink
 from operators.settings import DEFAULT_RULES, Rules
 from operators.validate import SeqTracker, check_match
 from operators.wallets import WalletShard
@@ -155,10 +155,10 @@ class MatchProcessor:
 
     def _apply(self, raw: RawLine, ev: FeedEvent, out: list[Output]) -> None:
         if isinstance(ev, Fixture):
-            self.match = match = MatchState.from_fixture(ev)
+            fresh = self.match = MatchState.from_fixture(ev)
             self.markets = MatchMarkets(self.rules, ev.match_id)
-            out.append(match.row(ev.ts))
-            self.markets.open_book(match, ev.ts, out)
+            out.append(fresh.row(ev.ts))
+            self.markets.open_book(fresh, ev.ts, out)
             return
         match, markets, bets = self.match, self.markets, self.bets
         assert match is not None and markets is not None and bets is not None
@@ -191,7 +191,7 @@ def _react(
     markets: MatchMarkets,
     ev: FeedEvent,
     score_before: tuple[int, int],
-    out: list[Row],
+    out: RowSink,
 ) -> None:
     """What a line does to the markets (CONTRACT section 2)."""
     ts = ev.ts

@@ -39,7 +39,7 @@ class FeedEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     ts: NonNegInt
 
 
-class Fixture(FeedEvent, tag="fixture"):
+class Fixture(FeedEvent, tag="fixture", frozen=True):
     home: Name
     away: Name
     kickoff: NonNegInt
@@ -51,58 +51,58 @@ class Fixture(FeedEvent, tag="fixture"):
             raise ValueError("`home_rate`/`away_rate` must be finite")
 
 
-class PeriodStart(FeedEvent, tag="period_start"):
+class PeriodStart(FeedEvent, tag="period_start", frozen=True):
     period: Period
 
 
-class PeriodEnd(FeedEvent, tag="period_end"):
+class PeriodEnd(FeedEvent, tag="period_end", frozen=True):
     period: Period
 
 
-class Goal(FeedEvent, tag="goal"):
+class Goal(FeedEvent, tag="goal", frozen=True):
     goal_id: Name
     team: Team
     state: Literal["possible", "confirmed", "disallowed"]
 
 
-class Penalty(FeedEvent, tag="penalty"):
+class Penalty(FeedEvent, tag="penalty", frozen=True):
     team: Team
     state: Literal["awarded", "scored", "missed"]
 
 
-class Card(FeedEvent, tag="card"):
+class Card(FeedEvent, tag="card", frozen=True):
     team: Team
     player: Name
     color: Literal["yellow", "red", "second_yellow"]
 
 
-class Var(FeedEvent, tag="var"):
+class Var(FeedEvent, tag="var", frozen=True):
     state: Literal["start", "end"]
     reason: str = ""
 
 
-class Substitution(FeedEvent, tag="substitution"):
+class Substitution(FeedEvent, tag="substitution", frozen=True):
     team: Team
     player: str = ""
     player_out: str = ""
 
 
-class Foul(FeedEvent, tag="foul"):
+class Foul(FeedEvent, tag="foul", frozen=True):
     team: Team
     player: str = ""
 
 
-class Corner(FeedEvent, tag="corner"):
+class Corner(FeedEvent, tag="corner", frozen=True):
     team: Team
     player: str = ""
 
 
-class Clock(FeedEvent, tag="clock"):
+class Clock(FeedEvent, tag="clock", frozen=True):
     minute: Minute
     second: Second
 
 
-class MatchEnd(FeedEvent, tag="match_end"):
+class MatchEnd(FeedEvent, tag="match_end", frozen=True):
     home_score: Goals
     away_score: Goals
 
@@ -164,5 +164,5 @@ Event = (
     | Bet
 )
 TYPE_NAMES: frozenset[str] = frozenset(
-    [t.__struct_config__.tag for t in FEED_TYPES] + ["deposit", "bet"]  # type: ignore[misc]
+    [str(t.__struct_config__.tag) for t in FEED_TYPES] + ["deposit", "bet"]
 )

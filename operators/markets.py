@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from operators.match import MatchState
 from operators.pricing import MARKETS_OU, PricingState, quote
-from operators.rows import MarketStatusRow, PriceRow, Row
+from operators.rows import MarketStatusRow, PriceRow, RowSink
 from operators.settings import Rules
 
 OPEN, SUSPENDED, CLOSED, SETTLED = "OPEN", "SUSPENDED", "CLOSED", "SETTLED"
@@ -45,7 +45,7 @@ class Market:
         status: str,
         reason: str,
         ts: int,
-        out: list[Row],
+        out: RowSink,
         prices: dict[str, tuple[float, Decimal]] | None = None,
         winner: str | None = None,
     ) -> None:
@@ -83,14 +83,14 @@ class MatchMarkets:
 
     # ---- triggers -------------------------------------------------------------------
 
-    def open_book(self, match: MatchState, ts: int, out: list[Row]) -> None:
+    def open_book(self, match: MatchState, ts: int, out: RowSink) -> None:
         """Fixture: every market OPEN, priced pre-match."""
         for name in (*FIXED_MARKETS, "goal_1"):
             self.markets[name] = Market(self.match_id, name)
         self.last_heard = ts
         self._reopen(match, ts, "fixture", out)
 
-    def incident(self, key: str, reason: str, ts: int, out: list[Row]) -> None:
+    def incident(self, key: str, reason: str, ts: int, out: RowSink) -> None:
         """An incident opens: suspend every OPEN market at once, hold for the minimum."""
         self.incidents[key] = reason
         self.held = True
@@ -99,7 +99,7 @@ class MatchMarkets:
             if market.status == OPEN:
                 market.move(SUSPENDED, reason, ts, out)
 
-    def resolve(self, key: str, match: MatchState, ts: int, out: list[Row]) -> None:
+    def resolve(self, key: str, match: MatchState, ts: int, out: RowSink) -> None:
         """An incident ends; reopen now if nothing else holds the markets."""
         if self.incidents.pop(key, None) is None or self.incidents:
             return
@@ -107,13 +107,13 @@ class MatchMarkets:
         if ts >= self.hold_until:
             self._reopen(match, ts, "reopen", out)
 
-    def heard(self, match: MatchState, ts: int, out: list[Row]) -> None:
+    def heard(self, match: MatchState, ts: int, out: RowSink) -> None:
         """A line from the match's provider: the feed is alive."""
         self.last_heard = max(self.last_heard, ts)
         if "feed_silent" in self.incidents:
             self.resolve("feed_silent", match, ts, out)
 
-    def advance(self, match: MatchState, ts: int, out: list[Row]) -> None:
+    def advance(self, match: MatchState, ts: int, out: RowSink) -> None:
         """Event time moved to `ts` (before the line at `ts` is applied): the provider's
         silence, then a reopening that fell due in between, at the time it fell due."""
         silent_since = self.last_heard + self.rules.heartbeat_timeout_ms
@@ -124,14 +124,14 @@ class MatchMarkets:
             if ts >= due:
                 self._reopen(match, due, "reopen", out)
 
-    def tick(self, match: MatchState, ts: int, out: list[Row]) -> None:
+    def tick(self, match: MatchState, ts: int, out: RowSink) -> None:
         """After a line is applied: time decay, new prices at least once a match minute."""
         if match.in_play and ts - self.last_priced >= self.rules.reprice_every_ms:
             self.reprice(match, ts, "reprice", out)
 
     # ---- goals and results -------------------------------------------------------------
 
-    def goals_changed(self, match: MatchState, ts: int, out: list[Row]) -> None:
+    def goals_changed(self, match: MatchState, ts: int, out: RowSink) -> None:
         """The confirmed score moved: close decided markets, create or hold `goal_N`."""
         total = match.home_score + match.away_score
         for name, market in self.markets.items():
@@ -145,7 +145,7 @@ class MatchMarkets:
             self.markets[current] = Market(self.match_id, current)
             self.markets[current].move(SUSPENDED, "goal_confirmed", ts, out)
 
-    def settle(self, match: MatchState, scorers: list[str], ts: int, out: list[Row]) -> None:
+    def settle(self, match: MatchState, scorers: list[str], ts: int, out: RowSink) -> None:
         """match_end: every market CLOSED, then SETTLED with its winner."""
         for name, market in self.markets.items():
             if market.status in (OPEN, SUSPENDED):
@@ -162,7 +162,7 @@ class MatchMarkets:
 
     # ---- prices --------------------------------------------------------------------------
 
-    def reprice(self, match: MatchState, ts: int, reason: str, out: list[Row]) -> None:
+    def reprice(self, match: MatchState, ts: int, reason: str, out: RowSink) -> None:
         """New prices for OPEN markets whose offered prices changed."""
         quotes = self._quote(match, ts)
         for name, market in self.markets.items():
@@ -170,7 +170,7 @@ class MatchMarkets:
             if market.status == OPEN and new and _offered(new) != _offered(market.prices):
                 market.move(OPEN, reason, ts, out, prices=new)
 
-    def _reopen(self, match: MatchState, ts: int, reason: str, out: list[Row]) -> None:
+    def _reopen(self, match: MatchState, ts: int, reason: str, out: RowSink) -> None:
         self.held = False
         quotes = self._quote(match, ts)
         total = match.home_score + match.away_score
@@ -195,7 +195,6 @@ class MatchMarkets:
     def _live_names(self, total: int) -> list[str]:
         """Markets that may trade now: the fixed ones not decided, and the next goal's."""
         return [n for n in (*FIXED_MARKETS, f"goal_{total + 1}") if n in self.markets]
-
 
 
 def _offered(prices: dict[str, tuple[float, Decimal]]) -> dict[str, Decimal]:

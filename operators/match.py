@@ -63,8 +63,16 @@ class MatchState:
 
     def blank_copy(self, provider: str, ts: int) -> MatchState:
         """The same fixture as another provider will report it, from the start."""
-        return MatchState(self.match_id, provider, self.home, self.away, self.kickoff,
-                          self.home_rate, self.away_rate, last_ts=ts)
+        return MatchState(
+            self.match_id,
+            provider,
+            self.home,
+            self.away,
+            self.kickoff,
+            self.home_rate,
+            self.away_rate,
+            last_ts=ts,
+        )
 
     @property
     def clock_minutes(self) -> float:

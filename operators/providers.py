@@ -43,8 +43,9 @@ def _native_processor(rules: Rules) -> Processor:
     return MatchProcessor(rules)
 
 
-BETFAIR = LineFormat("betfair", betfair.is_betfair_line, _betfair_route,
-                     lambda rules: betfair.BetfairProcessor())
+BETFAIR = LineFormat(
+    "betfair", betfair.is_betfair_line, _betfair_route, lambda rules: betfair.BetfairProcessor()
+)
 NATIVE = LineFormat("native", lambda data: True, route, _native_processor)
 LINE_FORMATS: tuple[LineFormat, ...] = (BETFAIR, NATIVE)  # the first that recognises a line
 
@@ -76,8 +77,9 @@ def statsbomb_lines(path: Path) -> Iterator[RawLine]:
     )
     for n, line in enumerate(converted, 1):
         if line.get("reject"):
-            yield RawLine(line["source"], line["raw"].encode(),
-                          f"{line['provider']}\t{line['reason']}")
+            yield RawLine(
+                line["source"], line["raw"].encode(), f"{line['provider']}\t{line['reason']}"
+            )
         else:
             yield RawLine(f"{path.name}:{n}", msgspec.json.encode(line))
 

@@ -6,8 +6,9 @@ every row type matches its table.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 
 class FeedEventRow(NamedTuple):
@@ -54,7 +55,7 @@ class MatchRow(NamedTuple):
 
 
 class MarketStatusRow(NamedTuple):
-    """One status or price change of a market: a `market_history` row and the new `market_status`."""
+    """One status or price change of a market: a `market_history` row, the new `market_status`."""
 
     match_id: str
     market: str
@@ -73,9 +74,6 @@ class PriceRow(NamedTuple):
     probability: float
     price: Decimal
     ts: int
-
-
-
 
 
 class BetRow(NamedTuple):
@@ -137,3 +135,11 @@ TABLE_OF: dict[type, str] = {
     WalletRow: "wallets",
     LedgerRow: "wallet_ledger",
 }
+
+
+class RowSink(Protocol):
+    """Where domain code puts the rows it emits (a list that may hold other items too)."""
+
+    def append(self, item: Row, /) -> None: ...
+
+    def extend(self, items: Iterable[Row], /) -> None: ...

@@ -1,4 +1,4 @@
-"""Rule settings of the market-sync engine: one typed, frozen object with the contract's defaults."""
+"""Rule settings of the market-sync engine: one typed, frozen object, the contract's defaults."""
 
 from __future__ import annotations
 

@@ -114,8 +114,17 @@ class WalletShard:
     def _decide(self, verdict: BetDecision, out: list[Row]) -> None:
         bet, ts = verdict.bet, verdict.ts
         if bet.bet_id in self.decided:  # one bet_id, one bet
-            out.append(Reject(verdict.source, "duplicate", f"bet_id {bet.bet_id} seen before",
-                              "", bet.ts, None, bet.match_id))
+            out.append(
+                Reject(
+                    verdict.source,
+                    "duplicate",
+                    f"bet_id {bet.bet_id} seen before",
+                    "",
+                    bet.ts,
+                    None,
+                    bet.match_id,
+                )
+            )
             return
         self.decided.add(bet.bet_id)
         reason = verdict.reason
@@ -139,8 +148,9 @@ class WalletShard:
                 self._move(bet.user_id, payout, "payout", bet_id, notice.ts, out)
             out.append(_bet_row(bet, result, "", payout, notice.ts, 2))
 
-    def _move(self, user: str, amount: Decimal, kind: str, ref: str, ts: int,
-              out: list[Row]) -> None:
+    def _move(
+        self, user: str, amount: Decimal, kind: str, ref: str, ts: int, out: list[Row]
+    ) -> None:
         wallet = self.wallets.setdefault(user, Wallet())
         balance = wallet.balance + amount
         if balance < 0:  # the funds check makes this impossible; never write it
@@ -150,7 +160,18 @@ class WalletShard:
         out.append(WalletRow(user, balance, wallet.version, ts))
 
 
-def _bet_row(bet: Bet, status: str, reason: str, payout: Decimal, ts: int,
-             version: int) -> BetRow:
-    return BetRow(bet.bet_id, bet.user_id, bet.match_id, bet.market, bet.selection, bet.stake,
-                  bet.price, status, reason, payout, ts, version)
+def _bet_row(bet: Bet, status: str, reason: str, payout: Decimal, ts: int, version: int) -> BetRow:
+    return BetRow(
+        bet.bet_id,
+        bet.user_id,
+        bet.match_id,
+        bet.market,
+        bet.selection,
+        bet.stake,
+        bet.price,
+        status,
+        reason,
+        payout,
+        ts,
+        version,
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import duckdb
 import polars as pl
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from operators.rows import TABLE_OF, MarketStatusRow, Reject, Row
+from operators.rows import TABLE_OF, MarketStatusRow, MatchRow, Reject, Row
 from sinks.publish import Publisher
 from sinks.tables import Table, schema_sql, tables
 
@@ -75,12 +76,12 @@ class DuckDBWriter:
         self.publisher = Publisher(self.con, writer_path(db), db, publish_every_s)
         self.dirty = False
 
-    def add(self, rows: list[Row]) -> None:
+    def add(self, rows: Sequence[object]) -> None:
         """Buffer a line's rows; other items in the list (wallet messages) are skipped."""
         for row in rows:
             kind = type(row)
             if kind in TABLE_OF:
-                self.buffers[kind].append(row)
+                self.buffers[kind].append(row)  # type: ignore[arg-type]
                 self.pending += 1
         if self.pending >= self.batch_rows or (
             time.monotonic() - self.last_flush >= self.flush_every_s
@@ -157,16 +158,16 @@ def _upsert_sql(table: Table, version: str | None) -> str:
 
 def _count(kind: type, rows: list[Row]) -> None:
     if kind is Reject:
-        STATS.rejects.update(r.reason.split(":", 1)[0] for r in rows)  # type: ignore[union-attr]
-    elif kind.__name__ == "MatchRow":
-        STATS.matches.update(r.match_id for r in rows)  # type: ignore[union-attr]
+        STATS.rejects.update(r.reason.split(":", 1)[0] for r in rows if isinstance(r, Reject))
+    elif kind is MatchRow:
+        STATS.matches.update(r.match_id for r in rows if isinstance(r, MatchRow))
 
 
-class _Partition(StatefulSinkPartition[list[Row], None]):
+class _Partition(StatefulSinkPartition[Sequence[object], None]):
     def __init__(self, writer: DuckDBWriter) -> None:
         self.writer = writer
 
-    def write_batch(self, values: list[list[Row]]) -> None:
+    def write_batch(self, values: list[Sequence[object]]) -> None:
         """Called by Bytewax with each batch of per-line row lists."""
         for rows in values:
             self.writer.add(rows)
@@ -180,7 +181,7 @@ class _Partition(StatefulSinkPartition[list[Row], None]):
         self.writer.close()
 
 
-class DuckDBSink(FixedPartitionedSink[list[Row], None]):
+class DuckDBSink(FixedPartitionedSink[Sequence[object], None]):
     """One partition, so exactly one worker (in one process) holds the writer connection.
 
     In: `(key, [Row, ...])` from `market_sync`.

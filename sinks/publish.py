@@ -20,8 +20,9 @@ class Publisher:
     A byte copy costs a fraction of re-inserting every table, and needs no second thread.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, source: Path, target: Path,
-                 every_s: float = 2.0) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, source: Path, target: Path, every_s: float = 2.0
+    ) -> None:
         self.con = con
         self.source = source
         self.target = target

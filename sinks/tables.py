@@ -12,12 +12,12 @@ from importlib import resources
 import duckdb
 import polars as pl
 
-_POLARS = {
-    "VARCHAR": pl.Utf8,
-    "BIGINT": pl.Int64,
-    "INTEGER": pl.Int32,
-    "DOUBLE": pl.Float64,
-    "BOOLEAN": pl.Boolean,
+_POLARS: dict[str, pl.DataType] = {
+    "VARCHAR": pl.Utf8(),
+    "BIGINT": pl.Int64(),
+    "INTEGER": pl.Int32(),
+    "DOUBLE": pl.Float64(),
+    "BOOLEAN": pl.Boolean(),
 }
 
 

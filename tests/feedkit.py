@@ -28,15 +28,29 @@ class Feed:
     def add(self, t: int, type: str, **fields: Any) -> bytes:
         """A line at `t` ms after kickoff; returns it (to repeat or reorder it)."""
         self.seq += 1
-        obj = {"v": 1, "provider": self.provider, "match_id": self.match_id, "seq": self.seq,
-               "ts": self.kickoff + t, "type": type, **fields}
+        obj = {
+            "v": 1,
+            "provider": self.provider,
+            "match_id": self.match_id,
+            "seq": self.seq,
+            "ts": self.kickoff + t,
+            "type": type,
+            **fields,
+        }
         line = msgspec.json.encode(obj)
         self.lines.append(line)
         return line
 
     def fixture(self, home_rate: float = 1.5, away_rate: float = 1.1) -> Feed:
-        self.add(-600_000, "fixture", home="Home FC", away="Away FC", kickoff=self.kickoff,
-                 home_rate=home_rate, away_rate=away_rate)
+        self.add(
+            -600_000,
+            "fixture",
+            home="Home FC",
+            away="Away FC",
+            kickoff=self.kickoff,
+            home_rate=home_rate,
+            away_rate=away_rate,
+        )
         return self
 
     def clocks(self, start: int, end: int, every: int = 4_000) -> Feed:
@@ -68,14 +82,32 @@ def history(rows: list[Row], market: str) -> list[tuple[int, str, str, int]]:
     ]
 
 
-def bet_line(kickoff: int, t: int, bet_id: str, user: str, market: str, selection: str,
-             stake: str, price: str, match_id: str = "m1") -> bytes:
+def bet_line(
+    kickoff: int,
+    t: int,
+    bet_id: str,
+    user: str,
+    market: str,
+    selection: str,
+    stake: str,
+    price: str,
+    match_id: str = "m1",
+) -> bytes:
     """A bet-stream `bet` line at `t` ms after kickoff."""
-    return msgspec.json.encode({
-        "v": 1, "ts": kickoff + t, "type": "bet", "bet_id": bet_id, "user_id": user,
-        "match_id": match_id, "market": market, "selection": selection, "stake": stake,
-        "price": price,
-    })
+    return msgspec.json.encode(
+        {
+            "v": 1,
+            "ts": kickoff + t,
+            "type": "bet",
+            "bet_id": bet_id,
+            "user_id": user,
+            "match_id": match_id,
+            "market": market,
+            "selection": selection,
+            "stake": stake,
+            "price": price,
+        }
+    )
 
 
 def deposit_line(kickoff: int, t: int, user: str, amount: str) -> bytes:

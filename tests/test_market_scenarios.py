@@ -70,10 +70,16 @@ def test_red_card_and_goal_in_the_same_minute() -> None:
         (1, "SUSPENDED", "goal_confirmed", 35_000),
         (2, "OPEN", "reopen", 35_000),
     ]
-    reopened = {r.selection: r.price for r in rows
-                if isinstance(r, PriceRow) and r.market == "1x2" and r.version == 3}
-    before = {r.selection: r.price for r in rows
-              if isinstance(r, PriceRow) and r.market == "1x2" and r.version == 1}
+    reopened = {
+        r.selection: r.price
+        for r in rows
+        if isinstance(r, PriceRow) and r.market == "1x2" and r.version == 3
+    }
+    before = {
+        r.selection: r.price
+        for r in rows
+        if isinstance(r, PriceRow) and r.market == "1x2" and r.version == 1
+    }
     assert reopened["away"] < before["away"] and reopened["home"] > before["home"]
 
 
@@ -111,8 +117,9 @@ def test_goal_confirmed_then_disallowed_after_the_reopening() -> None:
         (4, "CLOSED", "match_end", 48_000),
         (5, "SETTLED", "match_end", 48_000),
     ]
-    winners = {r.market: r.winner for r in rows
-               if isinstance(r, MarketStatusRow) and r.status == "SETTLED"}
+    winners = {
+        r.market: r.winner for r in rows if isinstance(r, MarketStatusRow) and r.status == "SETTLED"
+    }
     assert winners["1x2"] == "draw" and winners["ou_0.5"] == "under"
     assert winners["goal_1"] == "none" and winners["goal_2"] == "none"
 
@@ -171,8 +178,9 @@ def test_every_reopening_carries_prices_of_its_version() -> None:
     f.clocks(104_000, 300_000)
     rows = run(f.lines)
     priced = {(r.market, r.version) for r in rows if isinstance(r, PriceRow)}
-    opened = [(r.market, r.version) for r in rows
-              if isinstance(r, MarketStatusRow) and r.status == "OPEN"]
+    opened = [
+        (r.market, r.version) for r in rows if isinstance(r, MarketStatusRow) and r.status == "OPEN"
+    ]
     assert opened and all(key in priced for key in opened)
     # Time decay: prices recomputed every match minute, published when an offer moves.
     repriced_at = {r.ts for r in rows if isinstance(r, MarketStatusRow) and r.reason == "reprice"}
@@ -182,8 +190,15 @@ def test_every_reopening_carries_prices_of_its_version() -> None:
 def _two_providers() -> tuple[Feed, Feed]:
     primary = Feed().fixture().kick_off()
     backup = Feed(provider="scout-b")
-    backup.add(-500_000, "fixture", home="Home FC", away="Away FC", kickoff=backup.kickoff,
-               home_rate=1.5, away_rate=1.1)
+    backup.add(
+        -500_000,
+        "fixture",
+        home="Home FC",
+        away="Away FC",
+        kickoff=backup.kickoff,
+        home_rate=1.5,
+        away_rate=1.1,
+    )
     backup.add(1, "period_start", period=1)
     return primary, backup
 

@@ -30,14 +30,19 @@ def _holds(db: Path) -> dict[str, list[tuple[int, int, str]]]:
         for i, (ts, o) in enumerate(events):
             kind, state = o["type"], o.get("state")
             if (kind, state) in {("goal", "possible"), ("penalty", "awarded"), ("var", "start")}:
+
                 def resolves(x: dict, o: dict = o) -> bool:
                     if o["type"] == "goal":
                         return x.get("goal_id") == o["goal_id"] and x["state"] != "possible"
                     if o["type"] == "penalty":
-                        return x["type"] == "penalty" and x["team"] == o["team"] and x[
-                            "state"] != "awarded"
+                        return (
+                            x["type"] == "penalty"
+                            and x["team"] == o["team"]
+                            and x["state"] != "awarded"
+                        )
                     return x["type"] == "var" and x["state"] == "end"
-                resolved = next((t for t, x in events[i + 1:] if resolves(x)), end)
+
+                resolved = next((t for t, x in events[i + 1 :] if resolves(x)), end)
             elif kind == "card" and o["color"] != "yellow":
                 resolved = ts
             else:
@@ -49,8 +54,9 @@ def _holds(db: Path) -> dict[str, list[tuple[int, int, str]]]:
 def test_no_market_is_open_while_an_incident_holds_it(sim200_db: Path) -> None:
     history = defaultdict(list)
     for match_id, market, version, status, ts in table(
-        sim200_db, "SELECT match_id, market, version, status, ts FROM market_history "
-        "ORDER BY match_id, market, version"
+        sim200_db,
+        "SELECT match_id, market, version, status, ts FROM market_history "
+        "ORDER BY match_id, market, version",
     ):
         history[(match_id, market)].append((ts, version, status))
     holds = _holds(sim200_db)
@@ -84,8 +90,8 @@ def test_every_market_settles_with_the_winner_of_the_final_score(sim200_db: Path
     scorers: dict[str, list[str]] = defaultdict(list)
     confirmed: dict[tuple[str, str], str] = {}
     for match_id, payload in table(
-        sim200_db, "SELECT match_id, payload FROM feed_events WHERE type = 'goal' "
-        "ORDER BY match_id, seq"
+        sim200_db,
+        "SELECT match_id, payload FROM feed_events WHERE type = 'goal' ORDER BY match_id, seq",
     ):
         o = json.loads(payload)
         if o["state"] == "possible":
@@ -97,8 +103,10 @@ def test_every_market_settles_with_the_winner_of_the_final_score(sim200_db: Path
     for (match_id, _), team in confirmed.items():
         if team:
             scorers[match_id].append(team)
-    scores = {m: (h, a) for m, h, a in table(
-        sim200_db, "SELECT match_id, home_score, away_score FROM matches")}
+    scores = {
+        m: (h, a)
+        for m, h, a in table(sim200_db, "SELECT match_id, home_score, away_score FROM matches")
+    }
     rows = table(sim200_db, "SELECT match_id, market, status, winner FROM market_status")
     assert {r[2] for r in rows} == {"SETTLED"}
     for match_id, market, _, won in rows:
@@ -111,8 +119,9 @@ def test_the_real_statsbomb_match_suspends_at_goals_and_the_red_card(tmp_path: P
     events = shared_data("statsbomb", "15986_events.json.gz")
     lineups = shared_data("statsbomb", "15986_lineups.json")
     feed = tmp_path / "15986.jsonl"
-    lines = [o for o in read_match(events, lineups, kickoff_ts=1_518_000_000_000)
-             if not o.get("reject")]
+    lines = [
+        o for o in read_match(events, lineups, kickoff_ts=1_518_000_000_000) if not o.get("reject")
+    ]
     feed.write_bytes(b"\n".join(msgspec.json.encode(o) for o in lines) + b"\n")
     db = replay([feed], tmp_path / "15986.duckdb")
 
@@ -121,17 +130,18 @@ def test_the_real_statsbomb_match_suspends_at_goals_and_the_red_card(tmp_path: P
     ]
     assert table(db, "SELECT reason FROM rejects") == []
     suspensions = table(
-        db, "SELECT reason, count(*) FROM market_history WHERE market = '1x2' "
-        "AND status = 'SUSPENDED' GROUP BY reason ORDER BY reason"
+        db,
+        "SELECT reason, count(*) FROM market_history WHERE market = '1x2' "
+        "AND status = 'SUSPENDED' GROUP BY reason ORDER BY reason",
     )
     assert suspensions == [("goal_possible", 4), ("red_card", 1)]
     red_ts = next(o["ts"] for o in lines if o["type"] == "card" and o["color"] != "yellow")
     home_win = table(
-        db, "SELECT ts, price FROM prices WHERE market = '1x2' AND selection = 'home' "
-        "ORDER BY version"
+        db,
+        "SELECT ts, price FROM prices WHERE market = '1x2' AND selection = 'home' ORDER BY version",
     )
     before = [p for t, p in home_win if t < red_ts][-1]
-    after = [p for t, p in home_win if t > red_ts][0]
+    after = next(p for t, p in home_win if t > red_ts)
     assert after > before  # Barcelona's win price lengthens: P(Barcelona win) drops
     winners = dict(table(db, "SELECT market, winner FROM market_status"))
     assert winners["1x2"] == "draw" and winners["ou_3.5"] == "over"

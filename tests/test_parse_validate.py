@@ -24,7 +24,9 @@ def reason(data: bytes) -> str:
 def test_a_valid_line_becomes_its_typed_event() -> None:
     ev = parse_line(RawLine("t:1", CLOCK))
     assert ev == Clock(v=1, provider="p", match_id="m", seq=3, ts=5, minute=1, second=2)
-    dep = parse_line(RawLine("t:2", b'{"v":1,"ts":1,"type":"deposit","user_id":"u","amount":"10.50"}'))
+    dep = parse_line(
+        RawLine("t:2", b'{"v":1,"ts":1,"type":"deposit","user_id":"u","amount":"10.50"}')
+    )
     assert isinstance(dep, Deposit) and str(dep.amount) == "10.50"
 
 
@@ -45,10 +47,16 @@ def test_a_valid_line_becomes_its_typed_event() -> None:
         (b'{"v":1,"ts":1,"type":"deposit","user_id":"u","amount":"abc"}', "invalid_field:amount"),
         (b'{"v":1,"ts":1,"type":"deposit","user_id":"u","amount":"NaN"}', "invalid_field:amount"),
         (b'{"v":1,"ts":1,"type":"deposit","user_id":"u","amount":"-5"}', "invalid_field:amount"),
-        (b'{"v":1,"provider":"p","match_id":"m","seq":1,"ts":1,"type":"fixture","home":"a",'
-         b'"away":"b","kickoff":1,"home_rate":NaN,"away_rate":1}', "malformed_json"),
-        (b'{"v":1,"provider":"p","match_id":"m","seq":1,"ts":1,"type":"goal","goal_id":"g",'
-         b'"team":"middle","state":"possible"}', "invalid_field:team"),
+        (
+            b'{"v":1,"provider":"p","match_id":"m","seq":1,"ts":1,"type":"fixture","home":"a",'
+            b'"away":"b","kickoff":1,"home_rate":NaN,"away_rate":1}',
+            "malformed_json",
+        ),
+        (
+            b'{"v":1,"provider":"p","match_id":"m","seq":1,"ts":1,"type":"goal","goal_id":"g",'
+            b'"team":"middle","state":"possible"}',
+            "invalid_field:team",
+        ),
         (b"{" * 100_000, "line_too_long"),
     ],
 )

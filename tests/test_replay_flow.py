@@ -40,8 +40,9 @@ def test_matches_equal_the_simulators_final_results(sim200: Path, sim200_db: Pat
     got = {
         m: (hs, as_, hr, ar, st)
         for m, hs, as_, hr, ar, st in table(
-            sim200_db, "SELECT match_id, home_score, away_score, home_red, away_red, status "
-            "FROM matches")
+            sim200_db,
+            "SELECT match_id, home_score, away_score, home_red, away_red, status FROM matches",
+        )
     }
     assert len(ends) == 200
     assert {m: v[:4] for m, v in got.items()} == ends
@@ -53,7 +54,9 @@ def test_every_fault_is_rejected_with_its_reason_and_no_valid_line_is(
 ) -> None:
     name = sim200.name
     expected = {f"{name}:{i}": s.fault for i, s in enumerate(simulate(200, 11), 1) if s.fault}
-    rejected = table(sim200_db, "SELECT source, reason FROM rejects WHERE reason <> 'score_mismatch'")
+    rejected = table(
+        sim200_db, "SELECT source, reason FROM rejects WHERE reason <> 'score_mismatch'"
+    )
     assert expected, "the simulator injected no faults"
     got: dict[str, str] = {}
     for source, reason in rejected:

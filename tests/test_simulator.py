@@ -321,9 +321,7 @@ def test_faults_sit_between_their_matchs_fixture_and_match_end(feed: list[SimLin
             assert d["type"] in HARMLESS_TYPES
             assert (successor["match_id"], successor["seq"]) == (d["match_id"], d["seq"] + 1)
         if sim.fault == "duplicate" and d.get("type") == "bet":  # resent later, same bet_id
-            assert any(
-                p.fault is None and f'"bet_id":"{d["bet_id"]}"' in p.line for p in feed[:i]
-            )
+            assert any(p.fault is None and f'"bet_id":"{d["bet_id"]}"' in p.line for p in feed[:i])
         elif sim.fault == "duplicate":
             assert SimLine(sim.line, None) in feed[max(i - 400, 0) : i]
     assert out_of_order >= 10
