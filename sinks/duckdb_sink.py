@@ -9,6 +9,9 @@ one writer or many readers per file, never both, so nobody ever waits on the flo
 from __future__ import annotations
 
 import logging
+import operator
+import queue
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -54,7 +57,14 @@ STATS = SinkStats()
 
 
 class DuckDBWriter:
-    """Buffers rows by type and upserts them in Arrow batches; no Bytewax here."""
+    """Buffers rows by type and upserts them in Arrow batches; no Bytewax here.
+
+    The inserts and the publishing run on a writer thread: DuckDB releases the GIL while it
+    works, so on a second core they overlap with the flow's Python work. `flush` hands the
+    buffers over (blocking when two batches are already waiting, so memory stays bounded);
+    `sync` waits until everything handed over is committed. A failed write is raised from
+    the next call on the flow's side, never lost.
+    """
 
     def __init__(
         self,
@@ -68,6 +78,9 @@ class DuckDBWriter:
         self.con.execute("SET checkpoint_threshold = '1GB'")  # we checkpoint when publishing
         self.con.execute(schema_sql())
         self.tables = tables()
+        self.marks = {
+            t.name: HighWaterMarks.load(self.con, t) for t in self.tables.values() if t.rising
+        }
         self.batch_rows = batch_rows
         self.flush_every_s = flush_every_s
         self.buffers: dict[type, list[Row]] = defaultdict(list)
@@ -75,6 +88,10 @@ class DuckDBWriter:
         self.last_flush = time.monotonic()
         self.publisher = Publisher(self.con, writer_path(db), db, publish_every_s)
         self.dirty = False
+        self.batches: queue.Queue[dict[type, list[Row]] | None] = queue.Queue(maxsize=2)
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="duckdb-writer", daemon=True)
+        self.thread.start()
 
     def add(self, rows: Sequence[object]) -> None:
         """Buffer a line's rows; other items in the list (wallet messages) are skipped."""
@@ -89,27 +106,57 @@ class DuckDBWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write every buffered row in one transaction, then publish if it is time."""
+        """Hand the buffered rows to the writer thread (one transaction per batch)."""
+        self._raise_failure()
+        if self.pending:
+            self.batches.put(dict(self.buffers))
+        self.buffers = defaultdict(list)
+        self.pending = 0
+        self.last_flush = time.monotonic()
+
+    def sync(self) -> None:
+        """Flush and wait until every row handed over is committed."""
+        self.flush()
+        self.batches.join()
+        self._raise_failure()
+
+    def close(self) -> None:
+        """Commit everything, publish the final copy, stop the thread."""
+        self.sync()
+        self.batches.put(None)
+        self.thread.join()
+        self._raise_failure()
+        self.publisher.publish()
+        self.con.close()
+
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            raise RuntimeError(f"DuckDB write failed: {self.failure}") from self.failure
+
+    def _run(self) -> None:
+        while True:
+            batch = self.batches.get()
+            try:
+                if batch is None:
+                    return
+                if self.failure is None:
+                    self._commit(batch)
+                    if self.publisher.due():
+                        self.publisher.publish()
+            except BaseException as exc:  # handed to the flow's thread
+                self.failure = exc
+            finally:
+                self.batches.task_done()
+
+    def _commit(self, batch: dict[type, list[Row]]) -> None:
+        self.con.execute("BEGIN")
         try:
-            if self.pending:
-                self.con.execute("BEGIN")
-                for kind, rows in self.buffers.items():
-                    self._write(kind, rows)
-                self.con.execute("COMMIT")
-                self.dirty = True
-        except Exception:
+            for kind, rows in batch.items():
+                self._write(kind, rows)
+        except BaseException:
             self.con.execute("ROLLBACK")
             raise
-        finally:
-            self.buffers.clear()
-            self.pending = 0
-            self.last_flush = time.monotonic()
-        if self.dirty and self.publisher.due():
-            self.publish()
-
-    def publish(self) -> None:
-        self.publisher.publish()
-        self.dirty = False
+        self.con.execute("COMMIT")
 
     def _write(self, kind: type, rows: list[Row]) -> None:
         # The row type has exactly the columns of its own table (tests/test_parse_validate.py).
@@ -119,19 +166,51 @@ class DuckDBWriter:
         for name in (TABLE_OF[kind], *EXTRA_TABLES.get(kind, ())):
             table = self.tables[name]
             batch = frame.select(table.columns)
-            if name in LATEST:
+            if name in self.marks:
+                fresh = self.marks[name].fresh(rows)
+                if len(fresh) < len(rows):  # rows written before a restart: skip them
+                    batch = pl.DataFrame(fresh, schema=schema, orient="row").select(table.columns)
+            elif name in LATEST:
                 batch = _latest(batch, table, LATEST[name])
             self.con.register("batch", batch)
             try:
                 self.con.execute(_upsert_sql(table, LATEST.get(name, "")))
             finally:
                 self.con.unregister("batch")
-            STATS.rows[name] += len(rows)
+            if name in self.marks:
+                self.marks[name].update(rows)
+            STATS.rows[name] += len(batch)
 
-    def close(self) -> None:
-        self.flush()
-        self.publish()
-        self.con.close()
+
+class HighWaterMarks:
+    """The highest `rising` number stored per group of an append-only table: a row at or
+    below it is already in the table (its key rises within the group)."""
+
+    def __init__(self, table: Table, marks: dict[tuple[object, ...], int]) -> None:
+        self.group = operator.attrgetter(*table.group)
+        self.rising = operator.attrgetter(table.rising)
+        self.single = len(table.group) == 1
+        self.marks = marks
+
+    @classmethod
+    def load(cls, con: duckdb.DuckDBPyConnection, table: Table) -> HighWaterMarks:
+        cols = ", ".join(table.group)
+        found = con.sql(f"SELECT {cols}, max({table.rising}) FROM {table.name} GROUP BY ALL")
+        marks = {(r[0] if len(r) == 2 else tuple(r[:-1])): r[-1] for r in found.fetchall()}
+        return cls(table, marks)
+
+    def fresh(self, rows: list[Row]) -> list[Row]:
+        marks, group, rising = self.marks, self.group, self.rising
+        if not marks:
+            return rows
+        return [r for r in rows if rising(r) > marks.get(group(r), -1)]
+
+    def update(self, rows: list[Row]) -> None:
+        marks, group, rising = self.marks, self.group, self.rising
+        for r in rows:
+            key, value = group(r), rising(r)
+            if value > marks.get(key, -1):
+                marks[key] = value
 
 
 def _latest(batch: pl.DataFrame, table: Table, version: str | None) -> pl.DataFrame:
@@ -148,6 +227,8 @@ def _upsert_sql(table: Table, version: str | None) -> str:
     """
     cols = ", ".join(table.columns)
     head = f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM batch "
+    if not table.key:
+        return head  # append-only: the high-water marks already dropped repeated rows
     keys = ", ".join(table.key)
     if version == "":
         return head + f"ON CONFLICT ({keys}) DO NOTHING"
@@ -173,8 +254,9 @@ class _Partition(StatefulSinkPartition[Sequence[object], None]):
             self.writer.add(rows)
 
     def snapshot(self) -> None:
-        """Called at the end of every epoch: flush, so a snapshot never runs ahead of DuckDB."""
-        self.writer.flush()
+        """Called at the end of every epoch: commit all, so a snapshot never runs ahead of
+        DuckDB (a resumed run re-emits only rows after it, and upserts absorb them)."""
+        self.writer.sync()
 
     def close(self) -> None:
         """Called once when the input is exhausted: final flush and publish."""

@@ -1,7 +1,10 @@
 -- oddsflow's DuckDB tables: the one definition that the DuckDB sink, the dashboard and the
--- tests use. Column order matches the row types in operators/rows.py. Primary keys are the
--- natural keys that make every write an idempotent upsert (a batch written twice after a
--- restart changes nothing).
+-- tests use. Column order matches the row types in operators/rows.py. Every write is
+-- idempotent on the natural key (a batch written twice after a restart changes nothing):
+-- primary keys where rows are upserted; for the large append-only history tables the key
+-- is a group plus a number that only rises within it (`-- key:` below), and the sink
+-- appends only rows above the highest number already stored for their group. That keeps
+-- them unique without an index, which would cost more than the rest of the insert.
 
 CREATE TABLE IF NOT EXISTS feed_events (
     provider VARCHAR NOT NULL,
@@ -10,8 +13,8 @@ CREATE TABLE IF NOT EXISTS feed_events (
     ts BIGINT NOT NULL,
     type VARCHAR NOT NULL,
     payload VARCHAR NOT NULL,           -- the line as received (JSON)
-    source VARCHAR NOT NULL,            -- file:line or topic/partition/offset
-    PRIMARY KEY (provider, match_id, seq)
+    source VARCHAR NOT NULL             -- file:line or topic/partition/offset
+    -- key: (provider, match_id) seq
 );
 
 CREATE TABLE IF NOT EXISTS rejects (
@@ -66,8 +69,8 @@ CREATE TABLE IF NOT EXISTS market_history (
     version INTEGER NOT NULL,
     status VARCHAR NOT NULL,
     reason VARCHAR NOT NULL,
-    ts BIGINT NOT NULL,
-    PRIMARY KEY (match_id, market, version)
+    ts BIGINT NOT NULL
+    -- key: (match_id, market) version
 );
 
 CREATE TABLE IF NOT EXISTS prices (
@@ -77,8 +80,8 @@ CREATE TABLE IF NOT EXISTS prices (
     selection VARCHAR NOT NULL,
     probability DOUBLE NOT NULL,        -- fair probability, before margin
     price DECIMAL(7, 2) NOT NULL,       -- decimal odds offered, on the Betfair ladder
-    ts BIGINT NOT NULL,
-    PRIMARY KEY (match_id, market, version, selection)
+    ts BIGINT NOT NULL
+    -- key: (match_id, market) version, one row per selection
 );
 
 CREATE TABLE IF NOT EXISTS bets (
@@ -110,8 +113,8 @@ CREATE TABLE IF NOT EXISTS wallet_ledger (
     kind VARCHAR NOT NULL,              -- deposit, stake, payout
     amount DECIMAL(14, 2) NOT NULL,     -- signed: stakes are negative
     balance DECIMAL(14, 2) NOT NULL,    -- after the movement, never negative
-    ref VARCHAR NOT NULL,               -- bet_id, or the deposit's source line
-    PRIMARY KEY (user_id, version)
+    ref VARCHAR NOT NULL                -- bet_id, or the deposit's source line
+    -- key: (user_id) version
 );
 
 -- Worst-case liability of every market from the accepted (and settled) bets: what the book

@@ -5,6 +5,7 @@ The one place the sink and the dashboard learn what the tables look like.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -25,8 +26,10 @@ _POLARS: dict[str, pl.DataType] = {
 class Table:
     name: str
     columns: tuple[str, ...]
-    key: tuple[str, ...]
+    key: tuple[str, ...]  # the primary key, for upserted tables
     polars_schema: dict[str, pl.DataType]
+    group: tuple[str, ...] = ()  # append-only tables: `-- key: (group) rising`
+    rising: str = ""
 
 
 def schema_sql() -> str:
@@ -52,14 +55,30 @@ def tables() -> dict[str, Table]:
             "WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'",
             [name],
         ).fetchone()
+        group, rising = _append_key(name)
         out[name] = Table(
             name=name,
             columns=tuple(c for c, _ in cols),
             key=tuple(key[0]) if key else (),
             polars_schema={c: _polars_type(t) for c, t in cols},
+            group=group,
+            rising=rising,
         )
     con.close()
     return out
+
+
+_APPEND_KEY = re.compile(
+    r"CREATE TABLE IF NOT EXISTS (\w+) \((?:(?!CREATE).)*?-- key: \(([\w, ]+)\) (\w+)", re.S
+)
+
+
+def _append_key(name: str) -> tuple[tuple[str, ...], str]:
+    """The `-- key: (group) rising` comment of an append-only table in schema.sql."""
+    for table, group, rising in _APPEND_KEY.findall(schema_sql()):
+        if table == name:
+            return tuple(g.strip() for g in group.split(",")), rising
+    return (), ""
 
 
 def _polars_type(sql_type: str) -> pl.DataType:

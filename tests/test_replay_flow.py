@@ -112,3 +112,16 @@ def test_a_reader_in_another_process_never_hits_the_lock(sim200: Path, tmp_path:
     assert len(counts) >= 5, f"the reader saw the file only {len(counts)} times"
     assert counts == sorted(counts), "row counts went down"
     assert counts[-1] == table(db, "SELECT count(*) FROM feed_events")[0][0]
+
+
+def test_replaying_into_the_same_database_changes_nothing(
+    sim200: Path, sim200_db: Path, dump: Dump, tmp_path: Path
+) -> None:
+    import shutil
+
+    from sinks.duckdb_sink import writer_path
+
+    db = tmp_path / "again.duckdb"
+    shutil.copy(writer_path(sim200_db), writer_path(db))  # the first run's own database
+    cli_main(get_flow([sim200], db), workers_per_process=1)
+    assert dump(db) == dump(sim200_db)

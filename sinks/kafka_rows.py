@@ -1,0 +1,93 @@
+"""Output rows -> Kafka messages (CONTRACT section 3), and the Kafka output step of a flow.
+
+One topic per kind of row; the value is JSON with every field of the row plus `key`
+(decimals as strings, so balances stay exact). Every message carries its key, a
+`version` and the event `ts`, so a consumer can drop duplicates (a restarted flow or a
+second replay of the same file sends the same messages again, byte for byte):
+
+| topic | key | one message per | duplicate when the same |
+| --- | --- | --- | --- |
+| `markets` | match_id | status or price change | (match_id, market, version) |
+| `prices` | match_id | selection of a market version | (match_id, market, version, selection) |
+| `matches` | match_id | change of the match state | (match_id, version) and value |
+| `bets` | user_id | bet decided (version 1) or settled (2) | (bet_id, version) |
+| `wallets` | user_id | balance change | (user_id, version) |
+| `rejects` | match_id or "" | rejected line | (source, reason) |
+
+`matches`: a match row has no version of its own; `version` is its event `ts`. The engine
+emits at most one match row per feed line, so two rows share a version only when two lines
+of one match carry the same millisecond; each message is the match's whole state, so a
+consumer keeps the last one per key in partition order, and deduplicates on the version
+and the value. `rejects` are facts, never updated: `version` is always 1 and the id is
+(`source`, `reason`), the key of the `rejects` table; `ts` is null when the line had none.
+
+Feed events, feed gaps and the wallet ledger stay in DuckDB; wallet messages (the
+verdicts matches send to wallets) are internal and never leave the flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import bytewax.operators as op
+import msgspec
+from bytewax.dataflow import Stream, operator
+
+from operators.rows import BetRow, MarketStatusRow, MatchRow, PriceRow, Reject, WalletRow
+from sinks.kafka_config import BETS, MARKETS, MATCHES, PRICES, REJECTS, WALLETS, KafkaSettings
+from sinks.kafka_sink import KafkaSink, SinkItem
+
+_encode = msgspec.json.Encoder(decimal_format="string").encode
+
+
+def _by_match(row: Any) -> str:
+    return str(row.match_id)
+
+
+def _by_user(row: Any) -> str:
+    return str(row.user_id)
+
+
+def _reject_key(row: Any) -> str:
+    return row.match_id or ""
+
+
+# Row type -> (topic, key of the row, extra fields for rows without a version of their own).
+_ROUTES: dict[type, tuple[str, Callable[[Any], str], Callable[[Any], dict[str, Any]]]] = {
+    MarketStatusRow: (MARKETS, _by_match, lambda row: {}),
+    PriceRow: (PRICES, _by_match, lambda row: {}),
+    MatchRow: (MATCHES, _by_match, lambda row: {"version": row.ts}),
+    BetRow: (BETS, _by_user, lambda row: {}),
+    WalletRow: (WALLETS, _by_user, lambda row: {}),
+    Reject: (REJECTS, _reject_key, lambda row: {"version": 1}),
+}
+
+
+def to_messages(item: tuple[str, Sequence[object]]) -> list[SinkItem]:
+    """`(key, [row or wallet message, ...])` from `market_sync` -> `(topic, key, json)`s.
+
+    Rows without a topic (feed events, gaps, ledger) and wallet messages are skipped.
+    """
+    out: list[SinkItem] = []
+    for row in item[1]:
+        route = _ROUTES.get(type(row))
+        if route is None:
+            continue
+        topic, key_of, extra = route
+        key = key_of(row)
+        value: dict[str, Any] = row._asdict()  # type: ignore[attr-defined]
+        value.update(extra(row))
+        value["key"] = key
+        out.append((topic, key, _encode(value)))
+    return out
+
+
+@operator
+def kafka_output(
+    step_id: str, rows: Stream[tuple[str, Sequence[object]]], settings: KafkaSettings
+) -> None:
+    """The Kafka sink of a flow. In: `(key, [row, ...])` from `market_sync`; writes each
+    row with a topic to its prefixed topic (the topics must exist: `ensure_topics`)."""
+    messages = op.flat_map("to_messages", rows, to_messages)  # shape: (topic, key, json)
+    op.output("send", messages, KafkaSink(settings))
