@@ -7,7 +7,10 @@ wallets (no cycle: wallets never answer matches).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import copy
+import pickle
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 from functools import partial
 from typing import cast
 
@@ -16,18 +19,59 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulLogic
 
 from operators.bets import BetDecision, SettlementNotice, WalletMessage, wallet_shard_of
-from operators.engine import Output
+from operators.engine import MatchProcessor, Output
 from operators.parse import RawLine, is_wallet_key
 from operators.providers import Processor, new_processor, route_line
 from operators.rows import Row
 from operators.settings import DEFAULT_RULES, Rules
 from operators.wallets import WalletShard
 
+Clock = Callable[[], datetime]
 
-def _match(rules: Rules, state: Processor | None, raw: RawLine) -> tuple[Processor, list[Output]]:
-    if state is None:
-        state = new_processor(raw, rules)
-    return state, state.process(raw)
+
+class _MatchLogic(StatefulLogic[RawLine, list[Output], bytes]):
+    """One key's processor. Bytewax calls `on_item` per line, `snapshot` at each epoch end
+    (the state pickled: an immutable copy), and, in a live flow only (`clock` given),
+    `notify_at`/`on_notify` so that provider silence and due reopenings fire on time
+    without waiting for the next line: event time is estimated as the last line's `ts` plus
+    the wall time since it came. Replays pass no clock and stay deterministic."""
+
+    def __init__(self, rules: Rules, clock: Clock | None, resume: bytes | None) -> None:
+        self.rules = rules
+        self.clock = clock
+        self.proc: Processor | None = pickle.loads(resume) if resume is not None else None
+        self.seen_at: datetime | None = None  # wall time of the last line
+
+    def on_item(self, value: RawLine) -> tuple[list[list[Output]], bool]:
+        if self.proc is None:
+            self.proc = new_processor(value, self.rules)
+        out = self.proc.process(value)
+        if self.clock is not None:
+            self.seen_at = self.clock()
+        return [out], StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        due = self._due_in_ms()
+        if due is None or self.seen_at is None:
+            return None
+        return self.seen_at + timedelta(milliseconds=due)
+
+    def on_notify(self) -> tuple[list[list[Output]], bool]:
+        proc = self.proc
+        if not isinstance(proc, MatchProcessor) or self.seen_at is None or self.clock is None:
+            return [], StatefulLogic.RETAIN
+        waited = (self.clock() - self.seen_at) / timedelta(milliseconds=1)
+        out = proc.idle(proc.last_ts + int(waited))
+        return ([out] if out else []), StatefulLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.proc)
+
+    def _due_in_ms(self) -> int | None:
+        if self.clock is None or not isinstance(self.proc, MatchProcessor):
+            return None
+        due = self.proc.next_due()
+        return None if due is None else max(0, due - self.proc.last_ts)
 
 
 def _for_wallets(item: tuple[str, list[Output]]) -> Iterable[tuple[str, WalletMessage]]:
@@ -54,21 +98,25 @@ class _WalletLogic(StatefulLogic[RawLine | WalletMessage, list[Row], WalletShard
         return ([rows] if rows else [], StatefulLogic.RETAIN)
 
     def snapshot(self) -> WalletShard:
-        return self.shard
+        return copy.deepcopy(self.shard)  # must not change after Bytewax takes it
 
 
 @operator
 def market_sync(
-    step_id: str, lines: Stream[RawLine], rules: Rules = DEFAULT_RULES
+    step_id: str,
+    lines: Stream[RawLine],
+    rules: Rules = DEFAULT_RULES,
+    clock: Clock | None = None,
 ) -> Stream[tuple[str, Sequence[object]]]:
     """Raw feed and bet lines in; per line, the rows it causes, keyed.
 
     In: `RawLine(source, bytes)`, in arrival order. Out: `(key, [row, ...])`; match lists
-    also carry the wallet messages, which sinks skip.
+    also carry the wallet messages, which sinks skip. `clock`: live flows only (see
+    `_MatchLogic`).
     """
     keyed = op.flat_map("route", lines, route_line)  # shape: (key, RawLine), 1+ per line
     split = op.branch("split", keyed, lambda kv: not is_wallet_key(kv[0]))
-    matched = op.stateful_map("match", split.trues, partial(_match, rules))
+    matched = op.stateful("match", split.trues, partial(_MatchLogic, rules, clock))
     # shape: (match key, [Row | WalletMessage])
     messages = op.flat_map("verdicts", matched, _for_wallets)  # shape: (shard, WalletMessage)
     to_wallets = op.merge("to_wallets", split.falses, messages)

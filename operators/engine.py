@@ -66,6 +66,26 @@ class MatchProcessor:
         self.bets.review(out, ev.ts, out)
         return out
 
+    @property
+    def last_ts(self) -> int:
+        """The latest event time this match has seen (0 before its fixture)."""
+        return self.match.last_ts if self.match is not None else 0
+
+    def next_due(self) -> int | None:
+        """The event time of the next timer (provider silence, a reopening), if any."""
+        if self.match is None or self.markets is None:
+            return None
+        return self.markets.next_due(self.match)
+
+    def idle(self, ts: int) -> list[Output]:
+        """No line, but event time reached `ts` (a live flow's wall clock says so): fire what
+        is due, as the next line would have."""
+        out: list[Output] = []
+        if self.match is not None and self.markets is not None and self.bets is not None:
+            self.markets.advance(self.match, ts, out)
+            self.bets.review(out, ts, out)
+        return out
+
     def _bet(self, raw: RawLine, bet: Bet, out: list[Output]) -> None:
         match, markets, bets = self.match, self.markets, self.bets
         assert bets is not None

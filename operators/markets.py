@@ -124,6 +124,14 @@ class MatchMarkets:
             if ts >= due:
                 self._reopen(match, due, "reopen", out)
 
+    def next_due(self, match: MatchState) -> int | None:
+        """When `advance` would next act: a due reopening, or the provider's silence."""
+        if self.held and not self.incidents:
+            return max(self.calm_since, self.hold_until)
+        if match.in_play and "feed_silent" not in self.incidents:
+            return self.last_heard + self.rules.heartbeat_timeout_ms + 1
+        return None
+
     def tick(self, match: MatchState, ts: int, out: RowSink) -> None:
         """After a line is applied: time decay, new prices at least once a match minute."""
         if match.in_play and ts - self.last_priced >= self.rules.reprice_every_ms:
