@@ -9,8 +9,12 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flows.sources import FORMATS
+
+if TYPE_CHECKING:
+    from sinks.kafka_config import KafkaSettings
 
 EPILOG = """\
 examples:
@@ -35,6 +39,11 @@ def _replay(args: argparse.Namespace) -> int:
     if problem:
         print(f"oddsflow replay: {problem}", file=sys.stderr)
         return 2
+    kafka = None
+    if args.kafka:
+        kafka = _kafka_settings(args.kafka)
+        if kafka is None:
+            return 1
     addresses = args.addresses.split(";") if args.addresses else None
     if args.recovery_dir and not args.process_id:
         _init_recovery(args.recovery_dir, args.workers * (len(addresses or ()) or args.processes))
@@ -43,7 +52,9 @@ def _replay(args: argparse.Namespace) -> int:
     recovery = None
     if args.recovery_dir:
         recovery = RecoveryConfig(str(args.recovery_dir), timedelta(seconds=args.backup_s))
-    flow = get_flow(args.files, args.db, speed=args.speed, fmt=args.format, merge=args.merge)
+    flow = get_flow(
+        args.files, args.db, speed=args.speed, fmt=args.format, merge=args.merge, kafka=kafka
+    )
     started = time.monotonic()
     with ProgressBar():
         cli_main(
@@ -59,6 +70,40 @@ def _replay(args: argparse.Namespace) -> int:
     print(summary(time.monotonic() - started))
     print(f"published  {args.db}   (open it with: oddsflow dashboard --db {args.db})")
     return 0
+
+
+def _kafka_settings(bootstrap: str) -> KafkaSettings | None:
+    """Settings for `--kafka`, once the broker answered and the topics exist; None (the
+    cause printed) when not."""
+    from flows.live import prepare_topics
+    from sinks.kafka_config import KafkaSettings, KafkaUnreachableError, TopicSetupError
+
+    settings = KafkaSettings.from_env_and_args(bootstrap)
+    try:
+        prepare_topics(settings)
+    except (KafkaUnreachableError, TopicSetupError) as exc:
+        print(f"oddsflow replay: {exc}", file=sys.stderr)
+        return None
+    return settings
+
+
+def _live(args: argparse.Namespace) -> int:
+    from flows.live import serve
+    from sinks.kafka_config import KafkaSettings
+
+    if args.workers < 1:
+        print("oddsflow live: --workers must be at least 1", file=sys.stderr)
+        return 2
+    settings = KafkaSettings.from_env_and_args(args.kafka, args.kafka_config)
+    return serve(
+        settings,
+        args.db,
+        workers=args.workers,
+        from_beginning=args.from_beginning,
+        epoch_s=args.epoch_s,
+        group_id=args.group_id,
+        wall_clock=not args.event_time_only,
+    )
 
 
 def _cluster_problem(args: argparse.Namespace) -> str | None:
@@ -253,7 +298,67 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --recovery-dir: keep superseded snapshots this long, for copies of the "
         "store made elsewhere (default 0)",
     )
+    replay.add_argument(
+        "--kafka",
+        metavar="BOOTSTRAP",
+        help="also publish the output rows to the Kafka output topics (prefix: "
+        "$ODDSFLOW_KAFKA_PREFIX, default oddsflow.)",
+    )
     replay.set_defaults(run=_replay)
+    live = sub.add_parser("live", help="run the market-sync flow on the Kafka feed and bets topics")
+    live.add_argument(
+        "--kafka",
+        metavar="BOOTSTRAP",
+        help="bootstrap servers (default: $ODDSFLOW_KAFKA, the config file, 127.0.0.1:9092)",
+    )
+    live.add_argument(
+        "--kafka-config",
+        type=Path,
+        metavar="FILE",
+        help="librdkafka .properties file (security.protocol, sasl.*, ssl.*, ...)",
+    )
+    live.add_argument(
+        "--db",
+        type=Path,
+        required=True,
+        help="the DuckDB file to publish (read-only copy for readers); the "
+        "flow writes <name>.writer.duckdb next to it",
+    )
+    live.add_argument("--workers", type=int, default=1, help="Bytewax worker threads")
+    start = live.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-beginning",
+        dest="from_beginning",
+        action="store_true",
+        default=True,
+        help="read the input topics from their first message (default: the state of "
+        "every match and wallet is rebuilt from its lines)",
+    )
+    start.add_argument(
+        "--from-end",
+        dest="from_beginning",
+        action="store_false",
+        help="read only lines published from now on",
+    )
+    live.add_argument(
+        "--epoch-s",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="epoch length: the DuckDB sink flushes at the end of each (default 1)",
+    )
+    live.add_argument(
+        "--group-id",
+        default="oddsflow-live",
+        help="consumer group id (no offsets are committed; default oddsflow-live)",
+    )
+    live.add_argument(
+        "--event-time-only",
+        action="store_true",
+        help="no wall-clock timers: provider silence and due reopenings are noticed at the "
+        "match's next line, as in replay (the output then depends only on the lines)",
+    )
+    live.set_defaults(run=_live)
     for name, (_, help_text) in DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser

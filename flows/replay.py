@@ -15,6 +15,8 @@ from flows.sources import ReplaySource
 from operators.dataflow import market_sync
 from operators.settings import DEFAULT_RULES, Rules
 from sinks.duckdb_sink import DuckDBSink
+from sinks.kafka_config import KafkaSettings
+from sinks.kafka_rows import kafka_output
 
 
 def get_flow(
@@ -25,10 +27,13 @@ def get_flow(
     publish_every_s: float = 2.0,
     fmt: str = "auto",
     merge: bool = False,
+    kafka: KafkaSettings | None = None,
 ) -> Dataflow:
     flow = Dataflow("oddsflow_replay")
     source = ReplaySource([Path(f) for f in files], speed, fmt=fmt, merge=merge)
     lines = op.input("read", flow, source)
     rows = market_sync("sync", lines, rules)  # shape: (key, [Row])
     op.output("duckdb", rows, DuckDBSink(Path(db), publish_every_s=publish_every_s))
+    if kafka is not None:
+        kafka_output("kafka", rows, kafka)  # topics must exist: flows.live.prepare_topics
     return flow

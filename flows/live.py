@@ -1,0 +1,402 @@
+"""The live flow: the feed and bets topics -> market sync -> DuckDB and the output topics.
+
+Run it with `oddsflow live --kafka BOOTSTRAP --db PATH`; it runs until interrupted.
+It differs from the replay flow only in its source and its Kafka sink.
+
+The source reads every partition of the feed and bets_in topics with one consumer and
+merges them in arrival order (the messages' Kafka timestamps, then the lines' event
+time): a recorded file published with `oddsflow publish` is processed in the file's own
+order, as replay does, so a bet meets the market as it was when the bet arrived, not as
+it is after the rest of the match was read from another partition. Consumer errors that
+belong to a partition become rejects; connection trouble is retried by librdkafka and
+logged.
+
+Positions come from `from_beginning` (or a recovery store), never from committed consumer
+offsets: the match and wallet state is rebuilt from the lines, so a run without its state
+must read every line again. Everything written is idempotent (DuckDB upserts by key and
+version; Kafka messages carry key and version), so reading again is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import TypeGuard
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    Message,
+    TopicPartition,
+)
+
+from flows.sources import Progress, line_ts
+from operators.dataflow import market_sync
+from operators.parse import REJECTS_KEY, RawLine
+from operators.rows import Reject, Row
+from operators.settings import DEFAULT_RULES, Rules
+from sinks.duckdb_sink import DuckDBSink
+from sinks.kafka_config import (
+    ALL_TOPICS,
+    INPUT_TOPICS,
+    KafkaSettings,
+    KafkaUnreachableError,
+    TopicSetupError,
+    ensure_topics,
+    fetch_metadata,
+)
+from sinks.kafka_rows import kafka_output
+from sinks.kafka_sink import KafkaDeliveryError
+
+log = logging.getLogger("oddsflow.live")
+
+DEFAULT_GROUP = "oddsflow-live"
+CHECK_TIMEOUT_S = 5.0  # an unreachable broker fails `oddsflow live` within this
+BATCH_SIZE = 1000  # messages taken from the consumer per call
+# How long the merge waits for a partition that is neither caught up nor delivering
+# before it goes on without it (only at start, or when the broker is in trouble).
+ALIGN_WAIT_S = 2.0
+ERROR_LOG_EVERY_S = 10.0
+
+# librdkafka's own log lines (connection refused, every retry) go nowhere; the consumer's
+# `error_cb` reports the same trouble once in a while instead.
+_librdkafka_log = logging.getLogger("oddsflow.live.librdkafka")
+_librdkafka_log.addHandler(logging.NullHandler())
+_librdkafka_log.propagate = False
+
+
+def get_flow(
+    settings: KafkaSettings,
+    db: str | Path,
+    rules: Rules = DEFAULT_RULES,
+    group_id: str = DEFAULT_GROUP,
+    from_beginning: bool = True,
+    publish_every_s: float = 2.0,
+    wall_clock: bool = True,
+) -> Dataflow:
+    """The live flow; the topics must exist (`prepare_topics`).
+
+    `wall_clock`: provider silence and due reopenings fire on the wall clock when no line
+    comes (see `operators.dataflow`); without it they wait for the match's next line, as
+    in replay, and the output depends only on the lines and their order.
+    """
+    flow = Dataflow("oddsflow_live")
+    inputs = op.input("read", flow, LiveSource(settings, group_id, from_beginning))
+    # shape: RawLine | Reject
+    split = op.branch("split", inputs, is_line)
+    clock = wall_clock_now if wall_clock else None
+    rows = market_sync("sync", split.trues, rules, clock)  # shape: (key, [Row])
+    errors = op.map("errors", split.falses, as_reject_rows)  # shape: ("", [Reject])
+    out = op.merge("out", rows, errors)
+    op.output("duckdb", out, DuckDBSink(Path(db), publish_every_s=publish_every_s))
+    kafka_output("kafka", out, settings)
+    return flow
+
+
+def wall_clock_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def is_line(item: RawLine | Reject) -> TypeGuard[RawLine]:
+    return isinstance(item, RawLine)
+
+
+def as_reject_rows(item: RawLine | Reject) -> tuple[str, list[Row]]:
+    return REJECTS_KEY, [item] if isinstance(item, Reject) else []
+
+
+def prepare_topics(settings: KafkaSettings, timeout: float = CHECK_TIMEOUT_S) -> None:
+    """Check that the broker answers within `timeout`, then create missing topics.
+
+    Raises `KafkaUnreachableError` or `TopicSetupError` with a one-line cause.
+    """
+    fetch_metadata(settings, timeout=timeout)
+    ensure_topics(settings, ALL_TOPICS)
+
+
+# --- the source --------------------------------------------------------------------------
+
+
+@dataclass
+class _Lane:
+    """One topic partition: lines read but not yet emitted, in partition order."""
+
+    name: str  # "topic/partition"
+    queue: deque[tuple[tuple[int, int], RawLine, int]] = field(default_factory=deque)
+    caught_up: bool = False  # at the partition's end, nothing in flight
+    heard: float = field(default_factory=time.monotonic)
+    next_offset: int | None = None  # after the last emitted line
+
+
+class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]):
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group_id: str,
+        start: int,
+        resume: dict[str, int],
+        align_wait_s: float,
+        batch_size: int,
+    ) -> None:
+        self.errors: list[Reject] = []
+        self.logged: dict[str, float] = {}
+        config = settings.consumer_config(group_id)
+        config.update(
+            {
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,  # tells the merge a partition is caught up
+                "logger": _librdkafka_log,
+                "error_cb": self._on_error,
+            }
+        )
+        self.consumer = Consumer(config)
+        topics = [settings.topic(t) for t in INPUT_TOPICS]
+        metadata = self.consumer.list_topics(timeout=30)
+        self.lanes: dict[tuple[str, int], _Lane] = {}
+        assignment = []
+        for topic in topics:
+            for part in sorted(metadata.topics[topic].partitions):
+                lane = self.lanes[(topic, part)] = _Lane(f"{topic}/{part}")
+                lane.next_offset = resume.get(lane.name)
+                offset = start if lane.next_offset is None else lane.next_offset
+                assignment.append(TopicPartition(topic, part, offset))
+        self.consumer.assign(assignment)
+        self.align_wait_s = align_wait_s
+        self.batch_size = batch_size
+
+    def next_batch(self) -> list[RawLine | Reject]:
+        """Called by Bytewax whenever it wants more input: the lines that can go now."""
+        for msg in self.consumer.consume(self.batch_size, 0):
+            self._take(msg)
+        out: list[RawLine | Reject] = [*self.errors]
+        self.errors.clear()
+        lines = list(self._merge())
+        Progress.lines += len(lines)
+        out.extend(lines)
+        return out
+
+    def _take(self, msg: Message) -> None:
+        err = msg.error()
+        lane = self.lanes.get((msg.topic() or "", msg.partition() or 0))
+        now = time.monotonic()
+        if err is not None:
+            if lane is None:
+                self._on_error(err)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                lane.caught_up = True
+                lane.heard = now
+            else:
+                self.errors.append(_consumer_reject(lane.name, err))
+            return
+        assert lane is not None
+        offset = msg.offset() or 0
+        kind, created = msg.timestamp()
+        data = msg.value() or b""
+        order = (created if kind != TIMESTAMP_NOT_AVAILABLE else 0, line_ts(data) or 0)
+        lane.queue.append((order, RawLine(f"{lane.name}/{offset}", data), offset))
+        lane.caught_up = False
+        lane.heard = now
+
+    def _merge(self) -> Iterator[RawLine]:
+        """Lines in arrival order across partitions, while no partition can still deliver
+        an earlier one."""
+        lanes = list(self.lanes.values())
+        now = time.monotonic()
+        while True:
+            first: _Lane | None = None
+            for lane in lanes:
+                if lane.queue:
+                    if first is None or lane.queue[0][0] < first.queue[0][0]:
+                        first = lane
+                elif not lane.caught_up and now - lane.heard < self.align_wait_s:
+                    return  # this partition may still bring an earlier line
+            if first is None:
+                return
+            _, line, offset = first.queue.popleft()
+            first.next_offset = offset + 1
+            yield line
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's client-level errors (broker down, ...): it retries by itself."""
+        text = err.str()
+        now = time.monotonic()
+        if now - self.logged.get(text, float("-inf")) >= ERROR_LOG_EVERY_S:
+            self.logged[text] = now
+            log.warning("Kafka consumer: %s (retrying)", text)
+
+    def snapshot(self) -> dict[str, int]:
+        """Per partition, the offset after the last line emitted (lines still held by the
+        merge are read again after a resume)."""
+        return {
+            lane.name: lane.next_offset
+            for lane in self.lanes.values()
+            if lane.next_offset is not None
+        }
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def _consumer_reject(where: str, err: KafkaError) -> Reject:
+    return Reject(
+        source=f"{where}@{time.time_ns() // 1_000_000}",
+        reason=f"kafka_error:{err.name()}",
+        detail=err.str(),
+        raw="",
+        ts=None,
+        provider=None,
+        match_id=None,
+    )
+
+
+class LiveSource(FixedPartitionedSource[RawLine | Reject, dict[str, int]]):
+    """The feed and bets_in topics, merged in arrival order by one consumer.
+
+    Out: `RawLine("<topic>/<partition>/<offset>", value)`, and a `Reject` for a consumer
+    error of one partition. One Bytewax partition (so one worker reads; the keyed steps
+    after it spread over every worker); its resume state is the next offset per topic
+    partition.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group_id: str = DEFAULT_GROUP,
+        from_beginning: bool = True,
+        align_wait_s: float = ALIGN_WAIT_S,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        self.start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+        self.align_wait_s = align_wait_s
+        self.batch_size = batch_size
+
+    def list_parts(self) -> list[str]:
+        return ["inputs"]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: dict[str, int] | None
+    ) -> _MergedPartition:
+        return _MergedPartition(
+            self.settings,
+            self.group_id,
+            self.start,
+            resume_state or {},
+            self.align_wait_s,
+            self.batch_size,
+        )
+
+
+# --- running it --------------------------------------------------------------------------
+
+
+def serve(
+    settings: KafkaSettings,
+    db: Path,
+    *,
+    workers: int = 1,
+    from_beginning: bool = True,
+    epoch_s: float = 1.0,
+    group_id: str = DEFAULT_GROUP,
+    wall_clock: bool = True,
+) -> int:
+    """`oddsflow live`: run until SIGINT or SIGTERM; the exit status.
+
+    On a signal Bytewax stops the workers and closes every partition: the DuckDB sink
+    writes and publishes what it holds, the Kafka sink waits for its deliveries.
+    """
+    from bytewax.testing import cluster_main
+
+    from flows.progress import ProgressBar, summary
+
+    try:
+        prepare_topics(settings)
+    except (KafkaUnreachableError, TopicSetupError) as exc:
+        return _fail(str(exc))
+    flow = get_flow(
+        settings, db, group_id=group_id, from_beginning=from_beginning, wall_clock=wall_clock
+    )
+    started = time.monotonic()
+    print(
+        f"oddsflow live: reading {', '.join(settings.topic(t) for t in INPUT_TOPICS)} "
+        f"from {settings.bootstrap}; Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+    with ProgressBar(), _signals_interrupt() as stopped:
+        try:
+            # cli_main runs one worker through a path that reports Ctrl-C as a Rust panic;
+            # cluster_main, which cli_main itself uses for several workers, raises
+            # KeyboardInterrupt once every partition is closed.
+            cluster_main(
+                flow,
+                None,
+                0,
+                epoch_interval=timedelta(seconds=epoch_s),
+                worker_count_per_proc=workers,
+            )
+        except KeyboardInterrupt:
+            pass
+        except Exception as exc:
+            if not stopped:
+                return _fail(_cause(exc))
+    print(summary(time.monotonic() - started))
+    print(f"published  {db}")
+    return 0
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[list[int]]:
+    """SIGTERM stops the flow like Ctrl-C; yields the signals received so far."""
+    received: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            print("\noddsflow live: stopping…", file=sys.stderr, flush=True)
+        raise KeyboardInterrupt
+
+    for sig in previous:
+        signal.signal(sig, interrupt)
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _cause(exc: BaseException) -> str:
+    """The one line that says why the flow stopped: the innermost Python error."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for err in chain:
+        if isinstance(err, KafkaDeliveryError):
+            return f"{err} (restart to send again)"
+    inner = chain[-1]
+    text = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {text[-1] if text else ''}"
+
+
+def _fail(message: str) -> int:
+    print(f"oddsflow live: {message}", file=sys.stderr)
+    return 1
