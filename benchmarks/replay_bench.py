@@ -117,6 +117,12 @@ def main() -> None:
         "--matches", type=int, default=400, help="simulated matches (400 ≈ 580k lines)"
     )
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--bets-per-match",
+        type=int,
+        default=20,
+        help="bet lines per match (about 620 makes a feed of 30 %% bets)",
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--feed", type=Path, help="an existing feed instead of a simulated one")
     args = parser.parse_args()
@@ -127,10 +133,12 @@ def main() -> None:
         from flows.simulator import write_feed
 
         feed = work / f"sim-{args.matches}-{args.seed}.jsonl.gz"
-        write_feed(feed, matches=args.matches, seed=args.seed)
+        write_feed(feed, matches=args.matches, seed=args.seed, bets_per_match=args.bets_per_match)
     with gzip.open(feed, "rb") if feed.suffix == ".gz" else feed.open("rb") as f:
         lines = sum(1 for _ in f)
-    print(f"feed: {feed} ({lines:,} lines)")
+    with gzip.open(feed, "rb") if feed.suffix == ".gz" else feed.open("rb") as f:
+        bets = sum(1 for line in f if b'"type":"bet"' in line)
+    print(f"feed: {feed} ({lines:,} lines, {bets / lines:.0%} bets)")
 
     best: dict[str, tuple[float, float]] = {}
     for r in range(args.rounds):

@@ -450,40 +450,16 @@ def bets_by_outcome(db: Snapshot) -> pl.DataFrame | Missing:
     )
 
 
-# The schema's `exposure` view, for a file written before the view existed (same definition).
-EXPOSURE_FROM_BETS = """
-    WITH book AS (
-        SELECT match_id, market, selection,
-               sum(stake::DECIMAL(18, 2) * (price::DECIMAL(18, 2) - 1)) AS if_wins,
-               sum(stake::DECIMAL(18, 2)) AS stakes
-        FROM bets WHERE status IN ('accepted', 'won', 'lost', 'void')
-        GROUP BY ALL
-    ), totals AS (
-        SELECT match_id, market, sum(stakes) AS all_stakes FROM book GROUP BY ALL
-    )
-    SELECT b.match_id, b.market,
-           max(b.if_wins - (t.all_stakes - b.stakes)) AS liability,
-           arg_max(b.selection, b.if_wins - (t.all_stakes - b.stakes)) AS worst_selection,
-           sum(b.stakes) AS stakes
-    FROM book b JOIN totals t USING (match_id, market)
-    GROUP BY ALL
-"""
-
-
 def exposure_by_market(db: Snapshot) -> pl.DataFrame | Missing:
     """Worst-case liability of each market (the `exposure` view of schema.sql: the largest
     net payout if any one selection wins), with the market's status, biggest first."""
-    if db.has("exposure"):
-        source = "exposure"
-    elif db.has("bets"):
-        source = f"({EXPOSURE_FROM_BETS})"
-    else:
-        return Missing("bets")
+    if not db.has("exposure"):
+        return Missing("exposure")
     return db.frame(
-        f"""
+        """
         SELECT e.match_id, e.market, s.status, e.stakes::DOUBLE AS stakes,
                e.liability::DOUBLE AS exposure, e.worst_selection
-        FROM {source} e LEFT JOIN market_status s USING (match_id, market)
+        FROM exposure e LEFT JOIN market_status s USING (match_id, market)
         ORDER BY exposure DESC, e.match_id, e.market
         """
     )
