@@ -8,7 +8,6 @@ for each line of a key, in arrival order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from operators.bets import BetDecision, MatchBets, SettlementNotice, WalletMessage, wallet_shard_of
 from operators.events import (
@@ -27,13 +26,11 @@ from operators.events import (
 from operators.markets import MatchMarkets
 from operators.match import MatchState
 from operators.parse import RawLine, is_wallet_key, parse_line
+from operators.providers import Processor, new_processor, route_line
 from operators.rows import FeedEventRow, FeedGapRow, Reject, Row, RowSink
 from operators.settings import DEFAULT_RULES, Rules
 from operators.validate import SeqTracker, check_match
 from operators.wallets import WalletShard
-
-if TYPE_CHECKING:
-    from operators.providers import Processor
 
 Output = Row | WalletMessage
 
@@ -278,8 +275,6 @@ class LocalEngine:
 
     def line(self, raw: RawLine) -> list[Row]:
         rows: list[Row] = []
-        from operators.providers import new_processor, route_line
-
         for key, item in route_line(raw):
             if is_wallet_key(key):
                 rows.extend(self._shard(key).line(item))

@@ -134,7 +134,8 @@ class MatchMarkets:
 
     def tick(self, match: MatchState, ts: int, out: RowSink) -> None:
         """After a line is applied: time decay, new prices at least once a match minute."""
-        if match.in_play and ts - self.last_priced >= self.rules.reprice_every_ms:
+        # The clock stands still at half time: nothing decays then.
+        if match.status == "live" and ts - self.last_priced >= self.rules.reprice_every_ms:
             self.reprice(match, ts, "reprice", out)
 
     # ---- goals and results -------------------------------------------------------------
@@ -172,6 +173,8 @@ class MatchMarkets:
 
     def reprice(self, match: MatchState, ts: int, reason: str, out: RowSink) -> None:
         """New prices for OPEN markets whose offered prices changed."""
+        if not any(m.status == OPEN for m in self.markets.values()):
+            return
         quotes = self._quote(match, ts)
         for name, market in self.markets.items():
             new = quotes.get(name)

@@ -51,6 +51,8 @@ LINE_FORMATS: tuple[LineFormat, ...] = (BETFAIR, NATIVE)  # the first that recog
 
 
 def line_format(data: bytes) -> LineFormat:
+    if data.startswith(b'{"v":'):  # the native feed's own first field: the common case
+        return NATIVE
     return next(f for f in LINE_FORMATS if f.recognise(data))
 
 
