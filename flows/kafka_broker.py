@@ -4,9 +4,11 @@ The broker is the real thing, run from the jars Maven Central serves
 (`org.apache.kafka:kafka_2.13`, version pinned in `kafka/pom.xml`), fetched once into
 the git-ignored `.cache/kafka/libs`. One JVM is both KRaft controller and broker:
 
-- PLAINTEXT clients on 127.0.0.1:9092, the controller on 127.0.0.1:9094, loopback only;
-  `up --secure` adds a SASL_PLAINTEXT (PLAIN) listener on 127.0.0.1:9093 and writes
-  the client settings for it to `<state>/client-sasl.properties` (`--kafka-config`).
+- PLAINTEXT clients on 127.0.0.1:9092, the controller on 127.0.0.1:9094, loopback only.
+- `--secure` is a second, separate broker (its own state in `<state>/secure/`, its own
+  ports, so both can run at once): SASL_SSL with SCRAM-SHA-512 on 127.0.0.1:9093, a
+  local CA, least-privilege ACLs, and one client properties file per principal in
+  `<state>/secure/clients/` (see flows/kafka_secure.py and docs/security.md).
 - `auto.create.topics.enable=false`: a typo in a topic name fails loudly instead of
   creating a stray topic, and topics get the partition count oddsflow chose
   (`sinks.kafka_config.ensure_topics` creates them on demand).
@@ -22,7 +24,6 @@ import base64
 import hashlib
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -34,13 +35,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sinks.kafka_config import KafkaSettings, KafkaUnreachableError, fetch_metadata
+from flows import kafka_secure
+from flows.kafka_secure import SecureFiles, SecuritySetupError
+from sinks.kafka_config import (
+    DEFAULT_PREFIX,
+    ENV_PREFIX,
+    KafkaSettings,
+    KafkaUnreachableError,
+    TopicSetupError,
+    fetch_metadata,
+)
 
 HOST = "127.0.0.1"
 PORT = 9092
-SASL_PORT = 9093
 CONTROLLER_PORT = 9094
 BOOTSTRAP = f"{HOST}:{PORT}"
+SECURE_PORT = kafka_secure.CLIENT_PORT
+SECURE_BOOTSTRAP = kafka_secure.BOOTSTRAP
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 HEAP = "-Xmx512m"
@@ -69,13 +80,34 @@ class BrokerError(RuntimeError):
 
 @dataclass(frozen=True)
 class StatePaths:
-    """Where one local broker keeps its state."""
+    """Where one local broker keeps its state; `secure` is the SASL_SSL instance."""
 
     home: Path
+    secure: bool = False
 
     @classmethod
-    def from_env(cls) -> StatePaths:
-        return cls(Path(os.environ.get(ENV_HOME) or REPO / ".kafka").resolve())
+    def from_env(cls, secure: bool = False) -> StatePaths:
+        base = Path(os.environ.get(ENV_HOME) or REPO / ".kafka").resolve()
+        return cls(base / "secure", True) if secure else cls(base)
+
+    @property
+    def bootstrap(self) -> str:
+        return SECURE_BOOTSTRAP if self.secure else BOOTSTRAP
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        if self.secure:
+            return (SECURE_PORT, kafka_secure.INTERNAL_PORT, kafka_secure.CONTROLLER_PORT)
+        return (PORT, CONTROLLER_PORT)
+
+    @property
+    def ready_port(self) -> int:
+        """The port the readiness check talks to (the secure one: as the broker itself)."""
+        return kafka_secure.INTERNAL_PORT if self.secure else PORT
+
+    @property
+    def files(self) -> SecureFiles:
+        return SecureFiles(self.home)
 
     @property
     def data(self) -> Path:
@@ -105,10 +137,6 @@ class StatePaths:
     def pid_file(self) -> Path:
         return self.home / "broker.pid"
 
-    @property
-    def sasl_client(self) -> Path:
-        return self.home / "client-sasl.properties"
-
 
 @dataclass(frozen=True)
 class BrokerStatus:
@@ -120,32 +148,48 @@ class BrokerStatus:
     note: str = ""
 
     def describe(self) -> str:
+        name = "kafka (secure)" if self.secure else "kafka"
         if not self.up:
-            return f"kafka: down ({self.bootstrap}){' - ' + self.note if self.note else ''}"
+            return f"{name}: down ({self.bootstrap}){' - ' + self.note if self.note else ''}"
         who = f"pid {self.pid}" if self.pid else "not started by oddsflow"
-        sasl = f", SASL_PLAINTEXT on {HOST}:{SASL_PORT}" if self.secure else ""
-        return f"kafka: up ({who}) bootstrap {self.bootstrap}{sasl}, {self.topics} topics"
+        how = "SASL_SSL (SCRAM-SHA-512) " if self.secure else ""
+        return f"{name}: up ({who}) {how}bootstrap {self.bootstrap}, {self.topics} topics"
 
 
 # --- commands ------------------------------------------------------------------------
 
 
 def up(secure: bool = False) -> BrokerStatus:
-    """Start the broker unless it is already running; return once it answers metadata."""
-    paths = StatePaths.from_env()
+    """Start the broker unless it is already running; return once it answers metadata.
+
+    The secure broker is then given its users, ACLs and topics (every time: idempotent).
+    """
+    paths = StatePaths.from_env(secure)
     current = status(paths)
     if current.up:
         print(f"{current.describe()} - already up")
-        if secure and not current.secure:
-            print("note: no SASL listener in this run; `oddsflow kafka down`, then `up --secure`")
-        return current
-    if current.pid is not None:  # started by another `up` that is still waiting
+        ready = current
+    elif current.pid is not None:  # started by another `up` that is still waiting
         print(f"kafka: pid {current.pid} is starting; waiting for it")
         topics = _wait_until_ready(paths, current.pid, time.monotonic() + START_TIMEOUT_S)
-        return BrokerStatus(True, current.pid, BOOTSTRAP, topics, secure=_is_secure(paths))
-    _require_free_ports()
+        ready = BrokerStatus(True, current.pid, paths.bootstrap, topics, secure=secure)
+    else:
+        ready = _start(paths)
+    if secure:
+        _secure_setup(paths)
+    return ready
+
+
+def _start(paths: StatePaths) -> BrokerStatus:
+    _require_free_ports(paths.ports)
     libs = ensure_jars()
-    _write_config(paths, secure)
+    if paths.secure:
+        try:
+            kafka_secure.ensure_tls(paths.files)
+            kafka_secure.ensure_client_files(paths.files)
+        except SecuritySetupError as exc:
+            raise BrokerError(str(exc)) from None
+    _write_config(paths)
     if not (paths.data / "meta.properties").exists():
         _format_storage(paths, libs)
     started = time.monotonic()
@@ -156,43 +200,61 @@ def up(secure: bool = False) -> BrokerStatus:
         _stop(pid)
         paths.pid_file.unlink(missing_ok=True)
         raise
-    ready = BrokerStatus(True, pid, BOOTSTRAP, topics, secure=secure)
+    ready = BrokerStatus(True, pid, paths.bootstrap, topics, secure=paths.secure)
     took = time.monotonic() - started
     print(f"{ready.describe()} - started in {took:.1f} s (Kafka {kafka_version()})")
-    if secure:
-        print(f"SASL client settings: {paths.sasl_client}")
     return ready
 
 
-def down() -> bool:
+def _secure_setup(paths: StatePaths) -> None:
+    """Users, ACLs and topics for `$ODDSFLOW_KAFKA_PREFIX`; where the client files are."""
+    prefix = os.environ.get(ENV_PREFIX, DEFAULT_PREFIX)
+    try:
+        kafka_secure.setup(paths.files, prefix)
+    except (SecuritySetupError, KafkaUnreachableError, TopicSetupError) as exc:
+        raise BrokerError(f"securing the broker failed: {exc}") from None
+    print(f"ACLs and topics for prefix {prefix!r}; client settings (--kafka-config), 0600:")
+    for line in kafka_secure.principals_summary(paths.files):
+        print(line)
+
+
+def down(secure: bool = False) -> bool:
     """Stop the broker named in the pid file (SIGTERM, then SIGKILL); True if one was running."""
-    paths = StatePaths.from_env()
+    paths = StatePaths.from_env(secure)
+    name = "kafka (secure)" if secure else "kafka"
     pid = _running_pid(paths)
     if pid is None:
         paths.pid_file.unlink(missing_ok=True)
-        print("kafka: not running")
+        print(f"{name}: not running")
         return False
-    print(f"kafka: stopping pid {pid}…")
+    print(f"{name}: stopping pid {pid}…")
     _stop(pid)
     paths.pid_file.unlink(missing_ok=True)
-    print("kafka: down")
+    print(f"{name}: down")
     return True
 
 
-def status(paths: StatePaths | None = None) -> BrokerStatus:
+def status(paths: StatePaths | None = None, *, secure: bool = False) -> BrokerStatus:
     """Whether the local broker runs and answers, with its pid and topic count."""
-    paths = paths or StatePaths.from_env()
+    paths = paths or StatePaths.from_env(secure)
     pid = _running_pid(paths)
-    secure = pid is not None and _is_secure(paths)
-    if pid is None and not _port_open(PORT):
-        return BrokerStatus(False, None, BOOTSTRAP, None)
+    if pid is None and not _port_open(paths.ready_port):
+        return BrokerStatus(False, None, paths.bootstrap, None, secure=paths.secure)
     try:
-        md = fetch_metadata(KafkaSettings(bootstrap=BOOTSTRAP), timeout=3.0)
-    except KafkaUnreachableError as exc:
+        md = fetch_metadata(_ready_settings(paths), timeout=3.0)
+    except (KafkaUnreachableError, ValueError) as exc:
         note = f"pid {pid} runs but does not answer yet" if pid else str(exc)
-        return BrokerStatus(False, pid, BOOTSTRAP, None, note=note)
+        return BrokerStatus(False, pid, paths.bootstrap, None, secure=paths.secure, note=note)
     topics = sum(1 for name in md.topics if not name.startswith("__"))
-    return BrokerStatus(True, pid, BOOTSTRAP, topics, secure=secure)
+    return BrokerStatus(True, pid, paths.bootstrap, topics, secure=paths.secure)
+
+
+def _ready_settings(paths: StatePaths) -> KafkaSettings:
+    """Who asks whether the broker answers: anyone on the plain one, the broker's own
+    certificate on the secure one (its SCRAM users do not exist before the first setup)."""
+    if paths.secure:
+        return kafka_secure.internal_settings(paths.files)
+    return KafkaSettings(bootstrap=BOOTSTRAP)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,22 +262,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="oddsflow kafka", description="Run a local Apache Kafka broker on " + BOOTSTRAP
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    start = sub.add_parser("up", help="start the broker (fetches the jars with Maven once)")
-    start.add_argument(
-        "--secure", action="store_true", help=f"also listen with SASL/PLAIN on {HOST}:{SASL_PORT}"
+    secure_help = (
+        f"the separate secure broker: SASL_SSL (SCRAM-SHA-512, local CA) on {SECURE_BOOTSTRAP}, "
+        "ACLs, one client properties file per principal"
     )
-    sub.add_parser("down", help="stop the broker started by `up`")
-    sub.add_parser("status", help="up or down, pid, bootstrap, topic count (exit 1 when down)")
+    start = sub.add_parser("up", help="start the broker (fetches the jars with Maven once)")
+    stop = sub.add_parser("down", help="stop the broker started by `up`")
+    state = sub.add_parser(
+        "status", help="up or down, pid, bootstrap, topic count (exit 1 when down)"
+    )
+    for command in (start, stop, state):
+        command.add_argument("--secure", action="store_true", help=secure_help)
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
             up(secure=args.secure)
         elif args.command == "down":
-            down()
+            down(secure=args.secure)
         else:
-            state = status()
-            print(state.describe())
-            return 0 if state.up else 1
+            current = status(secure=args.secure)
+            print(current.describe())
+            return 0 if current.up else 1
     except BrokerError as exc:
         print(f"oddsflow kafka {args.command}: {exc}", file=sys.stderr)
         return 1
@@ -302,21 +369,26 @@ logger.request.level = WARN
 """
 
 
-def _server_properties(paths: StatePaths, secure: bool) -> str:
-    listeners = [f"PLAINTEXT://{HOST}:{PORT}", f"CONTROLLER://{HOST}:{CONTROLLER_PORT}"]
-    if secure:
-        listeners.append(f"SASL_PLAINTEXT://{HOST}:{SASL_PORT}")
+def _server_properties(paths: StatePaths) -> str:
+    if paths.secure:
+        listener_lines = kafka_secure.server_properties(paths.files)
+        controller_port = kafka_secure.CONTROLLER_PORT
+    else:
+        listeners = f"PLAINTEXT://{HOST}:{PORT},CONTROLLER://{HOST}:{CONTROLLER_PORT}"
+        listener_lines = [
+            f"listeners={listeners}",
+            f"advertised.listeners={listeners}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        ]
+        controller_port = CONTROLLER_PORT
     lines = [
         "# Generated by oddsflow (flows/kafka_broker.py) on every `up`; edits are lost.",
         "process.roles=broker,controller",
         "node.id=1",
-        f"controller.quorum.bootstrap.servers={HOST}:{CONTROLLER_PORT}",
-        f"listeners={','.join(listeners)}",
-        f"advertised.listeners={','.join(listeners)}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map="
-        "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        f"controller.quorum.bootstrap.servers={HOST}:{controller_port}",
+        *listener_lines,
         f"log.dirs={paths.data}",
         # Topics are created by oddsflow with their partition counts (ensure_topics);
         # producing to a missing topic is an error, not a silently created topic.
@@ -337,43 +409,16 @@ def _server_properties(paths: StatePaths, secure: bool) -> str:
         "num.io.threads=4",
         "log.retention.hours=72",
     ]
-    if secure:
-        password = _sasl_password(paths)
-        lines += [
-            "sasl.enabled.mechanisms=PLAIN",
-            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
-            "org.apache.kafka.common.security.plain.PlainLoginModule required "
-            f'username="oddsflow" password="{password}" user_oddsflow="{password}";',
-        ]
     return "\n".join(lines) + "\n"
 
 
-def _sasl_password(paths: StatePaths) -> str:
-    """One random password per state dir, and the client settings that use it."""
-    if paths.sasl_client.exists():
-        for line in paths.sasl_client.read_text().splitlines():
-            if line.startswith("sasl.password="):
-                return line.partition("=")[2]
-    password = secrets.token_urlsafe(24)
-    paths.sasl_client.write_text(
-        f"bootstrap.servers={HOST}:{SASL_PORT}\nsecurity.protocol=SASL_PLAINTEXT\n"
-        f"sasl.mechanism=PLAIN\nsasl.username=oddsflow\nsasl.password={password}\n"
-    )
-    paths.sasl_client.chmod(0o600)
-    return password
-
-
-def _write_config(paths: StatePaths, secure: bool) -> None:
+def _write_config(paths: StatePaths) -> None:
     paths.logs.mkdir(parents=True, exist_ok=True)
-    paths.server_properties.write_text(_server_properties(paths, secure))
+    if paths.secure:  # the file holds the keystore password
+        kafka_secure.write_private(paths.server_properties, _server_properties(paths))
+    else:
+        paths.server_properties.write_text(_server_properties(paths))
     paths.log4j.write_text(_LOG4J)
-
-
-def _is_secure(paths: StatePaths) -> bool:
-    try:
-        return "SASL_PLAINTEXT://" in paths.server_properties.read_text()
-    except OSError:
-        return False
 
 
 def _random_cluster_id() -> str:
@@ -433,12 +478,12 @@ def _launch(paths: StatePaths, libs: Path) -> int:
 
 def _wait_until_ready(paths: StatePaths, pid: int, deadline: float) -> int:
     """Topic count once the broker answers a metadata request; BrokerError otherwise."""
-    settings = KafkaSettings(bootstrap=BOOTSTRAP)
+    settings = _ready_settings(paths)
     while time.monotonic() < deadline:
         if not _alive(pid):
             logs = _tail(paths.server_log, 20) + _tail(paths.jvm_out, 10)
             raise BrokerError(f"the broker exited during startup; last lines of the logs:\n{logs}")
-        if _port_open(PORT):
+        if _port_open(paths.ready_port):
             try:
                 md = fetch_metadata(settings, timeout=2.0)
                 return sum(1 for name in md.topics if not name.startswith("__"))
@@ -446,7 +491,7 @@ def _wait_until_ready(paths: StatePaths, pid: int, deadline: float) -> int:
                 pass
         time.sleep(0.25)
     raise BrokerError(
-        f"the broker did not answer on {BOOTSTRAP} within {START_TIMEOUT_S:.0f} s; "
+        f"the broker did not answer on {settings.bootstrap} within {START_TIMEOUT_S:.0f} s; "
         f"last lines of {paths.server_log}:\n{_tail(paths.server_log, 20)}"
     )
 
@@ -513,11 +558,11 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _require_free_ports() -> None:
-    busy = [p for p in (PORT, SASL_PORT, CONTROLLER_PORT) if _port_open(p)]
+def _require_free_ports(ports: Sequence[int]) -> None:
+    busy = [p for p in ports if _port_open(p)]
     if busy:
-        ports = ", ".join(f"{HOST}:{p}" for p in busy)
-        raise BrokerError(f"{ports} already in use by another process; stop it first")
+        where = ", ".join(f"{HOST}:{p}" for p in busy)
+        raise BrokerError(f"{where} already in use by another process; stop it first")
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -6,7 +6,9 @@ names are defined here once; `settings.topic(name)` adds the configurable prefix
 
 Where the settings come from, lowest priority first: the defaults below, a librdkafka
 `.properties` file (`--kafka-config FILE`), the environment (`ODDSFLOW_KAFKA`,
-`ODDSFLOW_KAFKA_PREFIX`), then the command line (`--kafka BOOTSTRAP`).
+`ODDSFLOW_KAFKA_PREFIX`), then the command line (`--kafka BOOTSTRAP`). Settings read that
+way are validated (`KafkaSettings.validate`): a security setting that cannot work is a
+`KafkaConfigError` naming the property, never its value when that could be a secret.
 """
 
 from __future__ import annotations
@@ -56,7 +58,13 @@ _SECRET_WORDS = ("password", "secret", "key")
 # `client_overrides` keys with one of these prefixes apply to that client kind only.
 _ROLES = ("producer", "consumer", "admin")
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# Files librdkafka reads; `ssl.ca.location` may also be a directory or librdkafka's `probe`.
+_SSL_FILES = ("ssl.ca.location", "ssl.certificate.location", "ssl.key.location")
+
 ClientConfig = dict[str, Any]
+_log = logging.getLogger("oddsflow.kafka")
 
 # Java .properties: the key ends at the first `=`, `:` or blank; blanks around it are not
 # part of the key or the value.
@@ -65,6 +73,10 @@ _PROPERTY_LINE = re.compile(r"(?P<key>[^=:\s]+)\s*[=:]?\s*(?P<value>.*)")
 
 class KafkaUnreachableError(RuntimeError):
     """The bootstrap servers did not answer a metadata request in time."""
+
+
+class KafkaConfigError(ValueError):
+    """Kafka settings that cannot work; the message names the property and the problem."""
 
 
 class TopicSetupError(RuntimeError):
@@ -103,19 +115,37 @@ class KafkaSettings:
     ) -> KafkaSettings:
         """Settings from `--kafka` / `--kafka-config`, the environment and defaults."""
         env = os.environ if environ is None else environ
-        from_file = read_properties(config_file) if config_file is not None else {}
+        from_file = _read_config_file(config_file) if config_file is not None else {}
         file_bootstrap = from_file.pop("bootstrap.servers", None)
         timeout = from_file.pop("delivery.timeout.ms", None)
         timeout = from_file.pop("producer.delivery.timeout.ms", timeout)
         security = {k: v for k, v in from_file.items() if k.startswith(_SECURITY_PREFIXES)}
         overrides = {k: v for k, v in from_file.items() if k not in security}
-        return cls(
+        try:
+            timeout_ms = int(timeout) if timeout else DEFAULT_DELIVERY_TIMEOUT_MS
+        except ValueError:
+            raise KafkaConfigError("delivery.timeout.ms must be an integer") from None
+        settings = cls(
             bootstrap=bootstrap or env.get(ENV_BOOTSTRAP) or file_bootstrap or DEFAULT_BOOTSTRAP,
             topic_prefix=env.get(ENV_PREFIX, DEFAULT_PREFIX),
             security=security,
             client_overrides=overrides,
-            delivery_timeout_ms=int(timeout) if timeout else DEFAULT_DELIVERY_TIMEOUT_MS,
+            delivery_timeout_ms=timeout_ms,
         )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise `KafkaConfigError` unless the security settings can work: a known
+        `security.protocol`; with SASL, a `sasl.mechanism` among PLAIN and SCRAM and both
+        `sasl.username` and `sasl.password`; no `sasl.*` or `ssl.*` settings that the
+        protocol would silently ignore; every `ssl.*` file present and readable."""
+        problem = security_problem(self.security)
+        if problem:
+            raise KafkaConfigError(problem)
+        verify = self.client_overrides.get("enable.ssl.certificate.verification", "true")
+        if verify.lower() in ("false", "0"):
+            _log.warning("Kafka: the broker's certificate is not checked (--kafka-config)")
 
     def topic(self, name: str) -> str:
         """The full topic name: `topic("prices")` -> `"oddsflow.prices"`."""
@@ -171,6 +201,59 @@ class KafkaSettings:
         )
 
     __str__ = __repr__
+
+
+def security_problem(security: Mapping[str, str]) -> str | None:
+    """What is wrong with these librdkafka security properties, or None."""
+    protocol = security.get("security.protocol", "PLAINTEXT").upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        return (
+            f"unknown security.protocol {security['security.protocol']!r} "
+            f"(expected one of {', '.join(SECURITY_PROTOCOLS)})"
+        )
+    uses_sasl, uses_tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+    given = sorted(security)
+    stray = [k for k in given if k.startswith("sasl.")] if not uses_sasl else []
+    stray += [k for k in given if k.startswith("ssl.")] if not uses_tls else []
+    if stray:
+        return (
+            f"{', '.join(stray)} given, but security.protocol is {protocol}, which would "
+            "ignore them (SASL_SSL uses both)"
+        )
+    if uses_sasl:
+        mechanism = security.get("sasl.mechanism") or security.get("sasl.mechanisms")
+        if mechanism is None:
+            return (
+                f"security.protocol {protocol} needs sasl.mechanism ({', '.join(SASL_MECHANISMS)})"
+            )
+        if mechanism.upper() not in SASL_MECHANISMS:
+            known = ", ".join(SASL_MECHANISMS)
+            return f"unsupported sasl.mechanism {mechanism!r} (expected one of {known})"
+        missing = [k for k in ("sasl.username", "sasl.password") if not security.get(k)]
+        if missing:
+            return f"sasl.mechanism {mechanism} needs {' and '.join(missing)}"
+        if protocol == "SASL_PLAINTEXT" and mechanism.upper() == "PLAIN":
+            _log.warning("Kafka: SASL PLAIN without TLS sends the password in clear text")
+    for key in _SSL_FILES:
+        location = security.get(key)
+        if location is None or (key == "ssl.ca.location" and location == "probe"):
+            continue
+        if not Path(location).exists():
+            return f"{key}: {location} does not exist"
+        if not os.access(location, os.R_OK):
+            return f"{key}: {location} is not readable"
+    return None
+
+
+def _read_config_file(path: Path) -> dict[str, str]:
+    try:
+        return read_properties(path)
+    except FileNotFoundError:
+        raise KafkaConfigError(f"--kafka-config: {path} does not exist") from None
+    except OSError as exc:
+        raise KafkaConfigError(f"--kafka-config: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise KafkaConfigError(f"--kafka-config: {path} is not UTF-8 text") from None
 
 
 def _masked(props: Mapping[str, str]) -> dict[str, str]:
