@@ -16,6 +16,8 @@ import gzip
 import multiprocessing as mp
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -71,11 +73,30 @@ def ceiling_flow(feed: Path) -> Dataflow:
     return flow
 
 
+READER = """
+import sys, time
+from pathlib import Path
+from dashboard.queries import refresh_all
+path, stop, every = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+while not stop.exists():
+    refresh_all(path)
+    time.sleep(every)
+"""
+
+
 def _child(kind: str, feed: Path, db: Path, conn: mp.connection.Connection) -> None:
     flow = ceiling_flow(feed) if kind == "ceiling" else get_flow([feed], db)
+    reader = None
+    stop = db.with_name("stop-reader")
+    if kind.startswith("core+dashboard"):
+        every = kind.split("@")[1]
+        reader = subprocess.Popen([sys.executable, "-c", READER, str(db), str(stop), every])
     started = time.perf_counter()
     run_main(flow)
     elapsed = time.perf_counter() - started
+    if reader is not None:
+        stop.touch()
+        reader.wait()
     conn.send((elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 
 
@@ -125,6 +146,13 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--feed", type=Path, help="an existing feed instead of a simulated one")
+    parser.add_argument(
+        "--dashboard",
+        type=float,
+        metavar="SECONDS",
+        help="also run the core with a process running every dashboard query "
+        "every SECONDS on the published file (the app refreshes every 2)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="oddsflow-bench-"))
@@ -140,9 +168,12 @@ def main() -> None:
         bets = sum(1 for line in f if b'"type":"bet"' in line)
     print(f"feed: {feed} ({lines:,} lines, {bets / lines:.0%} bets)")
 
+    kinds = ["ceiling", "core"]
+    if args.dashboard:
+        kinds.append(f"core+dashboard@{args.dashboard}")
     best: dict[str, tuple[float, float]] = {}
     for r in range(args.rounds):
-        for kind in ("ceiling", "core"):
+        for kind in kinds:
             seconds, rss = measure(kind, feed, work / "out" / "bench.duckdb")
             print(
                 f"  round {r + 1} {kind:8s} {lines / seconds:>10,.0f} lines/s  "
@@ -160,6 +191,12 @@ def main() -> None:
         f"peak RSS {best['core'][1]:,.0f} MiB"
     )
     print(f"core / ceiling: {core / ceiling:.0%}")
+    if args.dashboard:
+        with_reader = lines / best[kinds[-1]][0]
+        print(
+            f"core with the dashboard's queries every {args.dashboard:g} s: "
+            f"{with_reader:,.0f} lines/s, {with_reader / core:.0%} of the core alone"
+        )
     p50, p99, n = suspension_latency(feed)
     print(
         f"goal possible -> suspension rows, in process: p50 {p50:.1f} µs, p99 {p99:.1f} µs "

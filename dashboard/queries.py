@@ -514,3 +514,23 @@ def latest_rejects(
         [codes or None, reasons or None, limit],
     )
     return with_time(frame)
+
+
+def refresh_all(path: Path) -> Totals | None:
+    """Every query one refresh of each page runs (two matches' views): what an open
+    dashboard asks of the file, for load tests and benchmarks. None while there is no data."""
+    state = probe(path)
+    if state.problem or not state.ready:
+        return None
+    with snapshot(path) as db:
+        found = totals(db)
+        line_rates(db)
+        reject_counts(db)
+        matches = match_list(db)
+        market_board(db)
+        latest_rejects(db)
+        exposure_by_market(db)
+        for match_id in matches["match_id"][:2]:
+            suspensions(db, match_id)
+            price_segments(db, match_id, "1x2")
+    return found

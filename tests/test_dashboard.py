@@ -503,16 +503,7 @@ POLLER = textwrap.dedent(
             if state.problem:
                 errors.append(state.problem)
             elif state.ready:
-                with queries.snapshot(path) as db:
-                    totals = queries.totals(db)
-                    queries.line_rates(db)
-                    queries.reject_counts(db)
-                    matches = queries.match_list(db)
-                    queries.market_board(db)
-                    queries.latest_rejects(db)
-                    for match_id in matches["match_id"][:2]:
-                        queries.suspensions(db, match_id)
-                        queries.price_segments(db, match_id, "1x2")
+                totals = queries.refresh_all(path)
                 reads += 1
                 seen.append(totals.accepted)
         except Exception as exc:
