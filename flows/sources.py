@@ -16,8 +16,9 @@ from typing import IO, cast
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from operators.parse import RawLine
+from operators.parse import LIMITS, RawLine
 from operators.providers import FILE_FORMATS, sniff
+from operators.signing import SIGNATURE_HEX, split_signed
 
 BATCH_LINES = 1000
 FORMATS = ("auto", "native", "betfair", *FILE_FORMATS)
@@ -61,16 +62,31 @@ def file_format(path: Path, fmt: str = "auto") -> str:
 
 def read_lines(path: Path, fmt: str = "auto") -> Iterator[RawLine]:
     """Every line of a recorded file as `RawLine("<name>:<line>", bytes)`, blank lines
-    skipped; whole-file formats (StatsBomb) through their adapter."""
+    skipped; whole-file formats (StatsBomb) through their adapter. A signed line
+    (`<signature>\t<line>`, operators/signing.py) comes with its signature."""
     fmt = file_format(path, fmt)
     if fmt in FILE_FORMATS:
         yield from FILE_FORMATS[fmt](path)
         return
     with open_feed(path) as f:
-        for n, data in enumerate(f, 1):
+        for n, data in enumerate(bounded_lines(f), 1):
             data = data.rstrip(b"\r\n")
             if data:
-                yield RawLine(f"{path.name}:{n}", data)
+                data, signature = split_signed(data)
+                yield RawLine(f"{path.name}:{n}", data, signature=signature)
+
+
+def bounded_lines(f: IO[bytes], limit: int | None = None) -> Iterator[bytes]:
+    """The lines of `f`, each cut after `limit` bytes (default: just over the line limit
+    with a signature), so a hostile file cannot make one line fill the memory; the cut line
+    is still longer than the limit, and rejected as `line_too_long`."""
+    limit = limit or LIMITS.max_line_bytes + SIGNATURE_HEX + 3
+    readline = f.readline
+    while line := readline(limit):
+        if len(line) == limit and not line.endswith(b"\n"):
+            while (rest := readline(limit)) and not rest.endswith(b"\n"):
+                pass  # skip the rest of the overlong line
+        yield line
 
 
 def merged_lines(paths: list[Path], fmt: str = "auto") -> Iterator[RawLine]:

@@ -3,46 +3,112 @@
 `parse_line` never raises: every failure becomes a `Reject` whose `reason` is a short code
 (`malformed_json`, `unknown_type`, `missing_field:<name>`, `invalid_field:<name>`, ...) and
 whose `detail` names the field and the problem in words.
+
+Hostile input is stopped before any JSON decoding: a line longer than `max_line_bytes`
+(`line_too_long`) or nested deeper than `max_depth` (`too_deep`, found by a byte scan) never
+reaches a decoder (`ODDSFLOW_MAX_LINE_BYTES`, `ODDSFLOW_MAX_DEPTH`; read once per process).
+`route` also checks signed providers' signatures (operators/signing.py): a line refused
+there (`bad_signature`, `unknown_provider`) goes to the rejects bucket, never to its match.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import msgspec
 
 from operators.events import TYPE_NAMES, Event
 from operators.rows import Reject
+from operators.signing import UNKNOWN_PROVIDER, active_keyring, check
 
 _decoder = msgspec.json.Decoder(Event)
 _FIELD = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
 _MISSING = re.compile(r"missing required field `([A-Za-z0-9_]+)`")
 _CHECKED = re.compile(r"^`([A-Za-z0-9_]+)`")  # messages of the structs' own __post_init__ checks
 
+ENV_MAX_LINE_BYTES = "ODDSFLOW_MAX_LINE_BYTES"
+ENV_MAX_DEPTH = "ODDSFLOW_MAX_DEPTH"
 MAX_LINE_BYTES = 65_536
+MAX_DEPTH = 16  # native lines have 1 level, Betfair lines 4
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a line may be before anything decodes it."""
+
+    max_line_bytes: int = MAX_LINE_BYTES
+    max_depth: int = MAX_DEPTH
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
+        env = os.environ if environ is None else environ
+        try:
+            return cls(
+                int(env.get(ENV_MAX_LINE_BYTES) or MAX_LINE_BYTES),
+                int(env.get(ENV_MAX_DEPTH) or MAX_DEPTH),
+            )
+        except ValueError:
+            raise ValueError(f"{ENV_MAX_LINE_BYTES} and {ENV_MAX_DEPTH} must be integers") from None
+
+    def exceeded(self, data: bytes) -> tuple[str, str] | None:
+        """(reason, detail) when `data` is too long or too deep, else None."""
+        if len(data) > self.max_line_bytes:
+            return "line_too_long", f"over {self.max_line_bytes} bytes"
+        if too_deep(data, self.max_depth):
+            return "too_deep", f"nested deeper than {self.max_depth} levels"
+        return None
+
+
+LIMITS = Limits.from_env()  # this process's limits
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def too_deep(data: bytes, limit: int) -> bool:
+    """Are JSON arrays/objects nested more than `limit` deep? A byte scan, no decoding: a
+    line with at most `limit` opening brackets cannot be (one C-speed count, the usual case);
+    otherwise strings are blanked out and the brackets counted."""
+    if data.count(b"{") + data.count(b"[") <= limit:
+        return False
+    depth = 0
+    for bracket in _BRACKET.finditer(_STRING.sub(b"", data)):
+        if bracket[0] in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 class RawLine(NamedTuple):
     """One line as it arrived: where from (`file:line`, `topic/partition/offset`) and its
-    bytes. `rejected` ("provider\treason") marks input an adapter already refused while
-    converting a provider's file to lines: it becomes that reject, whatever the bytes."""
+    bytes. `rejected` ("provider\treason[\tdetail]") marks input refused before parsing: by
+    an adapter converting a provider's file to lines, or by `route` (signatures): it becomes
+    that reject, whatever the bytes. `signature`: the feed signature that came with the line
+    (hex; "" when none did)."""
 
     source: str
     data: bytes
     rejected: str = ""
+    signature: str = ""
 
 
-def parse_line(raw: RawLine) -> Event | Reject:
+def parse_line(raw: RawLine, limits: Limits | None = None) -> Event | Reject:
     """Decode one native v1 line; the typed event, or the reason it cannot be one."""
     if raw.rejected:
-        provider, reason = raw.rejected.split("\t", 1)
-        return _reject(raw, reason, f"{provider} input refused by its adapter")._replace(
-            provider=provider
-        )
-    if len(raw.data) > MAX_LINE_BYTES:
-        return _reject(raw, "line_too_long", f"{len(raw.data)} bytes > {MAX_LINE_BYTES}")
+        provider, reason, *detail = raw.rejected.split("\t", 2)
+        text = detail[0] if detail else f"{provider} input refused by its adapter"
+        return _reject(raw, reason, text)._replace(provider=provider or None)
+    too_much = (limits or LIMITS).exceeded(raw.data)
+    if too_much is not None:
+        return _reject(raw, *too_much)
     try:
         return _decoder.decode(raw.data)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
@@ -93,6 +159,7 @@ class _Route(msgspec.Struct):
     match_id: object = None
     user_id: object = None
     type: object = None
+    provider: object = None
 
 
 _route = msgspec.json.Decoder(_Route)
@@ -113,11 +180,18 @@ def has_match(raw: RawLine) -> bool:
 
 def route(raw: RawLine) -> list[tuple[str, RawLine]]:
     """The keys a line is processed under: its match (feed lines, bets; `REJECTS_KEY` for
-    lines too broken to tell), and the wallet shards that need it: the bettor's for bets and
-    deposits, every shard for `match_end` (settlements are applied in feed order)."""
+    lines too broken to tell, too big, or refused by their signature), and the wallet shards
+    that need it: the bettor's for bets and deposits, every shard for `match_end`
+    (settlements are applied in feed order)."""
+    if LIMITS.exceeded(raw.data) is not None:
+        return [(REJECTS_KEY, raw)]
     peek = _peek(raw)
     if peek is None:
         return [(REJECTS_KEY, raw)]
+    if isinstance(peek.provider, str):
+        refused = _refused(raw, peek.provider)
+        if refused is not None:
+            return [(REJECTS_KEY, refused)]
     user = peek.user_id if isinstance(peek.user_id, str) else None
     if not isinstance(peek.match_id, str):
         return [(wallet_key(user), raw)] if user is not None else [(REJECTS_KEY, raw)]
@@ -127,6 +201,23 @@ def route(raw: RawLine) -> list[tuple[str, RawLine]]:
     elif peek.type == "match_end":
         keys.extend((shard, raw) for shard in WALLET_SHARD_KEYS)
     return keys
+
+
+def _refused(raw: RawLine, provider: str) -> RawLine | None:
+    """The line marked with why the keyring refuses it, or None when it may go on."""
+    keyring = active_keyring()
+    if not keyring.active:
+        return None
+    reason = check(keyring, provider, raw.data, raw.signature)
+    if reason is None:
+        return None
+    if reason == UNKNOWN_PROVIDER:
+        detail = f"provider {provider!r} is not in the keyring"
+    elif raw.signature:
+        detail = f"signature does not match the line ({provider!r} is signed)"
+    else:
+        detail = f"no signature ({provider!r} is signed)"
+    return raw._replace(rejected=f"{provider}\t{reason}\t{detail}")
 
 
 def wallet_key(user_id: str) -> str:

@@ -16,7 +16,7 @@ from typing import Protocol
 import msgspec
 
 from operators.adapters import betfair, statsbomb
-from operators.parse import RawLine, route
+from operators.parse import LIMITS, RawLine, route
 from operators.rows import Row
 from operators.settings import Rules
 
@@ -53,6 +53,8 @@ LINE_FORMATS: tuple[LineFormat, ...] = (BETFAIR, NATIVE)  # the first that recog
 def line_format(data: bytes) -> LineFormat:
     if data.startswith(b'{"v":'):  # the native feed's own first field: the common case
         return NATIVE
+    if LIMITS.exceeded(data) is not None:
+        return NATIVE  # too long or too deep to decode: native routing rejects it undecoded
     return next(f for f in LINE_FORMATS if f.recognise(data))
 
 

@@ -1,0 +1,211 @@
+"""Signed feeds: an HMAC-SHA256 over each feed line's exact bytes, with a secret per provider.
+
+A provider is *signed* when the keyring holds a secret for it: its lines must then carry
+a valid signature, or they are rejected (`bad_signature`) before anything reads them. A
+keyring may also say that only its providers are welcome (`reject_unknown_providers`):
+lines of any other provider are rejected (`unknown_provider`). Lines without a provider
+(deposits, bets) come from the bet stream, not from a feed provider, and are not signed.
+
+Where the signature travels:
+
+- Kafka: the message header `oddsflow-sig`, the lowercase hex digest of the value.
+- Recorded files: on the line, `<64 hex digits><TAB><the signed line>`. JSON lines never
+  start that way, so signed and unsigned lines can share a file, and the signed bytes are
+  exactly what follows the tab.
+
+Where the secrets come from (never the command line): `ODDSFLOW_SECRET_<PROVIDER>`
+environment variables (the provider name upper-cased, every other character than A-Z and
+0-9 as `_`: `scout-a` -> `ODDSFLOW_SECRET_SCOUT_A`), and the TOML file named by
+`ODDSFLOW_SECRETS_FILE`:
+
+    reject_unknown_providers = true     # optional
+    [providers]
+    sim = "a secret of at least 16 bytes"
+    "scout-a" = "..."
+
+The file must not be readable by group or others. `ODDSFLOW_REJECT_UNKNOWN_PROVIDERS=1`
+sets the flag from the environment. Each process loads its keyring once
+(`active_keyring`); the flow never carries secrets in its items or snapshots.
+
+Everything but the two loaders is pure.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SIGNATURE_HEADER = "oddsflow-sig"
+ENV_SECRET_PREFIX = "ODDSFLOW_SECRET_"
+ENV_SECRETS_FILE = "ODDSFLOW_SECRETS_FILE"
+ENV_REJECT_UNKNOWN = "ODDSFLOW_REJECT_UNKNOWN_PROVIDERS"
+MIN_SECRET_BYTES = 16
+SIGNATURE_HEX = 64  # SHA-256
+
+BAD_SIGNATURE = "bad_signature"
+UNKNOWN_PROVIDER = "unknown_provider"
+
+_HEX = re.compile(rb"[0-9a-f]{64}")
+_NOT_ENV = re.compile(r"[^A-Z0-9]")
+_TRUE = ("1", "true", "yes", "on")
+
+
+class KeyringError(ValueError):
+    """The secrets cannot be loaded; the message never holds a secret."""
+
+
+def sign(data: bytes, secret: bytes) -> str:
+    """The signature of a line: HMAC-SHA256 over its exact bytes, lowercase hex."""
+    return hmac.new(secret, data, hashlib.sha256).hexdigest()
+
+
+def secret_name(provider: str) -> str:
+    """The keyring's name for a provider, also its environment variable's suffix."""
+    return _NOT_ENV.sub("_", provider.upper())
+
+
+@dataclass(frozen=True, repr=False)
+class Keyring:
+    """Which providers are signed, with their secrets; and whether other providers are
+    refused. Keys are `secret_name(provider)`."""
+
+    secrets: Mapping[str, bytes] = field(default_factory=dict)
+    reject_unknown: bool = False
+
+    @classmethod
+    def of(cls, secrets: Mapping[str, str | bytes], reject_unknown: bool = False) -> Keyring:
+        """A keyring from provider names and secrets (text is UTF-8 encoded)."""
+        ring = {
+            secret_name(p): s.encode() if isinstance(s, str) else bytes(s)
+            for p, s in secrets.items()
+        }
+        short = sorted(name for name, s in ring.items() if len(s) < MIN_SECRET_BYTES)
+        if short:
+            raise KeyringError(
+                f"secret for {', '.join(short)} is shorter than {MIN_SECRET_BYTES} bytes"
+            )
+        return cls(ring, reject_unknown)
+
+    @property
+    def active(self) -> bool:
+        """Does this keyring refuse anything at all?"""
+        return bool(self.secrets) or self.reject_unknown
+
+    def secret_for(self, provider: str) -> bytes | None:
+        return self.secrets.get(secret_name(provider))
+
+    def is_signed(self, provider: str) -> bool:
+        return secret_name(provider) in self.secrets
+
+    def __repr__(self) -> str:
+        return f"Keyring(signed={sorted(self.secrets)}, reject_unknown={self.reject_unknown})"
+
+    __str__ = __repr__
+
+
+NO_KEYRING = Keyring()
+
+
+def check(keyring: Keyring, provider: str, data: bytes, signature: str) -> str | None:
+    """Why a line of `provider` with these exact bytes and this signature (hex, "" when
+    none came) must be refused, or None when it may go on."""
+    secret = keyring.secret_for(provider)
+    if secret is None:
+        return UNKNOWN_PROVIDER if keyring.reject_unknown else None
+    if not signature:
+        return BAD_SIGNATURE
+    expected = sign(data, secret).encode()
+    given = signature.lower().encode("ascii", "replace")
+    return None if hmac.compare_digest(expected, given) else BAD_SIGNATURE
+
+
+# --- signatures on recorded lines and Kafka messages ------------------------------------------
+
+
+def signed_line(data: bytes, signature: str) -> bytes:
+    """A recorded-file line carrying its signature: `<hex>\\t<data>`."""
+    return signature.encode() + b"\t" + data
+
+
+def split_signed(line: bytes) -> tuple[bytes, str]:
+    """(the signed bytes, the signature) of a recorded line; (line, "") when unsigned."""
+    if len(line) > SIGNATURE_HEX and line[SIGNATURE_HEX] == 9 and _HEX.match(line):  # 9: TAB
+        return line[SIGNATURE_HEX + 1 :], line[:SIGNATURE_HEX].decode()
+    return line, ""
+
+
+def header_signature(headers: Iterable[tuple[str, bytes | str | None]] | None) -> str:
+    """The `oddsflow-sig` header of a Kafka message, "" when it has none."""
+    for key, value in headers or ():
+        if key == SIGNATURE_HEADER and value is not None:
+            return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    return ""
+
+
+# --- loading (once per process) -----------------------------------------------------------------
+
+
+def load_keyring(environ: Mapping[str, str] | None = None) -> Keyring:
+    """The keyring from `ODDSFLOW_SECRET_*`, `ODDSFLOW_SECRETS_FILE` and
+    `ODDSFLOW_REJECT_UNKNOWN_PROVIDERS` (the environment wins over the file)."""
+    env = os.environ if environ is None else environ
+    secrets: dict[str, str | bytes] = {}
+    reject_unknown = False
+    path = env.get(ENV_SECRETS_FILE)
+    if path:
+        secrets, reject_unknown = _read_secrets_file(Path(path))
+    for name, value in env.items():
+        if name.startswith(ENV_SECRET_PREFIX) and value:
+            secrets[name.removeprefix(ENV_SECRET_PREFIX)] = value
+    if ENV_REJECT_UNKNOWN in env:
+        reject_unknown = env[ENV_REJECT_UNKNOWN].strip().lower() in _TRUE
+    return Keyring.of(secrets, reject_unknown)
+
+
+def _read_secrets_file(path: Path) -> tuple[dict[str, str | bytes], bool]:
+    where = f"{ENV_SECRETS_FILE} {path}"
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise KeyringError(f"{where}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyringError(f"{where} is readable by others; chmod 600 it")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise KeyringError(f"{where} is not valid TOML: {exc}") from None
+    providers = doc.get("providers", {})
+    reject_unknown = doc.get("reject_unknown_providers", False)
+    if not isinstance(providers, dict) or not isinstance(reject_unknown, bool):
+        raise KeyringError(f"{where}: expected [providers] and a boolean reject_unknown_providers")
+    bad = sorted(p for p, s in providers.items() if not isinstance(s, str))
+    if bad:
+        raise KeyringError(f"{where}: the secret of {', '.join(bad)} is not a string")
+    return dict(providers), reject_unknown
+
+
+@functools.cache
+def active_keyring() -> Keyring:
+    """This process's keyring, loaded on first use (`reload_keyring` after a change)."""
+    return load_keyring()
+
+
+def reload_keyring() -> Keyring:
+    active_keyring.cache_clear()
+    return active_keyring()
+
+
+def use_secrets_file(path: Path) -> Keyring:
+    """`--secrets FILE`: load this file now (errors surface at once) and for every process
+    started from here on (through the environment)."""
+    os.environ[ENV_SECRETS_FILE] = str(Path(path).resolve())
+    return reload_keyring()
