@@ -1,0 +1,452 @@
+"""`oddsflow live` against the real broker: a simulated feed published into the input
+topics gives the same markets, prices, bets and wallets on the output topics (and in
+DuckDB) as `oddsflow replay` of the same file; an unreachable broker fails fast; a broker
+restart mid-run loses no output message.
+
+Each test runs `python -m flows live` as a subprocess with a topic prefix of its own and
+stops it with SIGINT, as an operator would. The broker-restart test stops the shared
+broker for a few seconds, so it comes last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from flows import kafka_broker
+from flows.kafka_tools import publish, route
+from flows.simulator import write_feed
+from flows.sources import open_feed
+from sinks.kafka_config import (
+    ALL_TOPICS,
+    BETS,
+    ENV_PREFIX,
+    MARKETS,
+    MATCHES,
+    OUTPUT_TOPICS,
+    PRICES,
+    REJECTS,
+    WALLETS,
+    KafkaSettings,
+    ensure_topics,
+)
+from tests.conftest import replay, table
+
+pytestmark = pytest.mark.kafka
+pytest_plugins = ("tests.kafka_fixtures",)  # kafka_bootstrap, kafka_settings
+REPO = Path(__file__).resolve().parents[1]
+Message = dict[str, Any]
+
+
+# --- feeds and their replays ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def feed10(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("live") / "sim10.jsonl"
+    write_feed(path, matches=10, seed=5)
+    return path
+
+
+@pytest.fixture(scope="module")
+def replay10(feed10: Path) -> Path:
+    return replay([feed10], feed10.with_name("replay10.duckdb"))
+
+
+def publish_as_arrived(settings: KafkaSettings, path: Path) -> int:
+    """Send every line of `path` as `oddsflow publish` does (same topics, keys, bytes),
+    each stamped one millisecond after the line before it, as lines of a real feed
+    arrive. `oddsflow publish` at full speed stamps hundreds of lines with the same
+    millisecond, and the order of a feed line and a bet within one millisecond is not
+    kept across topics (see flows/live.py)."""
+    producer = Producer(settings.producer_config())
+    first_ms = int(time.time() * 1000) - 10_000_000  # older than any line a test sends later
+    count = 0
+    with open_feed(path) as lines:
+        for raw in lines:
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            suffix, key, value = route(line).item
+            while True:
+                try:
+                    producer.produce(settings.topic(suffix), value, key, timestamp=first_ms + count)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            count += 1
+    assert producer.flush(30) == 0
+    return count
+
+
+# --- the live process ----------------------------------------------------------------------
+
+
+class LiveProcess:
+    """`python -m flows live` on this test's topics, its output in files."""
+
+    def __init__(self, settings: KafkaSettings, db: Path, *options: str) -> None:
+        self.db = db
+        run = f"{db.stem}-{uuid.uuid4().hex[:6]}"
+        self.out_path = db.with_name(f"{run}.out")
+        self.err_path = db.with_name(f"{run}.err")
+        env = {**os.environ, ENV_PREFIX: settings.topic_prefix}
+        command = [sys.executable, "-m", "flows", "live", "--kafka", settings.bootstrap]
+        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [*command, "--db", str(db), *options], cwd=REPO, env=env, stdout=out, stderr=err
+            )
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGINT, as Ctrl-C; the exit status once it stopped."""
+        if self.running():
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+# --- reading the output topics -------------------------------------------------------------
+
+
+def _consumer(settings: KafkaSettings) -> Consumer:
+    config = settings.consumer_config(f"test-live-{uuid.uuid4().hex}")
+    return Consumer({**config, "enable.auto.commit": False, "enable.partition.eof": True})
+
+
+def output_counts(settings: KafkaSettings) -> dict[str, int]:
+    """Messages per output topic so far (the sum of the partitions' end offsets)."""
+    consumer = _consumer(settings)
+    try:
+        metadata = consumer.list_topics(timeout=5)
+        return {
+            name: sum(
+                consumer.get_watermark_offsets(TopicPartition(settings.topic(name), p), timeout=5)[
+                    1
+                ]
+                for p in metadata.topics[settings.topic(name)].partitions
+            )
+            for name in OUTPUT_TOPICS
+        }
+    finally:
+        consumer.close()
+
+
+def expected_counts(db: Path) -> dict[str, int]:
+    """The fewest messages per topic a run that produced `db` sends (one per history row,
+    price row, wallet movement and reject; at least one per bet and match)."""
+    count = {
+        name: table(db, f"SELECT count(*) FROM {name}")[0][0]
+        for name in ("market_history", "prices", "wallet_ledger", "rejects", "bets", "matches")
+    }
+    return {
+        MARKETS: count["market_history"],
+        PRICES: count["prices"],
+        WALLETS: count["wallet_ledger"],
+        REJECTS: count["rejects"],
+        BETS: count["bets"],
+        MATCHES: count["matches"],
+    }
+
+
+def wait_for_outputs(
+    settings: KafkaSettings,
+    expected: dict[str, int],
+    live: LiveProcess,
+    timeout: float = 180.0,
+    quiet_s: float = 3.0,
+) -> dict[str, int]:
+    """Wait until every output topic holds at least the `expected` number of messages and
+    no more came for `quiet_s`, or the process exited; the last counts seen."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, int] = {}
+    still_since = time.monotonic()
+    while time.monotonic() < deadline and live.running():
+        time.sleep(0.5)
+        try:
+            counts = output_counts(settings)
+        except Exception:  # the broker is restarting
+            continue
+        if counts != last:
+            last, still_since = counts, time.monotonic()
+        enough = all(counts[t] >= n for t, n in expected.items())
+        if enough and time.monotonic() - still_since >= quiet_s:
+            break
+    return last
+
+
+def read_outputs(settings: KafkaSettings) -> dict[str, list[Message]]:
+    """Every message of the output topics, decoded, in partition order."""
+    consumer = _consumer(settings)
+    topics = [settings.topic(t) for t in OUTPUT_TOPICS]
+    metadata = consumer.list_topics(timeout=10)
+    parts = [
+        TopicPartition(t, p, OFFSET_BEGINNING)
+        for t in topics
+        for p in metadata.topics[t].partitions
+    ]
+    consumer.assign(parts)
+    waiting = {(tp.topic, tp.partition) for tp in parts}
+    out: dict[str, list[Message]] = {t: [] for t in OUTPUT_TOPICS}
+    prefix = len(settings.topic_prefix)
+    deadline = time.monotonic() + 120
+    try:
+        while waiting and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, 0.5):
+                err = msg.error()
+                if err is not None:
+                    assert err.code() == KafkaError._PARTITION_EOF, err
+                    waiting.discard((msg.topic(), msg.partition()))
+                    continue
+                value = json.loads(msg.value() or b"null")
+                assert value["key"] == (msg.key() or b"").decode()  # the key is in the value
+                out[(msg.topic() or "")[prefix:]].append(value)
+    finally:
+        consumer.close()
+    assert not waiting, f"partitions not read to their end: {sorted(waiting)}"
+    return out
+
+
+# What identifies a message of each topic: the same id twice is a duplicate.
+IDENTITY = {
+    MARKETS: ("match_id", "market", "version"),
+    PRICES: ("match_id", "market", "version", "selection"),
+    BETS: ("bet_id", "version"),
+    WALLETS: ("user_id", "version"),
+    MATCHES: ("match_id", "version"),
+    REJECTS: ("source", "reason"),
+}
+
+
+def without_duplicates(messages: dict[str, list[Message]]) -> dict[str, list[Message]]:
+    """Drop messages whose id came before; a duplicate must be the same message."""
+    out: dict[str, list[Message]] = {}
+    for topic, values in messages.items():
+        seen: dict[tuple[Any, ...], Message] = {}
+        for value in values:
+            ident = tuple(value[f] for f in IDENTITY[topic])
+            first = seen.setdefault(ident, value)
+            assert first == value, f"{topic} {ident}: two different messages\n{first}\n{value}"
+        out[topic] = list(seen.values())
+    return out
+
+
+def latest(values: Iterable[Message], *key: str) -> dict[tuple[Any, ...], Message]:
+    """The message with the highest version per key."""
+    out: dict[tuple[Any, ...], Message] = {}
+    for value in values:
+        ident = tuple(value[k] for k in key)
+        if ident not in out or value["version"] >= out[ident]["version"]:
+            out[ident] = value
+    return out
+
+
+def rows(values: Iterable[Message], columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """Messages as table rows: decimals (JSON strings) as Decimal, sorted."""
+    decimal_fields = {"price", "stake", "payout", "balance"}
+    return sorted(
+        (tuple(Decimal(v[c]) if c in decimal_fields else v[c] for c in columns) for v in values),
+        key=repr,
+    )
+
+
+def db_rows(db: Path, name: str, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    return sorted(table(db, f"SELECT {', '.join(columns)} FROM {name}"), key=repr)
+
+
+MATCH_COLUMNS = (
+    "match_id", "home", "away", "kickoff", "period", "minute", "home_score", "away_score",
+    "home_red", "away_red", "status", "ts",
+)  # fmt: skip
+BET_COLUMNS = (
+    "bet_id", "user_id", "match_id", "market", "selection", "stake", "price", "status",
+    "reason", "payout", "ts", "version",
+)  # fmt: skip
+
+
+def assert_outputs_equal_tables(outputs: dict[str, list[Message]], db: Path) -> None:
+    """The output topics, duplicates dropped, hold what the DuckDB file `db` holds."""
+    unique = without_duplicates(outputs)
+    history = ("match_id", "market", "version", "status", "reason", "ts")
+    assert rows(unique[MARKETS], history) == db_rows(db, "market_history", history)
+    status = ("match_id", "market", "status", "version", "reason", "ts", "winner")
+    final = latest(unique[MARKETS], "match_id", "market").values()
+    assert rows(final, status) == db_rows(db, "market_status", status)
+    prices = ("match_id", "market", "version", "selection", "probability", "price", "ts")
+    assert rows(unique[PRICES], prices) == db_rows(db, "prices", prices)
+    bets = latest(unique[BETS], "bet_id").values()
+    assert rows(bets, BET_COLUMNS) == db_rows(db, "bets", BET_COLUMNS)
+    wallets = ("user_id", "balance", "version", "ts")
+    final_wallets = latest(unique[WALLETS], "user_id").values()
+    assert rows(final_wallets, wallets) == db_rows(db, "wallets", wallets)
+    movements = ("user_id", "version", "ts", "balance")
+    assert rows(unique[WALLETS], movements) == db_rows(db, "wallet_ledger", movements)
+    last_state = {m["match_id"]: m for m in unique[MATCHES]}.values()  # partition order
+    assert rows(last_state, MATCH_COLUMNS) == db_rows(db, "matches", MATCH_COLUMNS)
+    rejected = ("reason", "raw", "ts", "match_id")
+    assert rows(unique[REJECTS], rejected) == db_rows(db, "rejects", rejected)
+
+
+def tables_without_sources(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """The tables a run of the same lines must reproduce, minus where lines came from
+    (`file:line` in a replay, `topic/partition/offset` live)."""
+    out = {}
+    for name in ("matches", "market_status", "market_history", "prices", "bets", "wallets",
+                 "feed_gaps"):  # fmt: skip
+        out[name] = sorted(table(db, f"SELECT * FROM {name}"), key=repr)
+    movements = ("user_id", "version", "ts", "kind", "amount", "balance")  # not `ref`
+    out["wallet_ledger"] = db_rows(db, "wallet_ledger", movements)
+    out["feed_events"] = db_rows(db, "feed_events", ("provider", "match_id", "seq", "type"))
+    out["rejects"] = db_rows(db, "rejects", ("reason", "raw", "ts", "match_id"))
+    return out
+
+
+def run_live_until_done(
+    settings: KafkaSettings, db: Path, expected: dict[str, int], *options: str
+) -> LiveProcess:
+    live = LiveProcess(settings, db, *options)
+    try:
+        wait_for_outputs(settings, expected, live)
+    finally:
+        status = live.stop()
+    assert status == 0, live.stderr()
+    return live
+
+
+# --- the tests ---------------------------------------------------------------------------
+
+
+def test_live_flow_gives_the_replay_outputs(
+    kafka_settings: KafkaSettings, feed10: Path, replay10: Path, tmp_path: Path
+) -> None:
+    ensure_topics(kafka_settings, ALL_TOPICS)
+    lines = publish_as_arrived(kafka_settings, feed10)
+    live_db = tmp_path / "live.duckdb"
+
+    live = run_live_until_done(kafka_settings, live_db, expected_counts(replay10))
+
+    outputs = read_outputs(kafka_settings)
+    assert_outputs_equal_tables(outputs, replay10)  # Kafka: the replay's markets, bets, ...
+    assert tables_without_sources(live_db) == tables_without_sources(replay10)  # DuckDB too
+    ended = table(live_db, "SELECT count(*) FROM matches WHERE status = 'ended'")
+    assert ended == [(10,)]
+    assert f"lines read   {lines:,}" in live.stdout()  # the summary, after Ctrl-C
+
+
+def test_lines_published_in_bursts_reach_both_sinks_once(
+    kafka_settings: KafkaSettings, feed10: Path, replay10: Path, tmp_path: Path
+) -> None:
+    """`oddsflow publish` at full speed: where a bet shares a millisecond with its match's
+    lines their order is not known, so bets may differ from the replay; every line is
+    still processed once, each match's own lines in order, and Kafka and DuckDB agree."""
+    ensure_topics(kafka_settings, ALL_TOPICS)
+    publish(kafka_settings, feed10)
+    live_db = tmp_path / "live.duckdb"
+    replayed = expected_counts(replay10)  # bets move markets too: expect most, then quiet
+    expected = {MARKETS: replayed[MARKETS] * 9 // 10, REJECTS: replayed[REJECTS]}
+
+    run_live_until_done(kafka_settings, live_db, expected)
+
+    assert_outputs_equal_tables(read_outputs(kafka_settings), live_db)
+    live, replayed = tables_without_sources(live_db), tables_without_sources(replay10)
+    for name in ("feed_events", "matches", "rejects", "feed_gaps"):
+        assert live[name] == replayed[name], name
+    assert {b[0] for b in live["bets"]} == {b[0] for b in replayed["bets"]}
+
+
+def test_unreachable_broker_fails_fast_with_one_line(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "flows", "live", "--kafka", "127.0.0.1:1"]
+    started = time.monotonic()
+    result = subprocess.run(
+        [*command, "--db", str(tmp_path / "live.duckdb")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    took = time.monotonic() - started
+    assert result.returncode != 0
+    assert took < 15, took
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("oddsflow live: cannot reach Kafka at 127.0.0.1:1"), lines[0]
+
+
+# --- keep last: stops the shared broker for a few seconds ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def feed60(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("live") / "sim60.jsonl"
+    write_feed(path, matches=60, seed=7)
+    return path
+
+
+def test_broker_restart_mid_run_loses_no_output(
+    kafka_settings: KafkaSettings, feed60: Path, tmp_path: Path
+) -> None:
+    """The broker stops while the flow is writing its outputs and comes back a few seconds
+    later: the flow rides it out (or stops with a one-line cause and, restarted,
+    completes), and the output topics, duplicates dropped, equal the replay's.
+
+    `--event-time-only`: with the wall-clock timers on, the feed's silence during the
+    outage would suspend the markets, which a replay cannot know."""
+    replayed = replay([feed60], tmp_path / "replay.duckdb")
+    expected = expected_counts(replayed)
+    ensure_topics(kafka_settings, ALL_TOPICS)
+    publish_as_arrived(kafka_settings, feed60)
+    live_db = tmp_path / "live.duckdb"
+    live = LiveProcess(kafka_settings, live_db, "--event-time-only")
+    try:
+        wait_for_outputs(
+            kafka_settings, {MARKETS: expected[MARKETS] // 5}, live, timeout=60, quiet_s=0
+        )
+        assert live.running(), live.stderr()
+        kafka_broker.down()
+        time.sleep(3)
+        kafka_broker.up()
+        counts = wait_for_outputs(kafka_settings, expected, live)
+        if not live.running():  # it gave up while the broker was away: it said why
+            assert live.proc.returncode != 0
+            cause = live.stderr().strip().splitlines()[-1]
+            assert cause.startswith("oddsflow live: "), live.stderr()
+            live = LiveProcess(kafka_settings, live_db, "--event-time-only")
+            counts = wait_for_outputs(kafka_settings, expected, live)
+    finally:
+        if kafka_broker.status().up is False:
+            kafka_broker.up()
+        status = live.stop()
+    assert status == 0, live.stderr()
+    assert all(counts[t] >= n for t, n in expected.items()), (counts, expected)
+
+    outputs = read_outputs(kafka_settings)
+    assert_outputs_equal_tables(outputs, replayed)
+    assert tables_without_sources(live_db) == tables_without_sources(replayed)
+    resent = Counter(t for t, values in outputs.items() for _ in values)
+    unique = Counter(t for t, values in without_duplicates(outputs).items() for _ in values)
+    print(f"messages {dict(resent)}, without duplicates {dict(unique)}")
