@@ -4,7 +4,9 @@ topic's messages).
 publish: feed lines go to the feed topic keyed by `match_id`, `deposit` and `bet` lines
 to the bets_in topic keyed by `user_id`; each value is the line's exact bytes. A line
 that is not JSON is still sent (to the feed topic, with an empty key): rejecting it is
-the flow's job, and it lands in `rejects` with a reason.
+the flow's job, and it lands in `rejects` with a reason. A signed recorded line
+(`<signature>\t<line>`) is sent as the line with its signature in the `oddsflow-sig`
+header; `--sign` signs the lines of every provider the keyring holds a secret for.
 """
 
 from __future__ import annotations
@@ -20,14 +22,24 @@ from pathlib import Path
 from typing import NamedTuple
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import ClusterMetadata
 
-from flows.sources import open_feed
+from flows.sources import bounded_lines, open_feed
+from operators.signing import (
+    SIGNATURE_HEADER,
+    Keyring,
+    KeyringError,
+    load_keyring,
+    sign,
+    split_signed,
+    use_secrets_file,
+)
 from sinks.kafka_config import (
     BETS_IN,
     FEED,
     INPUT_TOPICS,
+    KafkaConfigError,
     KafkaSettings,
     KafkaUnreachableError,
     TopicSetupError,
@@ -78,11 +90,29 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
+class _Provider(msgspec.Struct):
+    provider: object = None
+
+
+_provider = msgspec.json.Decoder(_Provider)
+
+
+def signature_for(line: bytes, keyring: Keyring) -> str:
+    """The line's signature when its provider is signed in `keyring`, else ""."""
+    try:
+        provider = _provider.decode(line).provider
+    except msgspec.MsgspecError:
+        return ""
+    secret = keyring.secret_for(provider) if isinstance(provider, str) else None
+    return sign(line, secret) if secret is not None else ""
+
+
 @dataclass
 class PublishStats:
     lines: int = 0
     per_topic: dict[str, int] = field(default_factory=lambda: dict.fromkeys(INPUT_TOPICS, 0))
     not_json: int = 0
+    signed: int = 0
     seconds: float = 0.0
 
     @property
@@ -91,36 +121,44 @@ class PublishStats:
 
 
 def publish(
-    settings: KafkaSettings, path: Path, speed: float = 0.0, *, progress: bool = False
+    settings: KafkaSettings,
+    path: Path,
+    speed: float = 0.0,
+    *,
+    progress: bool = False,
+    sign_with: Keyring | None = None,
 ) -> PublishStats:
     """Send every non-blank line of `path`; at `speed` > 0, paced by the lines' `ts`.
+    A recorded signature, or one made with `sign_with`, goes in the `oddsflow-sig` header.
 
     Returns once every message is acknowledged by the broker; raises
     `KafkaDeliveryError` if one could not be delivered.
     """
-    sink = KafkaSinkPartition(settings, client_id="oddsflow-publish")
+    sink = _Publisher(settings, client_id="oddsflow-publish")
     stats = PublishStats()
     started = time.monotonic()
     pace = _Pacer(speed, started)
     ticker = _Progress(stats, started) if progress else None
-    batch: list[SinkItem] = []
-    for line in _lines(path):
+    batch: list[Signed] = []
+    for line, recorded in _lines(path):
         item, ts, is_json = route(line)
+        signature = (signature_for(line, sign_with) if sign_with else "") or recorded
         wait = pace.wait_for(ts)
         if wait > 0:
-            sink.write_batch(batch)
+            sink.write_signed(batch)
             batch = []
             _serve_for(sink, wait)
-        batch.append(item)
+        batch.append((item, signature))
         stats.lines += 1
         stats.per_topic[item[0]] += 1
         stats.not_json += not is_json
+        stats.signed += bool(signature)
         if len(batch) >= BATCH_LINES or speed > 0:
-            sink.write_batch(batch)
+            sink.write_signed(batch)
             batch = []
         if ticker:
             ticker.maybe_print()
-    sink.write_batch(batch)
+    sink.write_signed(batch)
     sink.close()
     stats.seconds = time.monotonic() - started
     if ticker:
@@ -128,12 +166,41 @@ def publish(
     return stats
 
 
-def _lines(path: Path) -> Iterator[bytes]:
+def _lines(path: Path) -> Iterator[tuple[bytes, str]]:
+    """(line, recorded signature or "") for every non-blank line."""
     with open_feed(path) as stream:
-        for raw in stream:
+        for raw in bounded_lines(stream):
             line = raw.rstrip(b"\r\n")
             if line.strip():
-                yield line
+                yield split_signed(line)
+
+
+Signed = tuple[SinkItem, str]  # an item and its signature ("" for none)
+
+
+class _Publisher(KafkaSinkPartition):
+    """The Kafka sink's producer, with a line's signature as the `oddsflow-sig` header."""
+
+    def write_signed(self, batch: list[Signed]) -> None:
+        """Queue the batch in order; raises like `write_batch`."""
+        if not any(signature for _, signature in batch):
+            self.write_batch([item for item, _ in batch])
+            return
+        self._raise_if_failed()
+        for (suffix, key, value), signature in batch:
+            topic = self._prefix + suffix
+            headers: list[tuple[str, str | bytes | None]] | None = (
+                [(SIGNATURE_HEADER, signature.encode())] if signature else None
+            )
+            while True:
+                try:
+                    self._producer.produce(topic, value, key, headers=headers)
+                    break
+                except BufferError:  # local queue full: wait for deliveries to make room
+                    self.poll(0.1)
+                except KafkaException as exc:
+                    raise KafkaDeliveryError(topic, key, exc.args[0]) from exc
+        self.poll(0)
 
 
 class _Pacer:
@@ -191,14 +258,38 @@ def publish_main(argv: Sequence[str] | None = None) -> int:
         default=0.0,
         help="0 (default): as fast as possible; X: X times real time by the lines' ts",
     )
+    parser.add_argument(
+        "--sign",
+        action="store_true",
+        help="sign the lines of every provider with a secret (ODDSFLOW_SECRET_<PROVIDER>, "
+        "or --secrets / $ODDSFLOW_SECRETS_FILE): HMAC-SHA256 in the oddsflow-sig header",
+    )
+    parser.add_argument(
+        "--secrets",
+        type=Path,
+        metavar="FILE",
+        help="TOML file of provider secrets, mode 0600 (see docs/security.md)",
+    )
     args = parser.parse_args(argv)
     if not args.file.is_file():
         return _fail("publish", f"no such file: {args.file}")
-    settings = KafkaSettings.from_env_and_args(args.kafka, args.kafka_config)
+    try:
+        settings = KafkaSettings.from_env_and_args(args.kafka, args.kafka_config)
+        keyring = use_secrets_file(args.secrets) if args.secrets else load_keyring()
+    except (KafkaConfigError, KeyringError) as exc:
+        return _fail("publish", str(exc))
+    if args.sign and not keyring.secrets:
+        return _fail("publish", "--sign: no secret (ODDSFLOW_SECRET_<PROVIDER> or --secrets)")
     try:
         fetch_metadata(settings, timeout=CHECK_TIMEOUT_S)
         ensure_topics(settings, INPUT_TOPICS)
-        stats = publish(settings, args.file, args.speed, progress=sys.stderr.isatty())
+        stats = publish(
+            settings,
+            args.file,
+            args.speed,
+            progress=sys.stderr.isatty(),
+            sign_with=keyring if args.sign else None,
+        )
     except (KafkaUnreachableError, TopicSetupError, KafkaDeliveryError) as exc:
         return _fail("publish", str(exc))
     except KeyboardInterrupt:
@@ -206,8 +297,8 @@ def publish_main(argv: Sequence[str] | None = None) -> int:
     counts = ", ".join(f"{settings.topic(t)} {n:,}" for t, n in stats.per_topic.items())
     print(
         f"published {stats.lines:,} lines from {args.file.name} to {settings.bootstrap} "
-        f"({counts}; {stats.not_json:,} not JSON) in {stats.seconds:.1f} s "
-        f"({stats.rate:,.0f} lines/s)"
+        f"({counts}; {stats.not_json:,} not JSON; {stats.signed:,} signed) in "
+        f"{stats.seconds:.1f} s ({stats.rate:,.0f} lines/s)"
     )
     return 0
 
@@ -228,10 +319,10 @@ def tail_main(argv: Sequence[str] | None = None) -> int:
         "--timeout", type=float, metavar="S", help="stop after S seconds without a message"
     )
     args = parser.parse_args(argv)
-    settings = KafkaSettings.from_env_and_args(args.kafka, args.kafka_config)
     try:
+        settings = KafkaSettings.from_env_and_args(args.kafka, args.kafka_config)
         metadata = fetch_metadata(settings, timeout=CHECK_TIMEOUT_S)
-    except KafkaUnreachableError as exc:
+    except (KafkaConfigError, KafkaUnreachableError) as exc:
         return _fail("tail", str(exc))
     topic = resolve_topic(settings, args.topic, metadata)
     if topic is None:
