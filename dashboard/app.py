@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import polars as pl
 import streamlit as st
 
-from dashboard import charts, queries
+from dashboard import auth, charts, queries
 from dashboard.queries import FileState, Missing
 
 DB = queries.db_path_from_env()
@@ -27,6 +27,7 @@ TIME = st.column_config.DatetimeColumn("event time (UTC)", format="YYYY-MM-DD HH
 CLOCK = st.column_config.DatetimeColumn("time (UTC)", format="HH:mm:ss")
 
 st.set_page_config(page_title="oddsflow monitor", page_icon="⚽", layout="wide")
+auth.require_login()  # when a login is configured, nothing below runs before it succeeds
 
 
 # ---- shared pieces ---------------------------------------------------------------------------
