@@ -69,8 +69,10 @@ DEFAULT_GROUP = "oddsflow-live"
 CHECK_TIMEOUT_S = 5.0  # an unreachable broker fails `oddsflow live` within this
 BATCH_SIZE = 1000  # messages taken from the consumer per call
 # How long the merge waits for a partition that is neither caught up nor delivering
-# before it goes on without it (only at start, or when the broker is in trouble).
-ALIGN_WAIT_S = 2.0
+# (at start, or while the broker is away) before it goes on without it, at the risk of
+# taking lines out of arrival order. Longer than a broker restart; the Kafka sink gives
+# up after delivery.timeout.ms (30 s by default) anyway.
+ALIGN_WAIT_S = 30.0
 ERROR_LOG_EVERY_S = 10.0
 
 # librdkafka's own log lines (connection refused, every retry) go nowhere; the consumer's
@@ -140,6 +142,7 @@ class _Lane:
     queue: deque[tuple[tuple[int, int], RawLine, int]] = field(default_factory=deque)
     caught_up: bool = False  # at the partition's end, nothing in flight
     heard: float = field(default_factory=time.monotonic)
+    skipped: bool = False  # the merge went on without it (logged once)
     next_offset: int | None = None  # after the last emitted line
 
 
@@ -211,6 +214,7 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
         lane.queue.append((order, RawLine(f"{lane.name}/{offset}", data), offset))
         lane.caught_up = False
         lane.heard = now
+        lane.skipped = False
 
     def _merge(self) -> Iterator[RawLine]:
         """Lines in arrival order across partitions, while no partition can still deliver
@@ -223,13 +227,25 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
                 if lane.queue:
                     if first is None or lane.queue[0][0] < first.queue[0][0]:
                         first = lane
-                elif not lane.caught_up and now - lane.heard < self.align_wait_s:
-                    return  # this partition may still bring an earlier line
+                elif not lane.caught_up:
+                    if now - lane.heard < self.align_wait_s:
+                        return  # this partition may still bring an earlier line
+                    self._skipping(lane, now)
             if first is None:
                 return
             _, line, offset = first.queue.popleft()
             first.next_offset = offset + 1
             yield line
+
+    def _skipping(self, lane: _Lane, now: float) -> None:
+        if not lane.skipped:
+            lane.skipped = True
+            log.warning(
+                "nothing from %s for %.0f s: going on without it (its lines may come out "
+                "of arrival order)",
+                lane.name,
+                now - lane.heard,
+            )
 
     def _on_error(self, err: KafkaError) -> None:
         """librdkafka's client-level errors (broker down, ...): it retries by itself."""
