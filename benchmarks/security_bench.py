@@ -1,0 +1,255 @@
+"""What security costs, each against its baseline in the same invocation.
+
+    python -m benchmarks.security_bench [--matches 100] [--rounds 3] [--messages 200000]
+
+1. Replay throughput of the real flow (DuckDB sink included) over the same simulated feed:
+   unsigned lines with no keyring, against every line signed and checked (HMAC-SHA256 per
+   feed line, the signature split off each recorded line). Each run is a fresh child
+   process; rounds alternate and the best of each is kept. Then the cost per line of the
+   check alone, in process: `route` over the same lines with and without the keyring.
+2. Kafka throughput over SASL_SSL (SCRAM-SHA-512, TLS 1.3; `feed` produces, `flow`
+   consumes) against PLAINTEXT: the same feed lines produced with oddsflow's producer
+   settings (idempotent, acks=all) until all are acknowledged, then consumed to the end.
+   Needs both local brokers; starts the secure one if it is down (and stops it after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import multiprocessing as mp
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bytewax.testing import run_main
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from flows import kafka_broker, kafka_secure
+from flows.replay import get_flow
+from flows.sources import read_lines
+from operators import signing
+from operators.parse import route
+from sinks.kafka_config import ALL_TOPICS, FEED, KafkaSettings, ensure_topics
+
+SECRET = "a benchmark secret, long enough"
+
+
+# --- 1. replay ---------------------------------------------------------------------------------
+
+
+def signed_copy(feed: Path, out: Path) -> int:
+    """Every `sim` line of `feed` signed, into `out`; the number of lines."""
+    secret = SECRET.encode()
+    count = 0
+    with gzip.open(feed, "rb") as src, out.open("wb") as dst:
+        for raw in src:
+            line = raw.rstrip(b"\n")
+            if b'"provider":"sim"' in line:
+                line = signing.signed_line(line, signing.sign(line, secret))
+            dst.write(line + b"\n")
+            count += 1
+    return count
+
+
+def _child(feed: Path, db: Path, keyring: bool, conn: mp.connection.Connection) -> None:
+    if keyring:
+        os.environ["ODDSFLOW_SECRET_SIM"] = SECRET
+    signing.reload_keyring()
+    started = time.perf_counter()
+    run_main(get_flow([feed], db))
+    conn.send(time.perf_counter() - started)
+
+
+def replay_seconds(feed: Path, db: Path, keyring: bool) -> float:
+    for stale in db.parent.glob(f"{db.stem}*"):
+        stale.unlink()
+    parent, child = mp.Pipe()
+    proc = mp.get_context("fork").Process(target=_child, args=(feed, db, keyring, child))
+    proc.start()
+    seconds: float = parent.recv()
+    proc.join()
+    return seconds
+
+
+def bench_replay(work: Path, matches: int, rounds: int) -> None:
+    from flows.simulator import write_feed
+
+    plain = work / "sim.jsonl.gz"
+    write_feed(plain, matches=matches, seed=3)
+    signed = work / "signed.jsonl"
+    lines = signed_copy(plain, signed)
+    (work / "out").mkdir()
+    runs = {"unsigned, no keyring": (plain, False), "signed and checked": (signed, True)}
+    best: dict[str, float] = {}
+    print(f"replay: {lines:,} lines ({matches} simulated matches)")
+    for r in range(rounds):
+        for name, (feed, keyring) in runs.items():
+            seconds = replay_seconds(feed, work / "out" / "bench.duckdb", keyring)
+            best[name] = min(best.get(name, seconds), seconds)
+            print(f"  round {r + 1} {name:22s} {lines / seconds:>10,.0f} lines/s {seconds:6.2f} s")
+    base, checked = (lines / best[name] for name in runs)
+    print(
+        f"replay best: unsigned {base:,.0f} lines/s, signed+checked {checked:,.0f} lines/s "
+        f"({checked / base:.0%} of unsigned)"
+    )
+    bench_route(signed, rounds)
+
+
+def bench_route(signed: Path, rounds: int) -> None:
+    """µs per line of `route` (limits, keys, and with a keyring the signature check)."""
+    raws = list(read_lines(signed))
+    best: dict[bool, float] = {}
+    for _ in range(rounds):
+        for keyring in (False, True):
+            if keyring:
+                os.environ["ODDSFLOW_SECRET_SIM"] = SECRET
+            else:
+                os.environ.pop("ODDSFLOW_SECRET_SIM", None)
+            signing.reload_keyring()
+            started = time.perf_counter()
+            for raw in raws:
+                route(raw)
+            best[keyring] = min(best.get(keyring, 1e9), time.perf_counter() - started)
+    os.environ.pop("ODDSFLOW_SECRET_SIM", None)
+    signing.reload_keyring()
+    off, on = (best[k] / len(raws) * 1e6 for k in (False, True))
+    print(f"route per line: {off:.2f} µs without a keyring, {on:.2f} µs checking signatures "
+          f"(+{on - off:.2f} µs)")  # fmt: skip
+
+
+# --- 2. Kafka ----------------------------------------------------------------------------------
+
+
+def feed_values(feed: Path, count: int) -> list[bytes]:
+    values: list[bytes] = []
+    with gzip.open(feed, "rb") as src:
+        while len(values) < count:
+            for raw in src:
+                values.append(raw.rstrip(b"\n"))
+                if len(values) == count:
+                    break
+            src.seek(0)
+    return values
+
+
+def produce_all(settings: KafkaSettings, values: list[bytes]) -> float:
+    producer = Producer(settings.producer_config())
+    topic = settings.topic(FEED)
+    started = time.perf_counter()
+    for i, value in enumerate(values):
+        while True:
+            try:
+                producer.produce(topic, value, str(i % 64))
+                break
+            except BufferError:
+                producer.poll(0.05)
+    left = producer.flush(120)
+    if left:
+        raise RuntimeError(f"{left} messages not delivered")
+    return time.perf_counter() - started
+
+
+def consume_all(settings: KafkaSettings, expected: int) -> float:
+    consumer = Consumer(
+        {
+            **settings.consumer_config(f"oddsflow-live-bench-{uuid.uuid4().hex[:6]}"),
+            "enable.auto.commit": False,
+        }
+    )
+    topic = settings.topic(FEED)
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    seen = 0
+    started = time.perf_counter()
+    try:
+        while seen < expected:
+            for msg in consumer.consume(10_000, 1.0):
+                err = msg.error()
+                if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(err.str())
+                seen += err is None
+    finally:
+        consumer.close()
+    return time.perf_counter() - started
+
+
+def bench_kafka(work: Path, messages: int, rounds: int) -> None:
+    plain_up = kafka_broker.status().up
+    started_secure = not kafka_broker.status(secure=True).up
+    if not plain_up:
+        print("kafka: the plain broker is down (oddsflow kafka up); skipping the Kafka part")
+        return
+    if started_secure:
+        kafka_broker.up(secure=True)
+    files = kafka_broker.StatePaths.from_env(secure=True).files
+    values = feed_values(work / "sim.jsonl.gz", messages)
+    size = sum(map(len, values)) / len(values)
+    print(f"kafka: {messages:,} feed lines of {size:.0f} bytes on average, 4 partitions")
+    best: dict[str, tuple[float, float]] = {}
+    try:
+        for r in range(rounds):
+            prefix = f"bench-{uuid.uuid4().hex[:6]}."
+            internal = kafka_secure.internal_settings(files, prefix)
+            kafka_secure.grant(internal, prefix)
+            ensure_topics(internal, ALL_TOPICS)
+            plain = KafkaSettings(bootstrap=kafka_broker.BOOTSTRAP, topic_prefix=prefix)
+            ensure_topics(plain, [FEED])
+            setups = {
+                "PLAINTEXT": (plain, plain),
+                "SASL_SSL": (
+                    kafka_secure.client_settings(files, "feed", prefix),
+                    kafka_secure.client_settings(files, "flow", prefix),
+                ),
+            }
+            try:
+                for name, (producer, consumer) in setups.items():
+                    put = produce_all(producer, values)
+                    get = consume_all(consumer, messages)
+                    print(
+                        f"  round {r + 1} {name:9s} produce {messages / put:>9,.0f} msg/s   "
+                        f"consume {messages / get:>9,.0f} msg/s"
+                    )
+                    old = best.get(name, (put, get))
+                    best[name] = (min(old[0], put), min(old[1], get))
+            finally:
+                _drop_topics(plain, [FEED])
+                _drop_topics(internal, ALL_TOPICS)
+                kafka_secure.revoke(internal, prefix)
+    finally:
+        if started_secure:
+            kafka_broker.down(secure=True)
+    (pp, pc), (sp, sc) = best["PLAINTEXT"], best["SASL_SSL"]
+    print(
+        f"kafka best: produce SASL_SSL {messages / sp:,.0f} vs PLAINTEXT {messages / pp:,.0f} "
+        f"msg/s ({pp / sp:.0%}); consume {messages / sc:,.0f} vs {messages / pc:,.0f} msg/s "
+        f"({pc / sc:.0%})"
+    )
+
+
+def _drop_topics(settings: KafkaSettings, names: list[str] | tuple[str, ...]) -> None:
+    admin = AdminClient(settings.admin_config())
+    for future in admin.delete_topics([settings.topic(n) for n in names]).values():
+        future.result(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--matches", type=int, default=100, help="simulated matches (~145k lines)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--skip-kafka", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="oddsflow-security-bench-"))
+    bench_replay(work, args.matches, args.rounds)
+    if not args.skip_kafka:
+        bench_kafka(work, args.messages, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
