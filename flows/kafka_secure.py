@@ -198,6 +198,7 @@ def ensure_tls(files: SecureFiles) -> None:
     finally:
         os.umask(old_umask)
     csr.unlink(missing_ok=True)
+    ext.unlink(missing_ok=True)
     files.ca_cert.chmod(0o644)  # public: clients need it
 
 

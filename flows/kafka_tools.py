@@ -27,13 +27,13 @@ from confluent_kafka.admin import ClusterMetadata
 
 from flows.sources import bounded_lines, open_feed
 from operators.signing import (
+    ENV_SECRETS_FILE,
     SIGNATURE_HEADER,
     Keyring,
     KeyringError,
     load_keyring,
     sign,
     split_signed,
-    use_secrets_file,
 )
 from sinks.kafka_config import (
     BETS_IN,
@@ -275,7 +275,8 @@ def publish_main(argv: Sequence[str] | None = None) -> int:
         return _fail("publish", f"no such file: {args.file}")
     try:
         settings = KafkaSettings.from_env_and_args(args.kafka, args.kafka_config)
-        keyring = use_secrets_file(args.secrets) if args.secrets else load_keyring()
+        env = {**os.environ, ENV_SECRETS_FILE: str(args.secrets)} if args.secrets else None
+        keyring = load_keyring(env)
     except (KafkaConfigError, KeyringError) as exc:
         return _fail("publish", str(exc))
     if args.sign and not keyring.secrets:

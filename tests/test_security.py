@@ -29,7 +29,7 @@ from flows import kafka_broker, kafka_secure
 from flows.kafka_secure import SecureFiles, client_settings, internal_settings
 from flows.kafka_tools import publish, publish_main, tail_main
 from flows.simulator import write_feed
-from operators.signing import SIGNATURE_HEADER, Keyring, check
+from operators.signing import SIGNATURE_HEADER, Keyring, active_keyring, check
 from sinks.kafka_config import (
     ALL_TOPICS,
     ENV_BOOTSTRAP,
@@ -302,7 +302,9 @@ def test_live_flow_over_sasl_ssl_with_the_flow_principal(
 ) -> None:
     pytest.importorskip("flows.live")
     feed_file = tmp_path / "sim3.jsonl"
-    write_feed(feed_file, matches=3, seed=4)
+    # No bets: the feed is one topic, so each match's lines keep their order (bets on the
+    # other topic may interleave differently than in the file; tests/test_live_flow.py).
+    write_feed(feed_file, matches=3, seed=4, bets_per_match=0)
     expected = replay([feed_file], tmp_path / "replay.duckdb")
     db = tmp_path / "live.duckdb"
     env = {k: v for k, v in os.environ.items() if k != ENV_BOOTSTRAP}
@@ -365,6 +367,8 @@ def test_publish_signs_and_tail_reads_with_their_config_files(
     )
     out = capsys.readouterr().out
     assert code == 0 and "1 signed" in out and SECRET not in out
+    assert "ODDSFLOW_SECRETS_FILE" not in os.environ  # publish signs; the process's keyring
+    assert not active_keyring().active  # stays as it was
     flow = client_settings(secure_files, "flow", prefix)
     signed = _read_with_headers(flow, FEED, 2)
     ring = Keyring.of({"sim": SECRET})
