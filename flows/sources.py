@@ -45,10 +45,10 @@ def line_ts(data: bytes) -> int | None:
     """The line's event time (`ts`, or Betfair's `pt`), if it has a readable one."""
     try:
         line = _time_decoder.decode(data)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
         return None
     for value in (line.ts, line.pt):
-        if isinstance(value, int):
+        if isinstance(value, int) and not isinstance(value, bool):
             return value
     return None
 

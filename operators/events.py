@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
-Seq = Annotated[int, msgspec.Meta(ge=1)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]  # fits BIGINT with room to add
+Seq = Annotated[int, msgspec.Meta(ge=1, le=2**53 - 1)]
 Period = Annotated[int, msgspec.Meta(ge=1, le=4)]
 Rate = Annotated[float, msgspec.Meta(ge=0.0, le=20.0)]
 Minute = Annotated[int, msgspec.Meta(ge=0, le=200)]

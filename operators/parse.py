@@ -113,7 +113,7 @@ def parse_line(raw: RawLine, limits: Limits | None = None) -> Event | Reject:
         return _decoder.decode(raw.data)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
         return _reject(raw, *_explain(raw.data, str(exc)))
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad UTF-8 in a string: the latter
         return _reject(raw, "malformed_json", str(exc))
 
 
@@ -169,7 +169,7 @@ REJECTS_KEY = ""
 def _peek(raw: RawLine) -> _Route | None:
     try:
         return _route.decode(raw.data)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeDecodeError):
         return None
 
 

@@ -187,7 +187,7 @@ class _CricketChange(msgspec.Struct):
 
 class _Line(msgspec.Struct):
     op: str
-    pt: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    pt: Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)] | None = None
     ct: str | None = None
     mc: list[_MarketChange] | None = None
     cc: list[_CricketChange] | None = None
@@ -222,7 +222,7 @@ def market_key(data: bytes) -> str:
     lines too broken to tell, which that key's processor rejects)."""
     try:
         line = _decode_key(data)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
         return KEY_PREFIX
     if line.mc:
         first: object = line.mc[0].id
@@ -248,7 +248,7 @@ def split_by_market(raw: RawLine) -> list[RawLine]:
     the same line with only that entry, source `<source>#<n>`. Other lines pass unchanged."""
     try:
         keys = _decode_key(raw.data)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
         return [raw]
     if len(keys.mc or ()) < 2 and len(keys.cc or ()) < 2:
         return [raw]  # the usual case: no full decode
@@ -494,7 +494,7 @@ class BetfairProcessor:
             line = _decode_line(raw.data)
         except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
             return [_reject(raw, _explain(str(exc)), str(exc))]
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             return [_reject(raw, "malformed_json", str(exc))]
         if line.op not in ("mcm", "ccm"):
             return [_reject(raw, "unknown_op", f"op {line.op!r} is neither mcm nor ccm")]
@@ -715,9 +715,9 @@ def _peek(data: bytes) -> tuple[int | None, str | None]:
     """The publish time and first market id of a rejected line, when it has readable ones."""
     try:
         peek = _decode_peek(data)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
         return None, None
-    ts = peek.pt if isinstance(peek.pt, int) and not isinstance(peek.pt, bool) else None
+    ts = peek.pt if type(peek.pt) is int and 0 <= peek.pt < 2**53 else None
     return ts, _first_id(peek.mc, "id") or _first_id(peek.cc, "marketId")
 
 

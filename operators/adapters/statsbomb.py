@@ -107,7 +107,7 @@ class MatchContext:
 
     def side(self, ev: dict) -> str:
         team_id = _field(ev, "team.id")
-        if team_id not in self.sides:
+        if not isinstance(team_id, int) or team_id not in self.sides:
             raise BadEvent("unknown_team")
         return self.sides[team_id]
 
