@@ -41,6 +41,7 @@ from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     TopicPartition,
 )
@@ -60,7 +61,7 @@ from sinks.kafka_config import (
     ensure_topics,
     fetch_metadata,
 )
-from sinks.kafka_rows import kafka_output
+from sinks.kafka_rows import FLOW_FAILED, kafka_output
 from sinks.kafka_sink import KafkaDeliveryError
 
 log = logging.getLogger("oddsflow.live")
@@ -68,10 +69,11 @@ log = logging.getLogger("oddsflow.live")
 DEFAULT_GROUP = "oddsflow-live"
 CHECK_TIMEOUT_S = 5.0  # an unreachable broker fails `oddsflow live` within this
 BATCH_SIZE = 1000  # messages taken from the consumer per call
-# How long the merge waits for a partition that is neither caught up nor delivering
-# (at start, or while the broker is away) before it goes on without it, at the risk of
-# taking lines out of arrival order. Longer than a broker restart; the Kafka sink gives
-# up after delivery.timeout.ms (30 s by default) anyway.
+# How long the merge waits for a partition that is neither caught up nor delivering (at
+# start, or while the broker is away) before the flow stops: going on without it would
+# take lines out of arrival order. Longer than a broker restart; the Kafka sink gives up
+# after delivery.timeout.ms (30 s by default) too. Meanwhile the markets of matches in
+# play suspend for provider silence (wall-clock timers).
 ALIGN_WAIT_S = 30.0
 ERROR_LOG_EVERY_S = 10.0
 
@@ -134,16 +136,21 @@ def prepare_topics(settings: KafkaSettings, timeout: float = CHECK_TIMEOUT_S) ->
 # --- the source --------------------------------------------------------------------------
 
 
-@dataclass
+class InputStalledError(RuntimeError):
+    """A partition with more to read sent nothing for `ALIGN_WAIT_S`."""
+
+
+@dataclass(eq=False)
 class _Lane:
     """One topic partition: lines read but not yet emitted, in partition order."""
 
     name: str  # "topic/partition"
+    partition: TopicPartition
     queue: deque[tuple[tuple[int, int], RawLine, int]] = field(default_factory=deque)
     caught_up: bool = False  # at the partition's end, nothing in flight
     heard: float = field(default_factory=time.monotonic)
-    skipped: bool = False  # the merge went on without it (logged once)
     next_offset: int | None = None  # after the last emitted line
+    taken: int = -1  # offset of the last line read
 
 
 class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]):
@@ -158,6 +165,7 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
     ) -> None:
         self.errors: list[Reject] = []
         self.logged: dict[str, float] = {}
+        self.last_error = ""
         config = settings.consumer_config(group_id)
         config.update(
             {
@@ -174,7 +182,8 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
         assignment = []
         for topic in topics:
             for part in sorted(metadata.topics[topic].partitions):
-                lane = self.lanes[(topic, part)] = _Lane(f"{topic}/{part}")
+                lane = _Lane(f"{topic}/{part}", TopicPartition(topic, part))
+                self.lanes[(topic, part)] = lane
                 lane.next_offset = resume.get(lane.name)
                 offset = start if lane.next_offset is None else lane.next_offset
                 assignment.append(TopicPartition(topic, part, offset))
@@ -184,8 +193,11 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
 
     def next_batch(self) -> list[RawLine | Reject]:
         """Called by Bytewax whenever it wants more input: the lines that can go now."""
+        fed: set[_Lane] = set()
         for msg in self.consumer.consume(self.batch_size, 0):
-            self._take(msg)
+            self._take(msg, fed)
+        for lane in fed:
+            self._check_caught_up(lane)
         out: list[RawLine | Reject] = [*self.errors]
         self.errors.clear()
         lines = list(self._merge())
@@ -193,7 +205,7 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
         out.extend(lines)
         return out
 
-    def _take(self, msg: Message) -> None:
+    def _take(self, msg: Message, fed: set[_Lane]) -> None:
         err = msg.error()
         lane = self.lanes.get((msg.topic() or "", msg.partition() or 0))
         now = time.monotonic()
@@ -212,9 +224,20 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
         data = msg.value() or b""
         order = (created if kind != TIMESTAMP_NOT_AVAILABLE else 0, line_ts(data) or 0)
         lane.queue.append((order, RawLine(f"{lane.name}/{offset}", data), offset))
-        lane.caught_up = False
+        lane.taken = offset
         lane.heard = now
-        lane.skipped = False
+        fed.add(lane)
+
+    def _check_caught_up(self, lane: _Lane) -> None:
+        """Whether `lane` holds everything its partition had at the last fetch: the end
+        offset that fetch reported (no request). Partition EOF events would say the same,
+        but only with the next fetch, which the broker holds for fetch.wait.max.ms when
+        nothing new came: every line of another partition meanwhile would wait for it."""
+        try:
+            _, high = self.consumer.get_watermark_offsets(lane.partition, cached=True)
+        except KafkaException:
+            high = -1
+        lane.caught_up = high >= 0 and lane.taken + 1 >= high
 
     def _merge(self) -> Iterator[RawLine]:
         """Lines in arrival order across partitions, while no partition can still deliver
@@ -230,26 +253,26 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
                 elif not lane.caught_up:
                     if now - lane.heard < self.align_wait_s:
                         return  # this partition may still bring an earlier line
-                    self._skipping(lane, now)
+                    FLOW_FAILED.set()
+                    raise self._stalled(lane, now)
             if first is None:
                 return
             _, line, offset = first.queue.popleft()
             first.next_offset = offset + 1
             yield line
 
-    def _skipping(self, lane: _Lane, now: float) -> None:
-        if not lane.skipped:
-            lane.skipped = True
-            log.warning(
-                "nothing from %s for %.0f s: going on without it (its lines may come out "
-                "of arrival order)",
-                lane.name,
-                now - lane.heard,
-            )
+    def _stalled(self, lane: _Lane, now: float) -> InputStalledError:
+        last = f"; last consumer error: {self.last_error}" if self.last_error else ""
+        return InputStalledError(
+            f"nothing from {lane.name} for {now - lane.heard:.0f} s while it has more to "
+            f"read{last}; stopped rather than take lines out of arrival order (restart to "
+            "resume)"
+        )
 
     def _on_error(self, err: KafkaError) -> None:
         """librdkafka's client-level errors (broker down, ...): it retries by itself."""
         text = err.str()
+        self.last_error = text
         now = time.monotonic()
         if now - self.logged.get(text, float("-inf")) >= ERROR_LOG_EVERY_S:
             self.logged[text] = now
@@ -408,6 +431,8 @@ def _cause(exc: BaseException) -> str:
     for err in chain:
         if isinstance(err, KafkaDeliveryError):
             return f"{err} (restart to send again)"
+        if isinstance(err, InputStalledError):
+            return str(err)
     inner = chain[-1]
     text = str(inner).strip().splitlines()
     return f"{type(inner).__name__}: {text[-1] if text else ''}"

@@ -27,16 +27,18 @@ verdicts matches send to wallets) are internal and never leave the flow.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Stream, operator
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from operators.rows import BetRow, MarketStatusRow, MatchRow, PriceRow, Reject, WalletRow
 from sinks.kafka_config import BETS, MARKETS, MATCHES, PRICES, REJECTS, WALLETS, KafkaSettings
-from sinks.kafka_sink import KafkaSink, SinkItem
+from sinks.kafka_sink import KafkaSink, KafkaSinkPartition, SinkItem
 
 _encode = msgspec.json.Encoder(decimal_format="string").encode
 
@@ -90,4 +92,41 @@ def kafka_output(
     """The Kafka sink of a flow. In: `(key, [row, ...])` from `market_sync`; writes each
     row with a topic to its prefixed topic (the topics must exist: `ensure_topics`)."""
     messages = op.flat_map("to_messages", rows, to_messages)  # shape: (topic, key, json)
-    op.output("send", messages, KafkaSink(settings))
+    op.output("send", messages, _FailOnceSink(settings))
+
+
+# Set by a step of this process that raises (this sink, the live source): Bytewax then
+# unwinds and calls every partition's `close`, where a second exception aborts the process
+# ("thread caused non-unwinding panic") before the first one is printed.
+FLOW_FAILED = threading.Event()
+
+
+class _FailOncePartition(StatelessSinkPartition[SinkItem]):
+    """A `KafkaSinkPartition` whose `close` does nothing once the flow failed.
+
+    On a normal end `close` waits for every delivery and raises `KafkaDeliveryError` if one
+    failed, as `KafkaSinkPartition` does. Once a step failed, the messages still queued are
+    left undelivered (a restart sends them again) rather than waited for and raised.
+    """
+
+    def __init__(self, inner: KafkaSinkPartition) -> None:
+        self.inner = inner
+
+    def write_batch(self, items: list[SinkItem]) -> None:
+        try:
+            self.inner.write_batch(items)
+        except BaseException:
+            FLOW_FAILED.set()
+            raise
+
+    def close(self) -> None:
+        if not FLOW_FAILED.is_set():
+            self.inner.close()
+
+
+class _FailOnceSink(DynamicSink[SinkItem]):
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.sink = KafkaSink(settings)
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _FailOncePartition:
+        return _FailOncePartition(self.sink.build(step_id, worker_index, worker_count))
