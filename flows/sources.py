@@ -21,6 +21,7 @@ from operators.providers import FILE_FORMATS, sniff
 from operators.signing import SIGNATURE_HEX, split_signed
 
 BATCH_LINES = 1000
+MAX_PACE_JUMP_MS = 60_000  # event time a paced replay waits for at most between two lines
 FORMATS = ("auto", "native", "betfair", *FILE_FORMATS)
 
 
@@ -118,6 +119,7 @@ class _Partition(StatefulSourcePartition[RawLine, int]):
         self.batch_lines = batch_lines
         self.pending: RawLine | None = None
         self.first_ts: int | None = None
+        self.paced_ts = 0
         self.started = time.monotonic()
         self.wake_at: datetime | None = None
 
@@ -140,13 +142,19 @@ class _Partition(StatefulSourcePartition[RawLine, int]):
         return batch
 
     def _not_yet(self, raw: RawLine) -> bool:
-        """Pacing by event time: is this line due later than now at `speed`x?"""
+        """Pacing by event time: is this line due later than now at `speed`x?
+
+        The paced clock follows the lines' `ts` but jumps at most `MAX_PACE_JUMP_MS` at a
+        time, so one line with a far-future `ts` (which the flow rejects) cannot stall the
+        replay; lines at or before the paced clock are due at once."""
         ts = line_ts(raw.data)
         if ts is None:
             return False
         if self.first_ts is None:
-            self.first_ts = ts
-        due = self.started + (ts - self.first_ts) / 1000 / self.speed
+            self.first_ts = self.paced_ts = ts
+        if ts > self.paced_ts:
+            self.paced_ts = min(ts, self.paced_ts + MAX_PACE_JUMP_MS)
+        due = self.started + (self.paced_ts - self.first_ts) / 1000 / self.speed
         wait = due - time.monotonic()
         if wait <= 0:
             return False

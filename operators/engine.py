@@ -51,8 +51,8 @@ class MatchProcessor:
         ev = parse_line(raw)
         if isinstance(ev, Reject):
             return [ev]
-        if isinstance(ev, Deposit):
-            return []  # wallets' business (see `route`)
+        if isinstance(ev, Deposit):  # routing sends deposits to wallets: it could not read it
+            return [_reject_line(raw, "unroutable", "a deposit that routing could not read")]
         if self.bets is None:
             self.bets = MatchBets(self.rules)
         out: list[Output] = []
@@ -249,6 +249,10 @@ def _type(ev: FeedEvent) -> str:
 
 def _text(raw: RawLine) -> str:
     return raw.data.decode("utf-8", errors="replace")
+
+
+def _reject_line(raw: RawLine, reason: str, detail: str) -> Reject:
+    return Reject(raw.source, reason, detail, _text(raw), None, None, None)
 
 
 def _reject(raw: RawLine, ev: FeedEvent, reason: str, detail: str = "") -> Reject:

@@ -24,9 +24,15 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Team = Literal["home", "away"]
 
 
-def _check_amount(field: str, value: Decimal, minimum: Decimal) -> None:
-    if not value.is_finite() or value < minimum:
-        raise ValueError(f"`{field}` must be a finite decimal >= {minimum}, got {value}")
+MAX_MONEY = Decimal("1000000000.00")  # a deposit or stake; balances stay within DECIMAL(14, 2)
+MAX_PRICE = Decimal("1000.00")  # the top of the Betfair ladder
+
+
+def _check_amount(field: str, value: Decimal, minimum: Decimal, maximum: Decimal) -> None:
+    if not value.is_finite() or not minimum <= value <= maximum:
+        raise ValueError(f"`{field}` must be a decimal from {minimum} to {maximum}, got {value}")
+    if value != value.quantize(Decimal("0.01")):
+        raise ValueError(f"`{field}` has more than 2 decimal places: {value}")
 
 
 class FeedEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -114,7 +120,7 @@ class Deposit(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="
     amount: Decimal
 
     def __post_init__(self) -> None:
-        _check_amount("amount", self.amount, Decimal("0.01"))
+        _check_amount("amount", self.amount, Decimal("0.01"), MAX_MONEY)
 
 
 class Bet(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="bet"):
@@ -129,8 +135,8 @@ class Bet(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="bet"
     price: Decimal
 
     def __post_init__(self) -> None:
-        _check_amount("stake", self.stake, Decimal("0.01"))
-        _check_amount("price", self.price, Decimal("1.01"))
+        _check_amount("stake", self.stake, Decimal("0.01"), MAX_MONEY)
+        _check_amount("price", self.price, Decimal("1.01"), MAX_PRICE)
 
 
 FEED_TYPES: tuple[type[FeedEvent], ...] = (

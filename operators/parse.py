@@ -136,10 +136,14 @@ def _explain(data: bytes, message: str) -> tuple[str, str]:
 
 
 def _type_of(data: bytes) -> str | None:
-    peek = _peek(RawLine("", data))
-    if peek is None or peek.type is None:
+    """The line's `type` as text (a non-string shown as JSON), None when it has none."""
+    try:
+        found = _route.decode(data).type
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
         return None
-    return peek.type if isinstance(peek.type, str) else repr(peek.type)
+    if bytes(found) == b"null":
+        return None
+    return _text(found) or bytes(found).decode("utf-8", errors="replace")
 
 
 def _reject(raw: RawLine, reason: str, detail: str) -> Reject:
@@ -155,27 +159,52 @@ def _reject(raw: RawLine, reason: str, detail: str) -> Reject:
     )
 
 
-class _Route(msgspec.Struct):
-    match_id: object = None
-    user_id: object = None
-    type: object = None
-    provider: object = None
+class _RouteRaw(msgspec.Struct):
+    """The fields routing reads, kept raw: a strange value elsewhere in them (a number out
+    of range, say) must not make routing read a line differently from the parser."""
+
+    match_id: msgspec.Raw = msgspec.Raw(b"null")
+    user_id: msgspec.Raw = msgspec.Raw(b"null")
+    type: msgspec.Raw = msgspec.Raw(b"null")
+    provider: msgspec.Raw = msgspec.Raw(b"null")
 
 
-_route = msgspec.json.Decoder(_Route)
+class _Route(NamedTuple):
+    match_id: str | None
+    user_id: str | None
+    type: str | None
+    provider: str | None
+
+
+_route = msgspec.json.Decoder(_RouteRaw)
+_text_decoder = msgspec.json.Decoder(str)
 REJECTS_KEY = ""
+MATCH_KEY_PREFIX = "m:"  # match keys never meet wallet ("$n") or Betfair ("bf:") keys
 
 
-def _peek(raw: RawLine) -> _Route | None:
+def _text(value: msgspec.Raw) -> str | None:
+    if not bytes(value).startswith(b'"'):
+        return None
     try:
-        return _route.decode(raw.data)
+        return _text_decoder.decode(value)
     except (msgspec.MsgspecError, UnicodeDecodeError):
         return None
 
 
+def _peek(raw: RawLine) -> _Route | None:
+    try:
+        found = _route.decode(raw.data)
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+        return None
+    return _Route(
+        _text(found.match_id), _text(found.user_id), _text(found.type), _text(found.provider)
+    )
+
+
 def has_match(raw: RawLine) -> bool:
+    """Does routing send this line to a match (whose processor then reports its rejects)?"""
     peek = _peek(raw)
-    return peek is not None and isinstance(peek.match_id, str)
+    return peek is not None and peek.match_id is not None and peek.type != "deposit"
 
 
 def route(raw: RawLine) -> list[tuple[str, RawLine]]:
@@ -188,14 +217,14 @@ def route(raw: RawLine) -> list[tuple[str, RawLine]]:
     peek = _peek(raw)
     if peek is None:
         return [(REJECTS_KEY, raw)]
-    if isinstance(peek.provider, str):
+    if peek.provider is not None:
         refused = _refused(raw, peek.provider)
         if refused is not None:
             return [(REJECTS_KEY, refused)]
-    user = peek.user_id if isinstance(peek.user_id, str) else None
-    if not isinstance(peek.match_id, str):
+    user = peek.user_id
+    if peek.match_id is None or peek.type == "deposit":
         return [(wallet_key(user), raw)] if user is not None else [(REJECTS_KEY, raw)]
-    keys = [(peek.match_id, raw)]
+    keys = [(MATCH_KEY_PREFIX + peek.match_id, raw)]
     if peek.type == "bet" and user is not None:
         keys.append((wallet_key(user), raw))
     elif peek.type == "match_end":

@@ -74,18 +74,26 @@ STATSBOMB_KICKOFF_MS = 1_519_488_000_000  # StatsBomb files carry no date: 2018-
 
 
 def statsbomb_lines(path: Path) -> Iterator[RawLine]:
-    """A StatsBomb events file (+ `<id>_lineups.json` beside it) as native lines."""
+    """A StatsBomb events file (+ `<id>_lineups.json` beside it) as native lines; events
+    its adapter refused, as lines marked with the adapter's reason."""
     lineups = path.with_name(path.name.split("_events")[0] + "_lineups.json")
     converted = statsbomb.read_match(
         path, lineups if lineups.exists() else None, kickoff_ts=STATSBOMB_KICKOFF_MS
     )
     for n, line in enumerate(converted, 1):
         if line.get("reject"):
-            yield RawLine(
-                line["source"], line["raw"].encode(), f"{line['provider']}\t{line['reason']}"
-            )
+            raw = str(line["raw"]).encode("utf-8", errors="replace")
+            yield RawLine(line["source"], raw, f"{line['provider']}\t{line['reason']}")
+            continue
+        try:
+            data = msgspec.json.encode(line)
+        except (UnicodeEncodeError, msgspec.EncodeError):  # text JSON cannot carry (a lone
+            data = None  # surrogate in a player's name)
+        if data is None:
+            text = repr(line).encode("utf-8", errors="replace")
+            yield RawLine(f"{path.name}:{n}", text, f"{line['provider']}\tinvalid_text")
         else:
-            yield RawLine(f"{path.name}:{n}", msgspec.json.encode(line))
+            yield RawLine(f"{path.name}:{n}", data)
 
 
 FILE_FORMATS: dict[str, Callable[[Path], Iterator[RawLine]]] = {"statsbomb": statsbomb_lines}

@@ -13,10 +13,8 @@ Infinity tokens, very long strings, keys that look like other keys. For each tar
   refused); the other matches' rows when it was decoded, since the rules judge a decoded
   line and it may use up its `seq` or `bet_id`, by design.
 
-CI runs about 21 000 cases; `HYPOTHESIS_PROFILE=long` runs 20 times as many. Bugs found
-and not yet fixed are listed in `known_bug` / `known_statsbomb_bug`: the fuzz steps around
-those inputs, and each has a strict xfail test at the end that turns red once it is fixed
-(then delete the test's marker and its entry there).
+CI runs about 21 000 cases; `HYPOTHESIS_PROFILE=long` runs 20 times as many. Inputs the
+fuzz found that once broke the flow are kept as regression tests at the end.
 """
 
 from __future__ import annotations
@@ -45,8 +43,7 @@ from operators.adapters import statsbomb
 from operators.adapters.betfair import BetfairProcessor, is_betfair_line
 from operators.engine import LocalEngine
 from operators.events import Bet, Deposit
-from operators.parse import REJECTS_KEY, RawLine, parse_line
-from operators.providers import route_line
+from operators.parse import RawLine, parse_line
 from operators.rows import TABLE_OF, BetRow, LedgerRow, Reject, Row, WalletRow
 from sinks.tables import schema_sql
 from tests.conftest import replay, shared_data
@@ -474,32 +471,13 @@ def assert_storable(rows: Iterable[object]) -> None:
     assert [p for p in problems if p] == []
 
 
-# ---- known bugs (reported, not fixed yet) ---------------------------------------------------
+# ---- inputs the adapter passes on as text -------------------------------------------------
 
 
-def known_bug(line: bytes) -> str | None:
-    """The reported bug this hostile line would hit, if any (see the xfail tests below)."""
-    raw = RawLine(HOSTILE, line)
-    event = parse_line(raw)
-    match_id = _peek(line).get("match_id")
-    if isinstance(match_id, str) and match_id.startswith(("$", "bf:")):
-        return "match key collides with a wallet shard or Betfair market key"
-    if isinstance(event, Deposit) and isinstance(match_id, str):
-        return "deposit with a match_id routed to the match, which drops it"
-    if isinstance(event, (Deposit, Bet)) and _money_misfit(event):
-        return "money beyond its DECIMAL column, or with more than 2 places"
-    if not isinstance(event, Reject) and [k for k, _ in route_line(raw)] == [REJECTS_KEY]:
-        return "decodable line that routing cannot read, processed in the rejects bucket"
-    return None
-
-
-def _money_misfit(event: Deposit | Bet) -> bool:
-    amounts = [event.amount] if isinstance(event, Deposit) else [event.stake, event.price]
-    limit = Decimal(10) ** (10 if isinstance(event, Deposit) else 5)
-    return any(a >= limit or a != a.quantize(Decimal("0.01")) for a in amounts)
-
-
-def known_statsbomb_bug(event: Any) -> str | None:
+def unencodable(event: Any) -> str | None:
+    """An event with text JSON cannot carry (a lone surrogate): the adapter converts it
+    as it is; `providers.statsbomb_lines` turns such a line into an `invalid_text` reject
+    (tested below), so the adapter-level checks here step around it."""
     try:
         json.dumps(event, ensure_ascii=False).encode()
     except UnicodeEncodeError:
@@ -629,7 +607,6 @@ def test_engine_hostile_line_between_valid_lines(
     point = data.draw(st.sampled_from(checkpoints))
     pool = data.draw(st.sampled_from([native_lines, native_lines, betfair_lines]))
     line = data.draw(hostile_lines(pool))
-    assume(known_bug(line) is None)
     engine = point.restore()
     rows = engine.line(RawLine(HOSTILE, line))
     after = _engine_rows(engine, point.suffix)
@@ -802,7 +779,7 @@ def test_statsbomb_event_converts_or_is_rejected(
     statsbomb_context: statsbomb.MatchContext, statsbomb_events: Pool, data: st.DataObject
 ) -> None:
     event = data.draw(hostile_events(statsbomb_events))
-    assume(known_statsbomb_bug(event) is None)
+    assume(unencodable(event) is None)
     got = statsbomb.convert_event(event, statsbomb_context, source="fuzz")
     if got.reject is not None:
         assert not got.lines
@@ -824,7 +801,7 @@ def test_statsbomb_match_with_hostile_events(
     for _ in range(data.draw(st.integers(1, 5))):
         at = data.draw(st.integers(0, len(events) - 1))
         events[at] = data.draw(hostile_events(statsbomb_events))
-        assume(known_statsbomb_bug(events[at]) is None)
+        assume(unencodable(events[at]) is None)
     out = list(
         statsbomb.to_native(events, statsbomb_lineups.items, match_id="15986", kickoff_ts=KICKOFF)
     )
@@ -895,7 +872,7 @@ def test_a_replay_survives_hostile_lines(
     assert all(REASON.fullmatch(r[1]) for r in added), added
 
 
-# ---- reported bugs: each test fails while its bug stands (strict xfail) ----------------------
+# ---- regressions: inputs the fuzz found that once broke the flow -----------------------------
 
 
 def _engine_after_sample(native_lines: Pool, extra: bytes, at: int = 5) -> list[Row]:
@@ -908,15 +885,13 @@ def _engine_after_sample(native_lines: Pool, extra: bytes, at: int = 5) -> list[
     return rows + engine.finish()
 
 
-@pytest.mark.xfail(strict=True, reason="parse.route keys a deposit by its match_id if it has one")
-def test_known_bug_deposit_with_a_match_id_is_lost(native_lines: Pool) -> None:
+def test_regression_deposit_with_a_match_id_is_lost(native_lines: Pool) -> None:
     line = b'{"v":1,"ts":1767223805161,"type":"deposit","user_id":"u0081","amount":"10.00",'
     line += b'"match_id":"sim-7-1"}'
     assert _accounted_for(line, _engine_after_sample(native_lines, line))
 
 
-@pytest.mark.xfail(strict=True, reason="route: a match_id starting with $ is a wallet shard key")
-def test_known_bug_dollar_match_id_stalls_two_wallet_shards(native_lines: Pool) -> None:
+def test_regression_dollar_match_id_stalls_two_wallet_shards(native_lines: Pool) -> None:
     line = b'{"v":1,"ts":1767223805161,"type":"bet","bet_id":"evil","user_id":"u0081",'
     line += b'"match_id":"$3","market":"1x2","selection":"home","stake":"10.00","price":"2.00"}'
     engine = LocalEngine()
@@ -926,8 +901,7 @@ def test_known_bug_dollar_match_id_stalls_two_wallet_shards(native_lines: Pool) 
     assert engine.finish() == [], "wallet movements held back until the end of input"
 
 
-@pytest.mark.xfail(strict=True, reason="route: match key bf:<id> is the Betfair market's key")
-def test_known_bug_native_line_hijacks_a_betfair_market_key() -> None:
+def test_regression_native_line_hijacks_a_betfair_market_key() -> None:
     engine = LocalEngine()
     engine.line(RawLine(HOSTILE, b'{"v":1,"provider":"p","match_id":"bf:1.197931750","seq":1}'))
     rows = [
@@ -938,29 +912,25 @@ def test_known_bug_native_line_hijacks_a_betfair_market_key() -> None:
     assert not any(isinstance(r, Reject) for r in rows)
 
 
-@pytest.mark.xfail(strict=True, reason="events: no upper bound or 2-place rule on money")
-def test_known_bug_huge_deposit_overflows_the_balance_column(native_lines: Pool) -> None:
+def test_regression_huge_deposit_overflows_the_balance_column(native_lines: Pool) -> None:
     line = b'{"v":1,"ts":1767223805161,"type":"deposit","user_id":"u0081","amount":999999999999}'
     assert_storable(_engine_after_sample(native_lines, line))
 
 
-@pytest.mark.xfail(strict=True, reason="events: no upper bound or 2-place rule on money")
-def test_known_bug_rejected_bet_keeps_a_price_its_column_cannot_hold(native_lines: Pool) -> None:
+def test_regression_rejected_bet_keeps_a_price_its_column_cannot_hold(native_lines: Pool) -> None:
     line = b'{"v":1,"ts":1767223805161,"type":"bet","bet_id":"b","user_id":"u0081",'
     line += b'"match_id":"sim-7-1","market":"1x2","selection":"home","stake":"10.00",'
     line += b'"price":"1000000.00"}'
     assert_storable(_engine_after_sample(native_lines, line))
 
 
-@pytest.mark.xfail(strict=True, reason="route and parse read a line differently")
-def test_known_bug_line_routing_cannot_read_is_processed_as_valid(native_lines: Pool) -> None:
+def test_regression_line_routing_cannot_read_is_processed_as_valid(native_lines: Pool) -> None:
     line = b'{"v":1,"ts":1767223805161,"type":"deposit","user_id":"u0081","amount":"10.00",'
     line += b'"provider":1e310}'
     assert _accounted_for(line, _engine_after_sample(native_lines, line))
 
 
-@pytest.mark.xfail(strict=True, reason="statsbomb: lone surrogates reach msgspec.json.encode")
-def test_known_bug_statsbomb_file_with_a_lone_surrogate(tmp_path: Path) -> None:
+def test_regression_statsbomb_file_with_a_lone_surrogate(tmp_path: Path) -> None:
     from operators.providers import statsbomb_lines
 
     with gzip.open(shared_data("statsbomb", "15986_events.json.gz")) as f:
@@ -972,8 +942,7 @@ def test_known_bug_statsbomb_file_with_a_lone_surrogate(tmp_path: Path) -> None:
     assert list(statsbomb_lines(path))
 
 
-@pytest.mark.xfail(strict=True, reason="sources: pacing waits for any line's ts, however far")
-def test_known_bug_one_far_future_ts_stalls_a_paced_replay(tmp_path: Path) -> None:
+def test_regression_one_far_future_ts_stalls_a_paced_replay(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
     from flows.sources import ReplaySource

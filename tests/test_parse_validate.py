@@ -76,10 +76,12 @@ def keys(data: bytes) -> list[str]:
 
 
 def test_lines_are_routed_to_their_match_and_the_wallets_that_need_them() -> None:
-    assert keys(CLOCK) == ["m"]
+    assert keys(CLOCK) == ["m:m"]  # match keys never collide with wallet or Betfair keys
     assert keys(b'{"type":"deposit","user_id":"u1"}') == [wallet_key("u1")]
-    assert keys(b'{"type":"bet","user_id":"u1","match_id":"m"}') == ["m", wallet_key("u1")]
-    assert keys(b'{"type":"match_end","match_id":"m"}') == ["m", *WALLET_SHARD_KEYS]
+    assert keys(b'{"type":"bet","user_id":"u1","match_id":"m"}') == ["m:m", wallet_key("u1")]
+    assert keys(b'{"type":"match_end","match_id":"m"}') == ["m:m", *WALLET_SHARD_KEYS]
+    assert keys(b'{"type":"deposit","user_id":"u1","match_id":"m"}') == [wallet_key("u1")]
+    assert keys(b'{"type":"deposit","user_id":"u1","provider":1e310}') == [wallet_key("u1")]
     assert keys(b'{"match_id": 7}') == [REJECTS_KEY]
     assert keys(b"\xff\xfe") == [REJECTS_KEY]
     assert wallet_key("u1") == wallet_key("u1") and wallet_key("u1").startswith("$")

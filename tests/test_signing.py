@@ -223,7 +223,7 @@ def test_forged_lines_never_reach_their_match(keyring_env: Callable[..., Keyring
         "f:3": (BAD_SIGNATURE, "sim", "no signature ('sim' is signed)"),
         "f:4": (UNKNOWN_PROVIDER, "rogue", "provider 'rogue' is not in the keyring"),
     }
-    assert set(engine.matches) == {"m1", REJECTS_KEY}  # no state for m2, m3 or the stranger
+    assert set(engine.matches) == {"m:m1", REJECTS_KEY}  # no state for m2, m3 or the stranger
 
 
 # --- a signed replay ---------------------------------------------------------------------------
