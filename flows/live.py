@@ -4,12 +4,17 @@ Run it with `oddsflow live --kafka BOOTSTRAP --db PATH`; it runs until interrupt
 It differs from the replay flow only in its source and its Kafka sink.
 
 The source reads every partition of the feed and bets_in topics with one consumer and
-merges them in arrival order (the messages' Kafka timestamps, then the lines' event
-time): a recorded file published with `oddsflow publish` is processed in the file's own
-order, as replay does, so a bet meets the market as it was when the bet arrived, not as
-it is after the rest of the match was read from another partition. Consumer errors that
-belong to a partition become rejects; connection trouble is retried by librdkafka and
-logged.
+merges them in arrival order: by the messages' Kafka timestamps, then by the lines' event
+time, a line going only once every other partition is caught up or holds a later line.
+Kafka keeps order within a partition only; without the merge a bet could meet its market
+as it is after the rest of the match was read from another partition. Lines stamped at
+least a millisecond apart keep their order across topics, so live gives what a replay of
+the same lines gives; lines stamped with the same millisecond (a recorded file sent at
+full speed by `oddsflow publish`) go by event time, which can differ from the file's order
+around lines with odd timestamps. A partition that has more to read but sends nothing for
+`ALIGN_WAIT_S` stops the flow (restart to resume) rather than let lines pass it out of
+order; meanwhile matches in play suspend for provider silence. Consumer errors that belong
+to a partition become rejects; connection trouble is retried by librdkafka and logged.
 
 Positions come from `from_beginning` (or a recovery store), never from committed consumer
 offsets: the match and wallet state is rebuilt from the lines, so a run without its state
