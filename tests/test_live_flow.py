@@ -379,6 +379,16 @@ def test_lines_published_in_bursts_reach_both_sinks_once(
     assert {b[0] for b in live["bets"]} == {b[0] for b in replayed["bets"]}
 
 
+def test_replay_with_kafka_sends_what_it_writes_to_duckdb(
+    kafka_settings: KafkaSettings, feed10: Path, tmp_path: Path
+) -> None:
+    """`oddsflow replay ... --kafka`: the same sink as live; the flow ends, every message is
+    delivered before it returns."""
+    ensure_topics(kafka_settings, ALL_TOPICS)
+    db = replay([feed10], tmp_path / "replay.duckdb", kafka=kafka_settings)
+    assert_outputs_equal_tables(read_outputs(kafka_settings), db)
+
+
 def test_unreachable_broker_fails_fast_with_one_line(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "flows", "live", "--kafka", "127.0.0.1:1"]
     started = time.monotonic()
