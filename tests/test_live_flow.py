@@ -367,8 +367,8 @@ def test_lines_published_in_bursts_reach_both_sinks_once(
     ensure_topics(kafka_settings, ALL_TOPICS)
     publish(kafka_settings, feed10)
     live_db = tmp_path / "live.duckdb"
-    replayed = expected_counts(replay10)  # bets move markets too: expect most, then quiet
-    expected = {MARKETS: replayed[MARKETS] * 9 // 10, REJECTS: replayed[REJECTS]}
+    counts = expected_counts(replay10)  # bets move markets too: expect most, then quiet
+    expected = {MARKETS: counts[MARKETS] * 9 // 10, REJECTS: counts[REJECTS]}
 
     run_live_until_done(kafka_settings, live_db, expected)
 
