@@ -132,6 +132,7 @@ def _local_cluster(args: argparse.Namespace) -> int:
     """`--processes N`: this command as N processes of one cluster on free localhost ports,
     as `--process-id i --addresses ...` would run them on N machines."""
     import multiprocessing
+    import os
     import socket
     from multiprocessing.connection import wait
 
@@ -149,6 +150,7 @@ def _local_cluster(args: argparse.Namespace) -> int:
                 argparse.Namespace(
                     **{**vars(args), "processes": 1, "process_id": i, "addresses": addresses}
                 ),
+                os.getpid(),
             ),
             name=f"oddsflow-{i}",
         )
@@ -175,7 +177,18 @@ def _local_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cluster_member(args: argparse.Namespace) -> None:
+def _cluster_member(args: argparse.Namespace, parent: int) -> None:
+    """One process of `--processes`: it ends with its parent, even a SIGKILLed one, so a
+    restarted command never meets a previous cluster still writing the same files."""
+    import os
+    import threading
+
+    def orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, daemon=True).start()
     raise SystemExit(_replay(args))
 
 

@@ -9,6 +9,9 @@ changes worker between them.
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import pytest
 
 from tests.conftest import replay
 from tests.test_recovery import (
+    REPO,
     differing_tables,
     lines_read,
     replay_command,
@@ -83,3 +87,50 @@ def test_a_killed_two_process_run_resumes_on_one_process(
     read = lines_read(run_to_the_end(command))
     assert 0 < read < feed_lines, f"read {read:,} of {feed_lines:,} lines"
     assert differing_tables(dump(db), expected) == []
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def test_killing_the_command_ends_its_local_cluster(feed: Path, tmp_path: Path) -> None:
+    """SIGKILL to `oddsflow replay --processes 2` alone: its processes end too, so a restart
+    never runs next to a previous cluster writing the same files."""
+    command = replay_command(feed, tmp_path / "db.duckdb", "--processes", "2", "--speed", "50")
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(members := _children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(members) >= 2, "the cluster did not start"
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(m) for m in members) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(m) for m in members)
