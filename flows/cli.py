@@ -89,12 +89,16 @@ def _kafka_settings(bootstrap: str) -> KafkaSettings | None:
 
 def _live(args: argparse.Namespace) -> int:
     from flows.live import serve
-    from sinks.kafka_config import KafkaSettings
+    from sinks.kafka_config import KafkaConfigError, KafkaSettings
 
     if args.workers < 1:
         print("oddsflow live: --workers must be at least 1", file=sys.stderr)
         return 2
-    settings = KafkaSettings.from_env_and_args(args.kafka, args.kafka_config)
+    try:
+        settings = KafkaSettings.from_env_and_args(args.kafka, args.kafka_config)
+    except KafkaConfigError as exc:
+        print(f"oddsflow live: {exc}", file=sys.stderr)
+        return 2
     return serve(
         settings,
         args.db,
@@ -232,6 +236,12 @@ DELEGATED: dict[str, tuple[Callable[[list[str]], int], str]] = {
 }
 
 
+SECRETS_HELP = (
+    "TOML file (mode 0600) of signed providers' secrets: their lines must carry a valid "
+    "HMAC-SHA256 signature (default: $ODDSFLOW_SECRETS_FILE, $ODDSFLOW_SECRET_<PROVIDER>)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oddsflow",
@@ -262,12 +272,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="0 (default): as fast as possible; X: X times real time by ts",
     )
-    replay.add_argument("--format", choices=FORMATS, default="auto",
-                        help="input format (default: recognised from each file: native JSONL, "
-                        "Betfair stream lines, or a StatsBomb events JSON array)")
-    replay.add_argument("--merge", action="store_true",
-                        help="read all files as one stream in event-time order (a Betfair "
-                        "market with its sports-data stream); default: one partition per file")
+    replay.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="input format (default: recognised from each file: native JSONL, "
+        "Betfair stream lines, or a StatsBomb events JSON array)",
+    )
+    replay.add_argument(
+        "--merge",
+        action="store_true",
+        help="read all files as one stream in event-time order (a Betfair "
+        "market with its sports-data stream); default: one partition per file",
+    )
     replay.add_argument("--workers", type=int, default=1, help="Bytewax worker threads per process")
     replay.add_argument(
         "--processes",
@@ -317,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also publish the output rows to the Kafka output topics (prefix: "
         "$ODDSFLOW_KAFKA_PREFIX, default oddsflow.)",
     )
+    replay.add_argument("--secrets", type=Path, metavar="FILE", help=SECRETS_HELP)
     replay.set_defaults(run=_replay)
     live = sub.add_parser("live", help="run the market-sync flow on the Kafka feed and bets topics")
     live.add_argument(
@@ -338,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         "flow writes <name>.writer.duckdb next to it",
     )
     live.add_argument("--workers", type=int, default=1, help="Bytewax worker threads")
+    live.add_argument("--secrets", type=Path, metavar="FILE", help=SECRETS_HELP)
     start = live.add_mutually_exclusive_group()
     start.add_argument(
         "--from-beginning",
@@ -383,5 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in DELEGATED:
         return DELEGATED[argv[0]][0](argv[1:])
     args = build_parser().parse_args(argv)
+    if getattr(args, "secrets", None) is not None:
+        from operators.signing import KeyringError, use_secrets_file
+
+        try:
+            use_secrets_file(args.secrets)
+        except KeyringError as exc:
+            print(f"oddsflow {args.command}: {exc}", file=sys.stderr)
+            return 2
     result: int = args.run(args)
     return result

@@ -56,6 +56,7 @@ from operators.dataflow import market_sync
 from operators.parse import REJECTS_KEY, RawLine
 from operators.rows import Reject, Row
 from operators.settings import DEFAULT_RULES, Rules
+from operators.signing import header_signature
 from sinks.duckdb_sink import DuckDBSink
 from sinks.kafka_config import (
     ALL_TOPICS,
@@ -228,7 +229,8 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
         kind, created = msg.timestamp()
         data = msg.value() or b""
         order = (created if kind != TIMESTAMP_NOT_AVAILABLE else 0, line_ts(data) or 0)
-        lane.queue.append((order, RawLine(f"{lane.name}/{offset}", data), offset))
+        raw = RawLine(f"{lane.name}/{offset}", data, signature=header_signature(msg.headers()))
+        lane.queue.append((order, raw, offset))
         lane.taken = offset
         lane.heard = now
         fed.add(lane)

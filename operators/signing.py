@@ -142,9 +142,12 @@ def split_signed(line: bytes) -> tuple[bytes, str]:
     return line, ""
 
 
-def header_signature(headers: Iterable[tuple[str, bytes | str | None]] | None) -> str:
+def header_signature(
+    headers: Mapping[str, bytes | str | None] | Iterable[tuple[str, bytes | str | None]] | None,
+) -> str:
     """The `oddsflow-sig` header of a Kafka message, "" when it has none."""
-    for key, value in headers or ():
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    for key, value in pairs:
         if key == SIGNATURE_HEADER and value is not None:
             return value.decode("ascii", "replace") if isinstance(value, bytes) else value
     return ""
