@@ -942,6 +942,24 @@ def test_regression_statsbomb_file_with_a_lone_surrogate(tmp_path: Path) -> None
     assert list(statsbomb_lines(path))
 
 
+def test_regression_statsbomb_timestamp_hours_into_a_period(
+    statsbomb_match: Pool, statsbomb_lineups: Pool
+) -> None:
+    """One `Half End` at 99:99:99.999 stretched the first half to 100 hours: 72 000 clock
+    lines, every one refused for its minute. Now the event alone is rejected."""
+    events = list(statsbomb_match.items)
+    at = next(i for i, e in enumerate(events) if e["type"]["name"] == "Half End")
+    events[at] = {**events[at], "timestamp": "99:99:99.999"}
+    out = list(
+        statsbomb.to_native(events, statsbomb_lineups.items, match_id="15986", kickoff_ts=KICKOFF)
+    )
+    assert [r["reason"] for r in out if r.get("reject")] == ["bad_field:timestamp"]
+    lines = [r for r in out if not r.get("reject")]
+    assert len(lines) < 2000
+    for line in lines:
+        _check_native(line)
+
+
 def test_regression_one_far_future_ts_stalls_a_paced_replay(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 

@@ -61,6 +61,7 @@ SHOOTOUT = 5
 CONFIRM_DELAY_MS = 2_000
 PENALTY_LEAD_MS = 5_000
 HEARTBEAT_MS = 5_000
+MAX_PERIOD_MS = 90 * 60_000  # clock minutes stay within the validator's 200
 MATCH_END_DELAY_MS = 1_000
 CARD_COLORS = {"Yellow Card": "yellow", "Second Yellow": "second_yellow", "Red Card": "red"}
 
@@ -290,6 +291,8 @@ def read_header(ev: Any) -> Header:
     hours, minutes, seconds, fraction = match.groups()
     millis = int((fraction or "0").ljust(3, "0")[:3])
     clock_ms = ((int(hours) * 60 + int(minutes)) * 60 + int(seconds)) * 1000 + millis
+    if clock_ms > MAX_PERIOD_MS:  # one such event stretched its period to days of heartbeats
+        raise BadEvent("bad_field:timestamp")
     return Header(kind=kind, period=period, clock_ms=clock_ms)
 
 
