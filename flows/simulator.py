@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from operators.events import MAX_PRICE
 from operators.pricing import MAX_REDS, RED_OPPONENT, RED_OWN, PricingState, quote
 
 PROVIDER = "sim"
@@ -674,6 +675,7 @@ _BET_KINDS = (
 )
 _BET_WEIGHTS = (30, 42, 7, 7, 6, 4, 4, 1)
 RESEND_SHARE = 0.03  # a bet sent again with the same bet_id a moment later
+CENT = Decimal("0.01")
 _STAKES = (200, 500, 500, 1000, 1000, 1000, 1500, 2000, 2500, 5000, 750, 10000)  # cents
 
 
@@ -729,11 +731,12 @@ class _Bettors:
             return None
         return self._bet(self.rng.randrange(start + 300, end - 300), priced_at=start - 1)
 
-    def _stale(self) -> Payload:
-        """Asks 8-30 % more than the price on offer."""
+    def _stale(self) -> Payload | None:
+        """Asks 8-30 % more than the price on offer (never past the ladder's 1000)."""
         bet = self._inplay()
-        asked = Decimal(bet["price"]) * Decimal(self.rng.uniform(1.08, 1.3))
-        return {**bet, "price": f"{max(asked, Decimal(bet['price']) + Decimal('0.01')):.2f}"}
+        offered = Decimal(bet["price"])
+        asked = min(max(offered * Decimal(self.rng.uniform(1.08, 1.3)), offered + CENT), MAX_PRICE)
+        return None if asked <= offered else {**bet, "price": f"{asked:.2f}"}
 
     def _big_stake(self) -> Payload:
         """A stake above everything the user has ever deposited by then."""

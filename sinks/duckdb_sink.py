@@ -134,19 +134,30 @@ class DuckDBWriter:
             raise RuntimeError(f"DuckDB write failed: {self.failure}") from self.failure
 
     def _run(self) -> None:
+        """The writer thread: commit each batch; publish when due, also while no rows come
+        (so the last rows of a quiet live feed are published within `publish_every_s`)."""
+        dirty = False
         while True:
-            batch = self.batches.get()
+            got = True
+            batch: dict[type, list[Row]] | None = {}
+            try:
+                batch = self.batches.get(timeout=self.publisher.every_s)
+            except queue.Empty:
+                got = False  # nothing new: only a publish may be due
             try:
                 if batch is None:
                     return
-                if self.failure is None:
+                if batch and self.failure is None:
                     self._commit(batch)
-                    if self.publisher.due():
-                        self.publisher.publish()
+                    dirty = True
+                if dirty and self.failure is None and self.publisher.due():
+                    self.publisher.publish()
+                    dirty = False
             except BaseException as exc:  # handed to the flow's thread
                 self.failure = exc
             finally:
-                self.batches.task_done()
+                if got:
+                    self.batches.task_done()
 
     def _commit(self, batch: dict[type, list[Row]]) -> None:
         self.con.execute("BEGIN")
