@@ -78,10 +78,11 @@ def test_same_file_twice_and_with_two_workers_gives_identical_tables(
 
 
 READER = """
-import sys, time, duckdb
-path, out = sys.argv[1], []
+import os, sys, time, duckdb
+path = sys.argv[1]
 deadline = time.time() + 120
 while time.time() < deadline:
+    finished = os.path.exists(path + ".done")  # seen before the read: that read is the last
     try:
         con = duckdb.connect(path, read_only=True)
         n = con.execute("SELECT count(*) FROM feed_events").fetchone()[0]
@@ -90,7 +91,7 @@ while time.time() < deadline:
     except duckdb.IOException as e:
         if "No such file" not in str(e) and "does not exist" not in str(e):
             print("ERROR", e, flush=True)
-    if open(path + ".done").read() if __import__("os").path.exists(path + ".done") else "":
+    if finished:
         break
     time.sleep(0.1)
 """
