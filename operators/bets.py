@@ -161,24 +161,24 @@ class MatchBets:
         return self.rules.market_liability_limit * factor
 
     def _liability_with(self, bet: Bet) -> Decimal:
-        pays, stakes = self.book.get((bet.market, bet.selection), (Decimal(0), Decimal(0)))
-        book = dict(self.book)
-        book[(bet.market, bet.selection)] = (pays + bet.stake * (bet.price - 1), stakes + bet.stake)
-        return liability(book, bet.market)
+        """The market's liability if `bet` were taken (exact: Decimal sums undo exactly)."""
+        self._move(bet, 1)
+        try:
+            return liability(self.book, bet.market)
+        finally:
+            self._move(bet, -1)
 
     def _take(self, bet: Bet) -> None:
-        pays, stakes = self.book.get((bet.market, bet.selection), (Decimal(0), Decimal(0)))
-        self.book[(bet.market, bet.selection)] = (
-            pays + bet.stake * (bet.price - 1),
-            stakes + bet.stake,
-        )
+        self._move(bet, 1)
 
     def _give_back(self, bet: Bet) -> None:
-        pays, stakes = self.book[(bet.market, bet.selection)]
-        self.book[(bet.market, bet.selection)] = (
-            pays - bet.stake * (bet.price - 1),
-            stakes - bet.stake,
-        )
+        self._move(bet, -1)
+
+    def _move(self, bet: Bet, sign: int) -> None:
+        """Add (1) or remove (-1) a bet's payout and stake on its selection."""
+        key = (bet.market, bet.selection)
+        pays, stakes = self.book.get(key, (Decimal(0), Decimal(0)))
+        self.book[key] = (pays + sign * bet.stake * (bet.price - 1), stakes + sign * bet.stake)
 
     def _accept(self, source: str, bet: Bet, ts: int, out: MessageSink) -> None:
         self.passed[bet.bet_id] = bet

@@ -8,7 +8,6 @@ one writer or many readers per file, never both, so nobody ever waits on the flo
 
 from __future__ import annotations
 
-import logging
 import operator
 import queue
 import threading
@@ -25,8 +24,6 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from operators.rows import TABLE_OF, MarketStatusRow, MatchRow, Reject, Row
 from sinks.publish import Publisher
 from sinks.tables import Table, schema_sql, tables
-
-log = logging.getLogger(__name__)
 
 # Row types that feed more than their own table.
 EXTRA_TABLES: dict[type, tuple[str, ...]] = {MarketStatusRow: ("market_history",)}
@@ -87,7 +84,6 @@ class DuckDBWriter:
         self.pending = 0
         self.last_flush = time.monotonic()
         self.publisher = Publisher(self.con, writer_path(db), db, publish_every_s)
-        self.dirty = False
         self.batches: queue.Queue[dict[type, list[Row]] | None] = queue.Queue(maxsize=2)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="duckdb-writer", daemon=True)
