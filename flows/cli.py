@@ -99,6 +99,12 @@ def _live(args: argparse.Namespace) -> int:
     except KafkaConfigError as exc:
         print(f"oddsflow live: {exc}", file=sys.stderr)
         return 2
+    recovery = None
+    if args.recovery_dir:
+        from bytewax.recovery import RecoveryConfig
+
+        _init_recovery(args.recovery_dir, args.workers)
+        recovery = RecoveryConfig(str(args.recovery_dir), timedelta(seconds=args.backup_s))
     return serve(
         settings,
         args.db,
@@ -107,6 +113,7 @@ def _live(args: argparse.Namespace) -> int:
         epoch_s=args.epoch_s,
         group_id=args.group_id,
         wall_clock=not args.event_time_only,
+        recovery=recovery,
     )
 
 
@@ -242,6 +249,23 @@ SECRETS_HELP = (
 )
 
 
+def _recovery_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--recovery-dir",
+        type=Path,
+        help="Bytewax recovery store (created on first use) to resume after a crash: run "
+        "the same command again",
+    )
+    command.add_argument(
+        "--backup-s",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --recovery-dir: keep superseded snapshots this long, for copies of the "
+        "store made elsewhere (default 0)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oddsflow",
@@ -306,11 +330,6 @@ def build_parser() -> argparse.ArgumentParser:
         "separated by ';' (run the same command on each, with its own --process-id)",
     )
     replay.add_argument(
-        "--recovery-dir",
-        type=Path,
-        help="Bytewax recovery store (created on first use) to resume after a crash",
-    )
-    replay.add_argument(
         "--snapshot-s",
         "--epoch-s",
         dest="epoch_s",
@@ -320,14 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="epoch length: at the end of each the DuckDB sink flushes and, with "
         "--recovery-dir, the state is snapshotted, so a resume redoes at most one (default 10)",
     )
-    replay.add_argument(
-        "--backup-s",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="with --recovery-dir: keep superseded snapshots this long, for copies of the "
-        "store made elsewhere (default 0)",
-    )
+    _recovery_options(replay)
     replay.add_argument(
         "--kafka",
         metavar="BOOTSTRAP",
@@ -373,12 +385,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="read only lines published from now on",
     )
     live.add_argument(
+        "--snapshot-s",
         "--epoch-s",
+        dest="epoch_s",
         type=float,
         default=1.0,
         metavar="SECONDS",
-        help="epoch length: the DuckDB sink flushes at the end of each (default 1)",
+        help="epoch length: at the end of each the DuckDB sink flushes and, with "
+        "--recovery-dir, the state and input offsets are snapshotted (default 1)",
     )
+    _recovery_options(live)
     live.add_argument(
         "--group-id",
         default="oddsflow-live",

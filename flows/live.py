@@ -40,6 +40,7 @@ from typing import TypeGuard
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.recovery import RecoveryConfig
 from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
@@ -361,8 +362,12 @@ def serve(
     epoch_s: float = 1.0,
     group_id: str = DEFAULT_GROUP,
     wall_clock: bool = True,
+    recovery: RecoveryConfig | None = None,
 ) -> int:
     """`oddsflow live`: run until SIGINT or SIGTERM; the exit status.
+
+    With `recovery`, a run resumes from the last snapshot of the match and wallet state
+    and the input offsets: outputs since then are sent again (same keys and versions).
 
     On a signal Bytewax stops the workers and closes every partition: the DuckDB sink
     writes and publishes what it holds, the Kafka sink waits for its deliveries.
@@ -396,6 +401,7 @@ def serve(
                 0,
                 epoch_interval=timedelta(seconds=epoch_s),
                 worker_count_per_proc=workers,
+                recovery_config=recovery,
             )
         except KeyboardInterrupt:
             pass

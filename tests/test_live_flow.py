@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -405,6 +406,65 @@ def test_unreachable_broker_fails_fast_with_one_line(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("oddsflow live: cannot reach Kafka at 127.0.0.1:1"), lines[0]
+
+
+# Where the live run of the 100-match feed is killed: when the markets topic holds this
+# share of the messages an uninterrupted run sends (duplicates of earlier runs count too).
+KILL_AT = (0.20, 0.45, 0.70)
+
+
+@pytest.fixture(scope="module")
+def feed100(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated 100-match feed with bets, deposits and injected faults."""
+    path = tmp_path_factory.mktemp("live") / "sim100.jsonl.gz"
+    write_feed(path, matches=100, seed=41)
+    return path
+
+
+def kill_when(settings: KafkaSettings, live: LiveProcess, topic: str, count: int) -> int:
+    """SIGKILL `live` as soon as `topic` holds `count` messages; the count seen then."""
+    deadline = time.monotonic() + 180
+    while (seen := output_counts(settings)[topic]) < count:
+        assert live.running(), f"the run ended before {count:,} messages:\n{live.stderr()}"
+        assert time.monotonic() < deadline, f"{count:,} messages not sent in 180 s"
+        time.sleep(0.05)
+    live.proc.kill()
+    assert live.proc.wait(30) == -signal.SIGKILL
+    return seen
+
+
+def test_live_run_killed_three_times_and_resumed_loses_nothing(
+    kafka_settings: KafkaSettings, feed100: Path, tmp_path: Path
+) -> None:
+    """`oddsflow live --recovery-dir` killed with SIGKILL at a fifth, under half and over
+    two thirds of its output, restarted each time with the same command: the output
+    topics, duplicates (by key and version) dropped, and the DuckDB file equal the
+    uninterrupted run's (a replay of the same file, which `test_live_flow_gives_the_replay_
+    outputs` shows equal to a live run), and the last run read only what was left."""
+    replayed = replay([feed100], tmp_path / "replay.duckdb")
+    expected = expected_counts(replayed)
+    ensure_topics(kafka_settings, ALL_TOPICS)
+    lines = publish_as_arrived(kafka_settings, feed100)
+    live_db, store = tmp_path / "live.duckdb", tmp_path / "recovery"
+    options = ("--event-time-only", "--recovery-dir", str(store), "--snapshot-s", "0.5")
+
+    seen = [0]
+    for fraction in KILL_AT:
+        live = LiveProcess(kafka_settings, live_db, *options)
+        target = max(int(expected[MARKETS] * fraction), seen[-1] + 1)
+        seen.append(kill_when(kafka_settings, live, MARKETS, target))
+    assert seen[-1] < expected[MARKETS], f"every kill came mid-run: {seen}"
+
+    live = run_live_until_done(kafka_settings, live_db, expected, *options)
+    read = int(re.findall(r"^lines read\s+([\d,]+)", live.stdout(), re.M)[0].replace(",", ""))
+    assert 0 < read < lines * 0.5, f"the last run read {read:,} of {lines:,} lines"
+    outputs = read_outputs(kafka_settings)
+    assert_outputs_equal_tables(outputs, replayed)
+    assert tables_without_sources(live_db) == tables_without_sources(replayed)
+    resent = sum(len(v) for v in outputs.values()) - sum(
+        len(v) for v in without_duplicates(outputs).values()
+    )
+    print(f"kills at {seen[1:]} markets messages; {resent:,} messages sent twice")
 
 
 # --- keep last: stops the shared broker for a few seconds ----------------------------------
