@@ -12,6 +12,12 @@
    consumes) against PLAINTEXT: the same feed lines produced with oddsflow's producer
    settings (idempotent, acks=all) until all are acknowledged, then consumed to the end.
    Needs both local brokers; starts the secure one if it is down (and stops it after).
+3. The live flow's throughput over SASL_SSL against PLAINTEXT: a simulated feed published
+   into the input topics first (by `feed` on the secure broker), then `oddsflow live`
+   (`flow`'s client file on the secure broker, `--event-time-only`) reads it all and
+   writes every output topic and its DuckDB file. Throughput: lines / the time from the
+   first output message to the last (the end offsets of the output topics, polled every
+   100 ms), so the flow's start-up is left out. Rounds alternate; medians compared.
 """
 
 from __future__ import annotations
@@ -20,10 +26,15 @@ import argparse
 import gzip
 import multiprocessing as mp
 import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bytewax.testing import run_main
@@ -31,11 +42,22 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka.admin import AdminClient
 
 from flows import kafka_broker, kafka_secure
+from flows.kafka_tools import publish
 from flows.replay import get_flow
 from flows.sources import read_lines
 from operators import signing
 from operators.parse import route
-from sinks.kafka_config import ALL_TOPICS, FEED, KafkaSettings, ensure_topics
+from sinks.kafka_config import (
+    ALL_TOPICS,
+    ENV_BOOTSTRAP,
+    ENV_PREFIX,
+    FEED,
+    OUTPUT_TOPICS,
+    KafkaSettings,
+    ensure_topics,
+)
+
+REPO = Path(__file__).resolve().parents[1]
 
 SECRET = "a benchmark secret, long enough"
 
@@ -179,27 +201,49 @@ def consume_all(settings: KafkaSettings, expected: int) -> float:
     return time.perf_counter() - started
 
 
-def bench_kafka(work: Path, messages: int, rounds: int) -> None:
-    plain_up = kafka_broker.status().up
-    started_secure = not kafka_broker.status(secure=True).up
-    if not plain_up:
+@contextmanager
+def both_brokers() -> Iterator[kafka_secure.SecureFiles | None]:
+    """The secure broker's files while both brokers run (the secure one started and
+    stopped again if it was down); None when the plain broker is down."""
+    if not kafka_broker.status().up:
         print("kafka: the plain broker is down (oddsflow kafka up); skipping the Kafka part")
+        yield None
         return
+    started_secure = not kafka_broker.status(secure=True).up
     if started_secure:
         kafka_broker.up(secure=True)
-    files = kafka_broker.StatePaths.from_env(secure=True).files
+    try:
+        yield kafka_broker.StatePaths.from_env(secure=True).files
+    finally:
+        if started_secure:
+            kafka_broker.down(secure=True)
+
+
+@contextmanager
+def bench_topics(files: kafka_secure.SecureFiles) -> Iterator[tuple[str, KafkaSettings]]:
+    """A fresh topic prefix with every topic on both brokers (granted on the secure one);
+    the topics dropped after. Yields the prefix and the plain broker's settings."""
+    prefix = f"bench-{uuid.uuid4().hex[:6]}."
+    internal = kafka_secure.internal_settings(files, prefix)
+    kafka_secure.grant(internal, prefix)
+    ensure_topics(internal, ALL_TOPICS)
+    plain = KafkaSettings(bootstrap=kafka_broker.BOOTSTRAP, topic_prefix=prefix)
+    ensure_topics(plain, ALL_TOPICS)
+    try:
+        yield prefix, plain
+    finally:
+        _drop_topics(plain, ALL_TOPICS)
+        _drop_topics(internal, ALL_TOPICS)
+        kafka_secure.revoke(internal, prefix)
+
+
+def bench_kafka(files: kafka_secure.SecureFiles, work: Path, messages: int, rounds: int) -> None:
     values = feed_values(work / "sim.jsonl.gz", messages)
     size = sum(map(len, values)) / len(values)
     print(f"kafka: {messages:,} feed lines of {size:.0f} bytes on average, 4 partitions")
     samples: dict[str, list[tuple[float, float]]] = {"PLAINTEXT": [], "SASL_SSL": []}
-    try:
-        for r in range(rounds):
-            prefix = f"bench-{uuid.uuid4().hex[:6]}."
-            internal = kafka_secure.internal_settings(files, prefix)
-            kafka_secure.grant(internal, prefix)
-            ensure_topics(internal, ALL_TOPICS)
-            plain = KafkaSettings(bootstrap=kafka_broker.BOOTSTRAP, topic_prefix=prefix)
-            ensure_topics(plain, [FEED])
+    for r in range(rounds):
+        with bench_topics(files) as (prefix, plain):
             setups = {
                 "PLAINTEXT": (plain, plain),
                 "SASL_SSL": (
@@ -207,22 +251,14 @@ def bench_kafka(work: Path, messages: int, rounds: int) -> None:
                     kafka_secure.client_settings(files, "flow", prefix),
                 ),
             }
-            try:
-                for name, (producer, consumer) in setups.items():
-                    put = produce_all(producer, values)
-                    get = consume_all(consumer, messages)
-                    print(
-                        f"  round {r + 1} {name:9s} produce {messages / put:>9,.0f} msg/s   "
-                        f"consume {messages / get:>9,.0f} msg/s"
-                    )
-                    samples[name].append((put, get))
-            finally:
-                _drop_topics(plain, [FEED])
-                _drop_topics(internal, ALL_TOPICS)
-                kafka_secure.revoke(internal, prefix)
-    finally:
-        if started_secure:
-            kafka_broker.down(secure=True)
+            for name, (producer, consumer) in setups.items():
+                put = produce_all(producer, values)
+                get = consume_all(consumer, messages)
+                print(
+                    f"  round {r + 1} {name:9s} produce {messages / put:>9,.0f} msg/s   "
+                    f"consume {messages / get:>9,.0f} msg/s"
+                )
+                samples[name].append((put, get))
     (pp, pc), (sp, sc) = (
         tuple(statistics.median(s[i] for s in samples[name]) for i in (0, 1))
         for name in ("PLAINTEXT", "SASL_SSL")
@@ -231,6 +267,93 @@ def bench_kafka(work: Path, messages: int, rounds: int) -> None:
         f"kafka median: produce SASL_SSL {messages / sp:,.0f} vs PLAINTEXT {messages / pp:,.0f} "
         f"msg/s ({pp / sp:.0%}); consume {messages / sc:,.0f} vs {messages / pc:,.0f} msg/s "
         f"({pc / sc:.0%})"
+    )
+
+
+# --- 3. the live flow -----------------------------------------------------------------------
+
+
+def output_end(settings: KafkaSettings) -> int:
+    """Messages in the output topics so far (the sum of their partitions' end offsets)."""
+    consumer = Consumer(settings.consumer_config(f"oddsflow-bench-{uuid.uuid4().hex[:6]}"))
+    try:
+        total = 0
+        for name in OUTPUT_TOPICS:
+            topic = settings.topic(name)
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                total += consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        return total
+    finally:
+        consumer.close()
+
+
+def live_seconds(
+    feed_settings: KafkaSettings, flow_args: list[str], watch: KafkaSettings, feed: Path, db: Path
+) -> tuple[int, float, int]:
+    """Publish `feed`, then run `oddsflow live` over it until its outputs stop growing for
+    5 s; (lines, seconds from its first output message to its last, output messages)."""
+    lines = publish(feed_settings, feed).lines
+    env = {k: v for k, v in os.environ.items() if k != ENV_BOOTSTRAP}
+    env[ENV_PREFIX] = feed_settings.topic_prefix
+    command = [sys.executable, "-m", "flows", "live", "--event-time-only", "--db", str(db)]
+    err = db.with_suffix(".err")
+    with err.open("wb") as stderr:
+        flow = subprocess.Popen(
+            [*command, *flow_args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    first = last = 0.0
+    count = 0
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and flow.poll() is None:
+            time.sleep(0.1)
+            now, seen = time.monotonic(), output_end(watch)
+            if seen > count:
+                first, last, count = first or now, now, seen
+            elif count and now - last > 5.0:
+                break
+    finally:
+        flow.send_signal(signal.SIGINT)
+        code = flow.wait(60)
+    if code != 0 or not count:
+        raise RuntimeError(f"oddsflow live exited {code} with {count} outputs: see {err}")
+    return lines, last - first, count
+
+
+def bench_live(files: kafka_secure.SecureFiles, work: Path, matches: int, rounds: int) -> None:
+    from flows.simulator import write_feed
+
+    feed = work / "live.jsonl.gz"
+    write_feed(feed, matches=matches, seed=5)
+    print(f"live flow: {matches} simulated matches, published first, then read by the flow")
+    samples: dict[str, list[float]] = {"PLAINTEXT": [], "SASL_SSL": []}
+    outputs: dict[str, int] = {}
+    for r in range(rounds):
+        with bench_topics(files) as (prefix, plain):
+            flow_file = str(files.client_file("flow"))
+            secure = kafka_secure.client_settings(files, "flow", prefix)
+            setups = {
+                "PLAINTEXT": (plain, ["--kafka", plain.bootstrap], plain),
+                "SASL_SSL": (
+                    kafka_secure.client_settings(files, "feed", prefix),
+                    ["--kafka-config", flow_file],
+                    secure,
+                ),
+            }
+            for name, (feed_settings, flow_args, watch) in setups.items():
+                db = work / f"live-{r}-{name}.duckdb"
+                lines, seconds, outputs[name] = live_seconds(
+                    feed_settings, flow_args, watch, feed, db
+                )
+                samples[name].append(lines / seconds)
+                print(
+                    f"  round {r + 1} {name:9s} {lines / seconds:>9,.0f} lines/s "
+                    f"({lines:,} lines, {outputs[name]:,} output messages in {seconds:.1f} s)"
+                )
+    plain_rate, secure_rate = (statistics.median(samples[n]) for n in ("PLAINTEXT", "SASL_SSL"))
+    print(
+        f"live flow median: SASL_SSL {secure_rate:,.0f} vs PLAINTEXT {plain_rate:,.0f} lines/s "
+        f"({secure_rate / plain_rate:.0%}); output messages {outputs}"
     )
 
 
@@ -247,12 +370,25 @@ def main() -> None:
     parser.add_argument("--matches", type=int, default=100, help="simulated matches (~145k lines)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--skip-kafka", action="store_true")
+    parser.add_argument(
+        "--live-matches", type=int, default=30, help="simulated matches for the live flow part"
+    )
+    parser.add_argument("--skip-kafka", action="store_true", help="the replay part only")
+    parser.add_argument(
+        "--skip-replay", action="store_true", help="the live flow part only (no parts 1, 2)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="oddsflow-security-bench-"))
-    bench_replay(work, args.matches, args.rounds)
-    if not args.skip_kafka:
-        bench_kafka(work, args.messages, args.rounds)
+    if not args.skip_replay:
+        bench_replay(work, args.matches, args.rounds)
+    if args.skip_kafka:
+        return
+    with both_brokers() as files:
+        if files is None:
+            return
+        if not args.skip_replay:
+            bench_kafka(files, work, args.messages, args.rounds)
+        bench_live(files, work, args.live_matches, args.rounds)
 
 
 if __name__ == "__main__":
