@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/kafka_sink_bench.py [--messages 200000] [--rounds 4]
 
 Every variant sends the same small keyed messages (about 70 bytes of JSON) with the
-same producer settings (idempotent, acks=all, linger 5 ms) to its own 4-partition topic.
+same producer settings (idempotent, acks=all, linger 1 ms) to its own 4-partition topic.
 The producer is created and has delivered one warm-up message (metadata and producer id
 fetched) before the clock starts; the clock stops when the broker acknowledged the
 last message. The topic's end offsets are checked afterwards. Besides wall-clock

@@ -6,7 +6,7 @@
 For each rate: fresh topics, `oddsflow live` started as a subprocess (one worker unless
 `--workers`) and warmed up with one fixture line, then a simulated feed (with bets and
 faults) published into the input topics at that many lines per second of wall time for
-`--seconds`, with the project's producer settings (idempotent, acks=all, linger 5 ms),
+`--seconds`, with the project's producer settings (idempotent, acks=all, linger 1 ms),
 the way `oddsflow publish` sends lines.
 
 Latency: from the moment the benchmark hands a `goal possible` line to its producer to

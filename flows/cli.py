@@ -30,6 +30,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     from flows.progress import ProgressBar, summary
     from flows.replay import get_flow
+    from flows.runtime import freeze_startup_heap
 
     missing = [f for f in args.files if not f.is_file()]
     if missing:
@@ -55,6 +56,7 @@ def _replay(args: argparse.Namespace) -> int:
     flow = get_flow(
         args.files, args.db, speed=args.speed, fmt=args.format, merge=args.merge, kafka=kafka
     )
+    freeze_startup_heap()
     started = time.monotonic()
     with ProgressBar():
         cli_main(

@@ -375,6 +375,7 @@ def serve(
     from bytewax.testing import cluster_main
 
     from flows.progress import ProgressBar, summary
+    from flows.runtime import freeze_startup_heap
 
     try:
         prepare_topics(settings)
@@ -383,6 +384,7 @@ def serve(
     flow = get_flow(
         settings, db, group_id=group_id, from_beginning=from_beginning, wall_clock=wall_clock
     )
+    freeze_startup_heap()
     started = time.monotonic()
     print(
         f"oddsflow live: reading {', '.join(settings.topic(t) for t in INPUT_TOPICS)} "

@@ -3,7 +3,7 @@
 In: `(topic_suffix, key, value)` tuples, e.g. `("prices", "m-17", b'{"match_id": ...}')`;
 the sink adds the configured prefix (`oddsflow.prices`).
 
-Each worker owns one idempotent confluent-kafka producer (acks=all, a few ms of linger
+Each worker owns one idempotent confluent-kafka producer (acks=all, 1 ms of linger
 so messages travel in batches). Every message gets a delivery report; a message
 librdkafka could not deliver within `delivery.timeout.ms` (it retries until then) is
 kept and raised as `KafkaDeliveryError` from the next `write_batch` or from `close`,
