@@ -34,7 +34,7 @@ from typing import Any
 import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Stream, operator
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from operators.rows import BetRow, MarketStatusRow, MatchRow, PriceRow, Reject, WalletRow
 from sinks.kafka_config import BETS, MARKETS, MATCHES, PRICES, REJECTS, WALLETS, KafkaSettings
@@ -91,9 +91,15 @@ def kafka_output(
 ) -> None:
     """The Kafka sink of a flow. In: `(key, [row, ...])` from `market_sync`; writes each
     row with a topic to its prefixed topic (the topics must exist: `ensure_topics`)."""
-    messages = op.flat_map("to_messages", rows, to_messages)  # shape: (topic, key, json)
-    op.output("send", messages, _FailOnceSink(settings))
+    messages = op.map("to_messages", rows, _messages)  # shape: ("kafka", [(topic, key, json)])
+    op.output("send", messages, _SnapshotFlushedSink(settings))
 
+
+def _messages(item: tuple[str, Sequence[object]]) -> tuple[str, list[SinkItem]]:
+    return _PART, to_messages(item)
+
+
+_PART = "kafka"
 
 # Set by a step of this process that raises (this sink, the live source): Bytewax then
 # unwinds and calls every partition's `close`, where a second exception aborts the process
@@ -101,20 +107,33 @@ def kafka_output(
 FLOW_FAILED = threading.Event()
 
 
-class _FailOncePartition(StatelessSinkPartition[SinkItem]):
-    """A `KafkaSinkPartition` whose `close` does nothing once the flow failed.
+class _Partition(StatefulSinkPartition[list[SinkItem], None]):
+    """A `KafkaSinkPartition` that waits for its deliveries at every snapshot, and whose
+    `close` does nothing once the flow failed.
 
-    On a normal end `close` waits for every delivery and raises `KafkaDeliveryError` if one
-    failed, as `KafkaSinkPartition` does. Once a step failed, the messages still queued are
-    left undelivered (a restart sends them again) rather than waited for and raised.
+    Bytewax snapshots the flow at the end of each epoch; a resumed run emits again only
+    what came after. Waiting there for every message of the epoch to be acknowledged is
+    what makes a restart lose nothing (a kill -9 drops librdkafka's queue): the wait is
+    the few milliseconds of linger and acks of the last messages. On a normal end `close`
+    waits for every delivery and raises `KafkaDeliveryError` if one failed; once a step
+    failed, the messages still queued are left undelivered (a restart sends them again)
+    rather than waited for and raised.
     """
 
     def __init__(self, inner: KafkaSinkPartition) -> None:
         self.inner = inner
 
-    def write_batch(self, items: list[SinkItem]) -> None:
+    def write_batch(self, values: list[list[SinkItem]]) -> None:
         try:
-            self.inner.write_batch(items)
+            for items in values:
+                self.inner.write_batch(items)
+        except BaseException:
+            FLOW_FAILED.set()
+            raise
+
+    def snapshot(self) -> None:
+        try:
+            self.inner.flush()
         except BaseException:
             FLOW_FAILED.set()
             raise
@@ -124,9 +143,17 @@ class _FailOncePartition(StatelessSinkPartition[SinkItem]):
             self.inner.close()
 
 
-class _FailOnceSink(DynamicSink[SinkItem]):
+class _SnapshotFlushedSink(FixedPartitionedSink[list[SinkItem], None]):
+    """One partition, so one worker holds the producer (as the DuckDB sink's writer)."""
+
     def __init__(self, settings: KafkaSettings) -> None:
         self.sink = KafkaSink(settings)
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _FailOncePartition:
-        return _FailOncePartition(self.sink.build(step_id, worker_index, worker_count))
+    def list_parts(self) -> list[str]:
+        return [_PART]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition:
+        return _Partition(self.sink.build(step_id, 0, 1))

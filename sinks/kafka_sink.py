@@ -108,6 +108,12 @@ class KafkaSinkPartition(StatelessSinkPartition[SinkItem]):
         self._producer.poll(timeout_s)
         self._raise_if_failed()
 
+    def flush(self) -> None:
+        """Wait until every queued message has its delivery report; raise
+        `KafkaDeliveryError` as `close` does."""
+        self._flush()
+        self._raise_if_failed()
+
     def close(self) -> None:
         """Called by bytewax when the dataflow completes on finite input (not on abort).
 
@@ -115,8 +121,7 @@ class KafkaSinkPartition(StatelessSinkPartition[SinkItem]):
         `KafkaDeliveryError` if any failed or if messages are still queued after
         `delivery.timeout.ms` plus a margin.
         """
-        self._flush()
-        self._raise_if_failed()
+        self.flush()
 
     def _flush(self) -> None:
         remaining = self._producer.flush(self._flush_timeout_s)
