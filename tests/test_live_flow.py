@@ -457,7 +457,9 @@ def test_live_run_killed_three_times_and_resumed_loses_nothing(
 
     live = run_live_until_done(kafka_settings, live_db, expected, *options)
     read = int(re.findall(r"^lines read\s+([\d,]+)", live.stdout(), re.M)[0].replace(",", ""))
-    assert 0 < read < lines * 0.5, f"the last run read {read:,} of {lines:,} lines"
+    # Resumed from a snapshot past the first kill at least (a run killed before its first
+    # snapshot resumes where the run before it left off), not from the start.
+    assert 0 < read < lines * 0.8, f"the last run read {read:,} of {lines:,} lines; {seen}"
     outputs = read_outputs(kafka_settings)
     assert_outputs_equal_tables(outputs, replayed)
     assert tables_without_sources(live_db) == tables_without_sources(replayed)
