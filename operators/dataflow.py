@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
-from bytewax.operators import StatefulLogic
+from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from operators.bets import BetDecision, SettlementNotice, WalletMessage, wallet_shard_of
 from operators.engine import MatchProcessor, Output
@@ -29,12 +29,13 @@ from operators.wallets import WalletShard
 Clock = Callable[[], datetime]
 
 
-class _MatchLogic(StatefulLogic[RawLine, list[Output], bytes]):
-    """One key's processor. Bytewax calls `on_item` per line, `snapshot` at each epoch end
-    (the state pickled: an immutable copy), and, in a live flow only (`clock` given),
-    `notify_at`/`on_notify` so that provider silence and due reopenings fire on time
-    without waiting for the next line: event time is estimated as the last line's `ts` plus
-    the wall time since it came. Replays pass no clock and stay deterministic."""
+class _MatchLogic(StatefulBatchLogic[list[RawLine], list[Output], bytes]):
+    """One key's processor. Bytewax calls `on_batch` with the line groups that reached this
+    key since its last call, `snapshot` at each epoch end (the state pickled: an immutable
+    copy), and, in a live flow only (`clock` given), `notify_at`/`on_notify` so that provider
+    silence and due reopenings fire on time without waiting for the next line: event time
+    is estimated as the last line's `ts` plus the wall time since it came. Replays pass no
+    clock and stay deterministic."""
 
     def __init__(self, rules: Rules, clock: Clock | None, resume: bytes | None) -> None:
         self.rules = rules
@@ -42,13 +43,20 @@ class _MatchLogic(StatefulLogic[RawLine, list[Output], bytes]):
         self.proc: Processor | None = pickle.loads(resume) if resume is not None else None
         self.seen_at: datetime | None = None  # wall time of the last line
 
-    def on_item(self, value: RawLine) -> tuple[list[list[Output]], bool]:
-        if self.proc is None:
-            self.proc = new_processor(value, self.rules)
-        out = self.proc.process(value)
+    def on_batch(self, values: list[list[RawLine]]) -> tuple[list[list[Output]], bool]:
+        out: list[Output] = []
+        for group in values:
+            for raw in group:
+                if self.proc is None:
+                    self.proc = new_processor(raw, self.rules)
+                out.extend(self.proc.process(raw))
         if self.clock is not None:
             self.seen_at = self.clock()
-        return [out], StatefulLogic.RETAIN
+        return ([out] if out else []), StatefulBatchLogic.RETAIN
+
+    def on_item(self, raw: RawLine) -> tuple[list[list[Output]], bool]:
+        """One line (tests call it directly)."""
+        return self.on_batch([[raw]])
 
     def notify_at(self) -> datetime | None:
         due = self._due_in_ms()
@@ -59,10 +67,10 @@ class _MatchLogic(StatefulLogic[RawLine, list[Output], bytes]):
     def on_notify(self) -> tuple[list[list[Output]], bool]:
         proc = self.proc
         if not isinstance(proc, MatchProcessor) or self.seen_at is None or self.clock is None:
-            return [], StatefulLogic.RETAIN
+            return [], StatefulBatchLogic.RETAIN
         waited = (self.clock() - self.seen_at) / timedelta(milliseconds=1)
         out = proc.idle(proc.last_ts + int(waited))
-        return ([out] if out else []), StatefulLogic.RETAIN
+        return ([out] if out else []), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.proc)
@@ -74,28 +82,56 @@ class _MatchLogic(StatefulLogic[RawLine, list[Output], bytes]):
         return None if due is None else max(0, due - self.proc.last_ts)
 
 
-def _for_wallets(item: tuple[str, list[Output]]) -> Iterable[tuple[str, WalletMessage]]:
-    return [
-        (wallet_shard_of(out), out)
-        for out in item[1]
-        if isinstance(out, (BetDecision, SettlementNotice))
-    ]
+def _by_key(lines: list[RawLine]) -> list[tuple[str, list[RawLine]]]:
+    """A batch of lines -> one `(key, [line, ...])` per key, each key's lines in order:
+    Bytewax then pays its per-item cost once per key and batch, not per line."""
+    groups: dict[str, list[RawLine]] = {}
+    for raw in lines:
+        for key, item in route_line(raw):
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [item]
+            else:
+                group.append(item)
+    return list(groups.items())
 
 
-class _WalletLogic(StatefulLogic[RawLine | WalletMessage, list[Row], WalletShard]):
-    """Bytewax calls `on_item` per line or message of this shard, `on_eof` at the end of a
-    finite input, `snapshot` at each epoch for recovery."""
+_MESSAGES = (BetDecision, SettlementNotice)
+
+
+def _for_wallets(
+    batch: list[tuple[str, list[Output]]],
+) -> list[tuple[str, list[WalletMessage]]]:
+    """The wallet messages among a batch of match outputs, grouped by shard, in order."""
+    groups: dict[str, list[WalletMessage]] = {}
+    for _, outs in batch:
+        for out in outs:
+            if isinstance(out, _MESSAGES):
+                groups.setdefault(wallet_shard_of(out), []).append(out)
+    return list(groups.items())
+
+
+class _WalletLogic(StatefulBatchLogic[list[RawLine | WalletMessage], list[Row], WalletShard]):
+    """Bytewax calls `on_batch` with the groups of lines and messages that reached this
+    shard, `on_eof` at the end of a finite input, `snapshot` at each epoch for recovery."""
 
     def __init__(self, shard: WalletShard | None) -> None:
         self.shard = shard or WalletShard()
 
-    def on_item(self, value: RawLine | WalletMessage) -> tuple[list[list[Row]], bool]:
-        rows = self.shard.line(value) if isinstance(value, RawLine) else self.shard.message(value)
-        return ([rows] if rows else [], StatefulLogic.RETAIN)
+    def on_batch(self, values: list[list[RawLine | WalletMessage]]) -> tuple[list[list[Row]], bool]:
+        shard = self.shard
+        rows: list[Row] = []
+        for group in values:
+            for value in group:
+                if isinstance(value, RawLine):
+                    rows.extend(shard.line(value))
+                else:
+                    rows.extend(shard.message(value))
+        return ([rows] if rows else [], StatefulBatchLogic.RETAIN)
 
     def on_eof(self) -> tuple[list[list[Row]], bool]:
         rows = self.shard.finish()
-        return ([rows] if rows else [], StatefulLogic.RETAIN)
+        return ([rows] if rows else [], StatefulBatchLogic.RETAIN)
 
     def snapshot(self) -> WalletShard:
         return copy.deepcopy(self.shard)  # must not change after Bytewax takes it
@@ -110,16 +146,21 @@ def market_sync(
 ) -> Stream[tuple[str, Sequence[object]]]:
     """Raw feed and bet lines in; per line, the rows it causes, keyed.
 
-    In: `RawLine(source, bytes)`, in arrival order. Out: `(key, [row, ...])`; match lists
-    also carry the wallet messages, which sinks skip. `clock`: live flows only (see
+    In: `RawLine(source, bytes)`, in arrival order. Out: `(key, [row, ...])`, one item per
+    key and batch of lines (the rows of several lines, in order); match lists also carry
+    the wallet messages, which sinks skip. `clock`: live flows only (see
     `_MatchLogic`).
     """
-    keyed = op.flat_map("route", lines, route_line)  # shape: (key, RawLine), 1+ per line
+    keyed = op.flat_map_batch("route", lines, _by_key)  # shape: (key, [RawLine]) per batch
     split = op.branch("split", keyed, lambda kv: not is_wallet_key(kv[0]))
-    matched = op.stateful("match", split.trues, partial(_MatchLogic, rules, clock))
+    matched = op.stateful_batch("match", split.trues, partial(_MatchLogic, rules, clock))
     # shape: (match key, [Row | WalletMessage])
-    messages = op.flat_map("verdicts", matched, _for_wallets)  # shape: (shard, WalletMessage)
-    to_wallets = op.merge("to_wallets", split.falses, messages)
-    wallets = op.stateful("wallet", to_wallets, _WalletLogic)  # shape: (shard, [Row])
+    messages = op.flat_map_batch("verdicts", matched, _for_wallets)
+    # shape: (shard, [WalletMessage])
+    to_wallets = cast(
+        KeyedStream[list[RawLine | WalletMessage]],
+        op.merge("to_wallets", split.falses, messages),
+    )
+    wallets = op.stateful_batch("wallet", to_wallets, _WalletLogic)  # shape: (shard, [Row])
     rows = op.merge("rows", matched, wallets)
     return cast(Stream[tuple[str, Sequence[object]]], rows)  # lists of rows (and messages)

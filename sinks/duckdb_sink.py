@@ -8,22 +8,28 @@ one writer or many readers per file, never both, so nobody ever waits on the flo
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import queue
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import polars as pl
+import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from operators.rows import TABLE_OF, MarketStatusRow, MatchRow, Reject, Row
 from sinks.publish import Publisher
 from sinks.tables import Table, schema_sql, tables
+
+# DuckDB imports pandas (when installed) the first time it scans a Python object, which
+# stalls the flow's first write for a good part of a second: pay it with this import.
+with contextlib.suppress(ImportError):
+    import pandas  # noqa: F401
 
 # Row types that feed more than their own table.
 EXTRA_TABLES: dict[type, tuple[str, ...]] = {MarketStatusRow: ("market_history",)}
@@ -57,7 +63,9 @@ class DuckDBWriter:
     """Buffers rows by type and upserts them in Arrow batches; no Bytewax here.
 
     The inserts and the publishing run on a writer thread: DuckDB releases the GIL while it
-    works, so on a second core they overlap with the flow's Python work. `flush` hands the
+    works, so on a second core they overlap with the flow's Python work. The Python work
+    there is kept to building one Arrow column per row field (C loops); deduplicating
+    latest-state rows is SQL, so DuckDB does it without the GIL. `flush` hands the
     buffers over (blocking when two batches are already waiting, so memory stays bounded);
     `sync` waits until everything handed over is committed. A failed write is raised from
     the next call on the flow's side, never lost.
@@ -80,7 +88,7 @@ class DuckDBWriter:
         }
         self.batch_rows = batch_rows
         self.flush_every_s = flush_every_s
-        self.buffers: dict[type, list[Row]] = defaultdict(list)
+        self.buffers = _empty_buffers()
         self.pending = 0
         self.last_flush = time.monotonic()
         self.publisher = Publisher(self.con, writer_path(db), db, publish_every_s)
@@ -90,12 +98,13 @@ class DuckDBWriter:
         self.thread.start()
 
     def add(self, rows: Sequence[object]) -> None:
-        """Buffer a line's rows; other items in the list (wallet messages) are skipped."""
+        """Buffer rows; other items in the list (wallet messages) are skipped."""
+        buffers = self.buffers
         for row in rows:
-            kind = type(row)
-            if kind in TABLE_OF:
-                self.buffers[kind].append(row)  # type: ignore[arg-type]
-                self.pending += 1
+            buffer = buffers.get(type(row))
+            if buffer is not None:
+                buffer.append(row)  # type: ignore[arg-type]
+        self.pending += len(rows)  # wallet messages count too: only decides when to flush
         if self.pending >= self.batch_rows or (
             time.monotonic() - self.last_flush >= self.flush_every_s
         ):
@@ -105,8 +114,8 @@ class DuckDBWriter:
         """Hand the buffered rows to the writer thread (one transaction per batch)."""
         self._raise_failure()
         if self.pending:
-            self.batches.put(dict(self.buffers))
-        self.buffers = defaultdict(list)
+            self.batches.put({kind: rows for kind, rows in self.buffers.items() if rows})
+        self.buffers = _empty_buffers()
         self.pending = 0
         self.last_flush = time.monotonic()
 
@@ -167,36 +176,33 @@ class DuckDBWriter:
 
     def _write(self, kind: type, rows: list[Row]) -> None:
         # The row type has exactly the columns of its own table (tests/test_parse_validate.py).
-        schema = self.tables[TABLE_OF[kind]].polars_schema
-        frame = pl.DataFrame(rows, schema=schema, orient="row")
+        own = self.tables[TABLE_OF[kind]]
         _count(kind, rows)
-        for name in (TABLE_OF[kind], *EXTRA_TABLES.get(kind, ())):
+        batch = _arrow(own, rows)
+        for name in (own.name, *EXTRA_TABLES.get(kind, ())):
             table = self.tables[name]
-            batch = frame.select(table.columns)
-            if name in self.marks:
-                fresh = self.marks[name].fresh(rows)
-                if len(fresh) < len(rows):  # rows written before a restart: skip them
-                    batch = pl.DataFrame(fresh, schema=schema, orient="row").select(table.columns)
-            elif name in LATEST:
-                batch = _latest(batch, table, LATEST[name])
-            self.con.register("batch", batch)
+            fresh = batch
+            marks = self.marks.get(name)
+            if marks is not None and marks.marks:
+                kept = marks.fresh(rows)
+                if len(kept) < len(rows):  # rows written before a restart: skip them
+                    fresh = _arrow(own, kept)
+            self.con.register("batch", fresh)
             try:
                 self.con.execute(_upsert_sql(table, LATEST.get(name, "")))
             finally:
                 self.con.unregister("batch")
-            if name in self.marks:
-                self.marks[name].update(rows)
-            STATS.rows[name] += len(batch)
+            STATS.rows[name] += len(fresh)
 
 
 class HighWaterMarks:
-    """The highest `rising` number stored per group of an append-only table: a row at or
-    below it is already in the table (its key rises within the group)."""
+    """The highest `rising` number stored per group of an append-only table when the writer
+    opened it: a row at or below it is already in the table (its key rises within the
+    group). Only a resumed run meets such rows again; one run never emits a row twice."""
 
     def __init__(self, table: Table, marks: dict[tuple[object, ...], int]) -> None:
         self.group = operator.attrgetter(*table.group)
         self.rising = operator.attrgetter(table.rising)
-        self.single = len(table.group) == 1
         self.marks = marks
 
     @classmethod
@@ -212,25 +218,27 @@ class HighWaterMarks:
             return rows
         return [r for r in rows if rising(r) > marks.get(group(r), -1)]
 
-    def update(self, rows: list[Row]) -> None:
-        marks, group, rising = self.marks, self.group, self.rising
-        for r in rows:
-            key, value = group(r), rising(r)
-            if value > marks.get(key, -1):
-                marks[key] = value
+
+def _empty_buffers() -> dict[type, list[Row]]:
+    return {kind: [] for kind in TABLE_OF}
 
 
-def _latest(batch: pl.DataFrame, table: Table, version: str | None) -> pl.DataFrame:
-    if version is not None:
-        batch = batch.sort(version)
-    return batch.unique(subset=list(table.key), keep="last", maintain_order=True)
+def _arrow(table: Table, rows: list[Row]) -> pa.Table:
+    """Rows of `table`'s own type as Arrow columns, plus `_pos` (the rows' order)."""
+    columns = [
+        pa.array(list(map(operator.itemgetter(i), rows)), type=kind)
+        for i, kind in enumerate(table.arrow_types)
+    ]
+    columns.append(pa.array(range(len(rows)), type=pa.int64()))
+    return pa.Table.from_arrays(columns, names=[*table.columns, "_pos"])
 
 
 def _upsert_sql(table: Table, version: str | None) -> str:
-    """Insert the local frame `batch` into `table`, idempotently.
+    """Insert the local Arrow table `batch` into `table`, idempotently.
 
     Facts (history, events, rejects) are inserted once and never changed; latest-state
-    tables take the incoming row, or only a newer `version` when the table has one.
+    tables take the incoming row, or only a newer `version` when the table has one. A
+    batch may hold several rows of one key there: the newest version wins, then the last.
     """
     cols = ", ".join(table.columns)
     head = f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM batch "
@@ -239,6 +247,8 @@ def _upsert_sql(table: Table, version: str | None) -> str:
     keys = ", ".join(table.key)
     if version == "":
         return head + f"ON CONFLICT ({keys}) DO NOTHING"
+    newest = f"{version} DESC, _pos DESC" if version else "_pos DESC"
+    head += f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {newest}) = 1 "
     sets = ", ".join(f"{c} = excluded.{c}" for c in table.columns if c not in table.key)
     where = f" WHERE excluded.{version} > {table.name}.{version}" if version else ""
     return head + f"ON CONFLICT ({keys}) DO UPDATE SET {sets}{where}"

@@ -1,4 +1,4 @@
-"""The DuckDB schema (`schema.sql`), read once: table names, columns and Polars types.
+"""The DuckDB schema (`schema.sql`), read once: table names, columns and Arrow types.
 
 The one place the sink and the dashboard learn what the tables look like.
 """
@@ -11,14 +11,14 @@ from functools import cache
 from importlib import resources
 
 import duckdb
-import polars as pl
+import pyarrow as pa
 
-_POLARS: dict[str, pl.DataType] = {
-    "VARCHAR": pl.Utf8(),
-    "BIGINT": pl.Int64(),
-    "INTEGER": pl.Int32(),
-    "DOUBLE": pl.Float64(),
-    "BOOLEAN": pl.Boolean(),
+_ARROW: dict[str, pa.DataType] = {
+    "VARCHAR": pa.string(),
+    "BIGINT": pa.int64(),
+    "INTEGER": pa.int32(),
+    "DOUBLE": pa.float64(),
+    "BOOLEAN": pa.bool_(),
 }
 
 
@@ -27,7 +27,7 @@ class Table:
     name: str
     columns: tuple[str, ...]
     key: tuple[str, ...]  # the primary key, for upserted tables
-    polars_schema: dict[str, pl.DataType]
+    arrow_types: tuple[pa.DataType, ...]  # one per column
     group: tuple[str, ...] = ()  # append-only tables: `-- key: (group) rising`
     rising: str = ""
 
@@ -60,7 +60,7 @@ def tables() -> dict[str, Table]:
             name=name,
             columns=tuple(c for c, _ in cols),
             key=tuple(key[0]) if key else (),
-            polars_schema={c: _polars_type(t) for c, t in cols},
+            arrow_types=tuple(_arrow_type(t) for _, t in cols),
             group=group,
             rising=rising,
         )
@@ -81,8 +81,8 @@ def _append_key(name: str) -> tuple[tuple[str, ...], str]:
     return (), ""
 
 
-def _polars_type(sql_type: str) -> pl.DataType:
+def _arrow_type(sql_type: str) -> pa.DataType:
     if sql_type.startswith("DECIMAL"):
         precision, scale = sql_type[len("DECIMAL(") : -1].split(",")
-        return pl.Decimal(int(precision), int(scale))
-    return _POLARS[sql_type]
+        return pa.decimal128(int(precision), int(scale))
+    return _ARROW[sql_type]
