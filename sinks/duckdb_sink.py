@@ -13,7 +13,7 @@ import operator
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +58,9 @@ class SinkStats:
 
 STATS = SinkStats()
 
+# Rows handed to the writer and not committed yet, in batches: the sink's snapshot.
+Unsaved = list[dict[type, list[Row]]]
+
 
 class DuckDBWriter:
     """Buffers rows by type and upserts them in Arrow batches; no Bytewax here.
@@ -67,7 +70,8 @@ class DuckDBWriter:
     there is kept to building one Arrow column per row field (C loops); deduplicating
     latest-state rows is SQL, so DuckDB does it without the GIL. `flush` hands the
     buffers over (blocking when two batches are already waiting, so memory stays bounded);
-    `sync` waits until everything handed over is committed. A failed write is raised from
+    `unsaved` lists what was handed over and is not committed yet, without waiting; `sync`
+    waits until everything handed over is committed. A failed write is raised from
     the next call on the flow's side, never lost.
     """
 
@@ -93,6 +97,9 @@ class DuckDBWriter:
         self.last_flush = time.monotonic()
         self.publisher = Publisher(self.con, writer_path(db), db, publish_every_s)
         self.batches: queue.Queue[dict[type, list[Row]] | None] = queue.Queue(maxsize=2)
+        # Batches handed over and not committed yet, oldest first: the flow's thread
+        # appends, the writer thread drops each once committed.
+        self.uncommitted: deque[dict[type, list[Row]]] = deque()
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="duckdb-writer", daemon=True)
         self.thread.start()
@@ -114,10 +121,24 @@ class DuckDBWriter:
         """Hand the buffered rows to the writer thread (one transaction per batch)."""
         self._raise_failure()
         if self.pending:
-            self.batches.put({kind: rows for kind, rows in self.buffers.items() if rows})
+            self._hand_over({kind: rows for kind, rows in self.buffers.items() if rows})
         self.buffers = _empty_buffers()
         self.pending = 0
         self.last_flush = time.monotonic()
+
+    def unsaved(self) -> Unsaved:
+        """Flush; the batches handed over and not committed yet, oldest first."""
+        self.flush()
+        return list(self.uncommitted)
+
+    def resend(self, batches: Unsaved) -> None:
+        """Hand over again what a snapshot found `unsaved` (a resumed run)."""
+        for batch in batches:
+            self._hand_over(batch)
+
+    def _hand_over(self, batch: dict[type, list[Row]]) -> None:
+        self.uncommitted.append(batch)
+        self.batches.put(batch)
 
     def sync(self) -> None:
         """Flush and wait until every row handed over is committed."""
@@ -154,6 +175,7 @@ class DuckDBWriter:
                     return
                 if batch and self.failure is None:
                     self._commit(batch)
+                    self.uncommitted.popleft()
                     dirty = True
                 if dirty and self.failure is None and self.publisher.due():
                     self.publisher.publish()
@@ -261,26 +283,31 @@ def _count(kind: type, rows: list[Row]) -> None:
         STATS.matches.update(r.match_id for r in rows if isinstance(r, MatchRow))
 
 
-class _Partition(StatefulSinkPartition[Sequence[object], None]):
-    def __init__(self, writer: DuckDBWriter) -> None:
+class _Partition(StatefulSinkPartition[Sequence[object], Unsaved]):
+    def __init__(self, writer: DuckDBWriter, resume: Unsaved | None) -> None:
         self.writer = writer
+        if resume:
+            writer.resend(resume)
 
     def write_batch(self, values: list[Sequence[object]]) -> None:
         """Called by Bytewax with each batch of per-line row lists."""
         for rows in values:
             self.writer.add(rows)
 
-    def snapshot(self) -> None:
-        """Called at the end of every epoch: commit all, so a snapshot never runs ahead of
-        DuckDB (a resumed run re-emits only rows after it, and upserts absorb them)."""
-        self.writer.sync()
+    def snapshot(self) -> Unsaved:
+        """Called at the end of every epoch: the rows received and not committed yet,
+        without waiting for DuckDB (waiting stalled a live flow for a whole commit, up to
+        300 ms, every epoch). A resumed run writes them first, then what Bytewax emits
+        again after the snapshot; upserts and high-water marks absorb whatever was
+        committed after all."""
+        return self.writer.unsaved()
 
     def close(self) -> None:
         """Called once when the input is exhausted: final flush and publish."""
         self.writer.close()
 
 
-class DuckDBSink(FixedPartitionedSink[Sequence[object], None]):
+class DuckDBSink(FixedPartitionedSink[Sequence[object], Unsaved]):
     """One partition, so exactly one worker (in one process) holds the writer connection.
 
     In: `(key, [Row, ...])` from `market_sync`.
@@ -296,5 +323,6 @@ class DuckDBSink(FixedPartitionedSink[Sequence[object], None]):
     def part_fn(self, item_key: str) -> int:
         return 0
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition:
-        return _Partition(DuckDBWriter(self.db, **self.options))  # type: ignore[arg-type]
+    def build_part(self, step_id: str, for_part: str, resume_state: Unsaved | None) -> _Partition:
+        writer = DuckDBWriter(self.db, **self.options)  # type: ignore[arg-type]
+        return _Partition(writer, resume_state)
