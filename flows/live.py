@@ -76,6 +76,11 @@ log = logging.getLogger("oddsflow.live")
 DEFAULT_GROUP = "oddsflow-live"
 CHECK_TIMEOUT_S = 5.0  # an unreachable broker fails `oddsflow live` within this
 BATCH_SIZE = 1000  # messages taken from the consumer per call
+# When the last call had nothing to give, the next one waits this long for a message
+# (returning as soon as one comes) instead of Bytewax calling again every millisecond:
+# an idle flow then costs ~nothing, and a line is taken the moment it arrives. Timers and
+# epochs wait at most this long.
+IDLE_WAIT_S = 0.01
 # How long the merge waits for a partition that is neither caught up nor delivering (at
 # start, or while the broker is away) before the flow stops: going on without it would
 # take lines out of arrival order. Longer than a broker restart; the Kafka sink gives up
@@ -197,11 +202,12 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
         self.consumer.assign(assignment)
         self.align_wait_s = align_wait_s
         self.batch_size = batch_size
+        self.idle = False  # the last call gave nothing
 
     def next_batch(self) -> list[RawLine | Reject]:
         """Called by Bytewax whenever it wants more input: the lines that can go now."""
         fed: set[_Lane] = set()
-        for msg in self.consumer.consume(self.batch_size, 0):
+        for msg in self._read():
             self._take(msg, fed)
         for lane in fed:
             self._check_caught_up(lane)
@@ -210,7 +216,16 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
         lines = list(self._merge())
         Progress.lines += len(lines)
         out.extend(lines)
+        self.idle = not out
         return out
+
+    def _read(self) -> list[Message]:
+        if self.idle:
+            first = self.consumer.poll(IDLE_WAIT_S)  # returns as soon as a message comes
+            if first is None:
+                return []
+            return [first, *self.consumer.consume(self.batch_size - 1, 0)]
+        return self.consumer.consume(self.batch_size, 0)
 
     def _take(self, msg: Message, fed: set[_Lane]) -> None:
         err = msg.error()
