@@ -69,7 +69,7 @@ def _replay(args: argparse.Namespace) -> int:
         )
     if args.process_id is not None:
         print(f"process {args.process_id} of {len(addresses or ())}:")
-    print(summary(time.monotonic() - started))
+    print(summary(time.monotonic() - started, cluster_member=args.process_id is not None))
     print(f"published  {args.db}   (open it with: oddsflow dashboard --db {args.db})")
     return 0
 

@@ -41,9 +41,17 @@ class ProgressBar:
             last_lines, last_t = lines, now
 
 
-def summary(wall_s: float) -> str:
-    """What this process read and wrote: lines, accepted, rejects by reason, matches, time."""
+def summary(wall_s: float, cluster_member: bool = False) -> str:
+    """What this process read and wrote: lines, accepted, rejects by reason, matches, time.
+    A member of a cluster that does not hold the DuckDB writer knows only what it read."""
     lines = Progress.lines
+    if cluster_member and not STATS.rows:
+        return (
+            f"lines read   {lines:,} ({lines / max(wall_s, 1e-9):,.0f}/s)\n"
+            "(accepted, rejected and matches: in the summary of the process that writes "
+            "DuckDB)\n"
+            f"wall time    {wall_s:.1f} s"
+        )
     rejected = sum(STATS.rejects.values())
     reasons = ", ".join(f"{r} {n:,}" for r, n in STATS.rejects.most_common()) or "none"
     return (
