@@ -23,6 +23,8 @@ from operators.parse import wallet_key
 from operators.rows import MarketStatusRow, PriceRow
 from operators.settings import Rules
 
+_NOTHING = (Decimal(0), Decimal(0))
+
 
 class BetDecision(NamedTuple):
     """Match -> wallet: the market's verdict on one bet line (`source` identifies it)."""
@@ -74,8 +76,8 @@ class MatchBets:
     seen: set[str] = field(default_factory=set)
     passed: dict[str, Bet] = field(default_factory=dict)  # bet_id -> bet passed at market
     pending: list[_Pending] = field(default_factory=list)
-    # (market, selection) -> (what the book pays if it wins, stakes taken on it)
-    book: dict[tuple[str, str], tuple[Decimal, Decimal]] = field(default_factory=dict)
+    # market -> selection -> (what the book pays if it wins, stakes taken on it)
+    book: dict[str, dict[str, tuple[Decimal, Decimal]]] = field(default_factory=dict)
     red_cards: int = 0
 
     def judge(
@@ -164,7 +166,7 @@ class MatchBets:
         """The market's liability if `bet` were taken (exact: Decimal sums undo exactly)."""
         self._move(bet, 1)
         try:
-            return liability(self.book, bet.market)
+            return liability(self.book[bet.market])
         finally:
             self._move(bet, -1)
 
@@ -176,18 +178,23 @@ class MatchBets:
 
     def _move(self, bet: Bet, sign: int) -> None:
         """Add (1) or remove (-1) a bet's payout and stake on its selection."""
-        key = (bet.market, bet.selection)
-        pays, stakes = self.book.get(key, (Decimal(0), Decimal(0)))
-        self.book[key] = (pays + sign * bet.stake * (bet.price - 1), stakes + sign * bet.stake)
+        sides = self.book.get(bet.market)
+        if sides is None:
+            sides = self.book[bet.market] = {}
+        pays, stakes = sides.get(bet.selection, _NOTHING)
+        sides[bet.selection] = (
+            pays + sign * bet.stake * (bet.price - 1),
+            stakes + sign * bet.stake,
+        )
 
     def _accept(self, source: str, bet: Bet, ts: int, out: MessageSink) -> None:
         self.passed[bet.bet_id] = bet
         out.append(BetDecision(source, bet, True, "", ts))
 
 
-def liability(book: dict[tuple[str, str], tuple[Decimal, Decimal]], market: str) -> Decimal:
-    """Worst case over the market's selections: paid to winners minus stakes kept."""
-    sides = {sel: v for (m, sel), v in book.items() if m == market}
+def liability(sides: dict[str, tuple[Decimal, Decimal]]) -> Decimal:
+    """Worst case over a market's selections (selection -> (paid if it wins, stakes taken)):
+    paid to winners minus stakes kept."""
     total = sum((stakes for _, stakes in sides.values()), Decimal(0))
     return max((pays - (total - stakes) for pays, stakes in sides.values()), default=Decimal(0))
 

@@ -7,8 +7,8 @@ wallets (no cycle: wallets never answer matches).
 
 from __future__ import annotations
 
-import copy
 import pickle
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
@@ -29,21 +29,73 @@ from operators.wallets import WalletShard
 Clock = Callable[[], datetime]
 
 
-class _MatchLogic(StatefulBatchLogic[list[RawLine], list[Output], bytes]):
-    """One key's processor. Bytewax calls `on_batch` with the line groups that reached this
-    key since its last call, `snapshot` at each epoch end (the state pickled: an immutable
-    copy), and, in a live flow only (`clock` given), `notify_at`/`on_notify` so that provider
-    silence and due reopenings fire on time without waiting for the next line: event time
-    is estimated as the last line's `ts` plus the wall time since it came. Replays pass no
-    clock and stay deterministic."""
+class _Snapshot:
+    """A key's state as `snapshot` hands it to Bytewax, pickled only when needed: when
+    Bytewax pickles it (a flow with recovery does, at once) or when the state is about to
+    change while Bytewax still holds it (see `_Snapshots`). A flow without recovery drops it
+    unpickled, so a replay does not pickle every match and shard at every epoch for nothing.
+    It unpickles as the state's pickle (bytes), which the builders resume from."""
 
-    def __init__(self, rules: Rules, clock: Clock | None, resume: bytes | None) -> None:
+    __slots__ = ("__weakref__", "data", "state")
+
+    def __init__(self, state: object) -> None:
+        self.state = state
+        self.data: bytes | None = None
+
+    def freeze(self) -> bytes:
+        if self.data is None:
+            self.data = pickle.dumps(self.state)
+            self.state = None
+        return self.data
+
+    def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]:
+        return bytes, (self.freeze(),)
+
+
+class _Snapshots:
+    """The last `_Snapshot` of one state: `changing` freezes it if anyone still holds it,
+    so every snapshot stays the state as it was when taken."""
+
+    def __init__(self) -> None:
+        self.last: weakref.ref[_Snapshot] | None = None
+
+    def take(self, state: object) -> _Snapshot:
+        snap = _Snapshot(state)
+        self.last = weakref.ref(snap)
+        return snap
+
+    def changing(self) -> None:
+        if self.last is not None:
+            snap = self.last()
+            if snap is not None:
+                snap.freeze()
+            self.last = None
+
+
+def _resume(resume: _Snapshot | bytes | None) -> object:
+    """The state a snapshot holds (None: a new key)."""
+    if resume is None:
+        return None
+    return pickle.loads(resume.freeze() if isinstance(resume, _Snapshot) else resume)
+
+
+class _MatchLogic(StatefulBatchLogic[list[RawLine], list[Output], _Snapshot]):
+    """One key's processor. Bytewax calls `on_batch` with the line groups that reached this
+    key since its last call, `snapshot` at each epoch end (see `_Snapshot`), and, in a live
+    flow only (`clock` given), `notify_at`/`on_notify` so that provider silence and due
+    reopenings fire on time without waiting for the next line: event time is estimated as
+    the last line's `ts` plus the wall time since it came. Replays pass no clock and stay
+    deterministic."""
+
+    def __init__(self, rules: Rules, clock: Clock | None, resume: _Snapshot | bytes | None) -> None:
         self.rules = rules
         self.clock = clock
-        self.proc: Processor | None = pickle.loads(resume) if resume is not None else None
+        self.proc = cast(Processor | None, _resume(resume))
         self.seen_at: datetime | None = None  # wall time of the last line
+        self.snapshots = _Snapshots()
 
     def on_batch(self, values: list[list[RawLine]]) -> tuple[list[list[Output]], bool]:
+        self.snapshots.changing()
         out: list[Output] = []
         for group in values:
             for raw in group:
@@ -69,11 +121,12 @@ class _MatchLogic(StatefulBatchLogic[list[RawLine], list[Output], bytes]):
         if not isinstance(proc, MatchProcessor) or self.seen_at is None or self.clock is None:
             return [], StatefulBatchLogic.RETAIN
         waited = (self.clock() - self.seen_at) / timedelta(milliseconds=1)
+        self.snapshots.changing()
         out = proc.idle(proc.last_ts + int(waited))
         return ([out] if out else []), StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> bytes:
-        return pickle.dumps(self.proc)
+    def snapshot(self) -> _Snapshot:
+        return self.snapshots.take(self.proc)
 
     def _due_in_ms(self) -> int | None:
         if self.clock is None or not isinstance(self.proc, MatchProcessor):
@@ -111,14 +164,16 @@ def _for_wallets(
     return list(groups.items())
 
 
-class _WalletLogic(StatefulBatchLogic[list[RawLine | WalletMessage], list[Row], WalletShard]):
+class _WalletLogic(StatefulBatchLogic[list[RawLine | WalletMessage], list[Row], _Snapshot]):
     """Bytewax calls `on_batch` with the groups of lines and messages that reached this
     shard, `on_eof` at the end of a finite input, `snapshot` at each epoch for recovery."""
 
-    def __init__(self, shard: WalletShard | None) -> None:
-        self.shard = shard or WalletShard()
+    def __init__(self, resume: _Snapshot | bytes | None) -> None:
+        self.shard = cast(WalletShard | None, _resume(resume)) or WalletShard()
+        self.snapshots = _Snapshots()
 
     def on_batch(self, values: list[list[RawLine | WalletMessage]]) -> tuple[list[list[Row]], bool]:
+        self.snapshots.changing()
         shard = self.shard
         rows: list[Row] = []
         for group in values:
@@ -130,11 +185,12 @@ class _WalletLogic(StatefulBatchLogic[list[RawLine | WalletMessage], list[Row], 
         return ([rows] if rows else [], StatefulBatchLogic.RETAIN)
 
     def on_eof(self) -> tuple[list[list[Row]], bool]:
+        self.snapshots.changing()
         rows = self.shard.finish()
         return ([rows] if rows else [], StatefulBatchLogic.RETAIN)
 
-    def snapshot(self) -> WalletShard:
-        return copy.deepcopy(self.shard)  # must not change after Bytewax takes it
+    def snapshot(self) -> _Snapshot:
+        return self.snapshots.take(self.shard)
 
 
 @operator

@@ -33,6 +33,7 @@ from operators.validate import SeqTracker, check_match
 from operators.wallets import WalletShard
 
 Output = Row | WalletMessage
+_new_row = tuple.__new__  # a row from its fields in order, without NamedTuple's Python __new__
 
 
 @dataclass(slots=True)
@@ -109,7 +110,10 @@ class MatchProcessor:
                 self.bets.notice_rejected_end(raw.source, ev.match_id, ev.ts, out)
             return
         out.append(
-            FeedEventRow(ev.provider, ev.match_id, ev.seq, ev.ts, _type(ev), _text(raw), raw.source)
+            _new_row(
+                FeedEventRow,
+                (ev.provider, ev.match_id, ev.seq, ev.ts, _type(ev), _text(raw), raw.source),
+            )
         )
         if self.match is None or ev.provider == self.match.provider:
             self._apply(raw, ev, out)
@@ -203,6 +207,10 @@ class MatchProcessor:
             bets.settle(raw.source, ev.match_id, out, ev.ts, out)
 
 
+# Line types that can move the markets by themselves (clock, foul, corner ... cannot).
+_REACTIVE = frozenset((Goal, Penalty, Card, Var, PeriodStart, PeriodEnd, MatchEnd))
+
+
 def _react(
     match: MatchState,
     markets: MatchMarkets,
@@ -211,6 +219,8 @@ def _react(
     out: RowSink,
 ) -> None:
     """What a line does to the markets (CONTRACT section 2)."""
+    if type(ev) not in _REACTIVE:
+        return
     ts = ev.ts
     if isinstance(ev, Goal):
         key = f"goal:{ev.goal_id}"

@@ -26,12 +26,13 @@ Team = Literal["home", "away"]
 
 MAX_MONEY = Decimal("1000000000.00")  # a deposit or stake; balances stay within DECIMAL(14, 2)
 MAX_PRICE = Decimal("1000.00")  # the top of the Betfair ladder
+_CENT = Decimal("0.01")
 
 
 def _check_amount(field: str, value: Decimal, minimum: Decimal, maximum: Decimal) -> None:
     if not value.is_finite() or not minimum <= value <= maximum:
         raise ValueError(f"`{field}` must be a decimal from {minimum} to {maximum}, got {value}")
-    if value != value.quantize(Decimal("0.01")):
+    if value != value.quantize(_CENT):
         raise ValueError(f"`{field}` has more than 2 decimal places: {value}")
 
 

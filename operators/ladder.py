@@ -44,6 +44,7 @@ _MEMBERS: frozenset[Decimal] = frozenset(LADDER)
 # A float price within this relative distance below a ladder price counts as that price:
 # 1 / (1 / 2.5) is 2.4999999999999996, which should offer 2.50, not 2.48.
 _FLOAT_SLACK = 1e-9
+_SLACK = 1.0 + _FLOAT_SLACK
 
 
 def ladder_floor(price: float | Decimal) -> Decimal:
@@ -52,14 +53,18 @@ def ladder_floor(price: float | Decimal) -> Decimal:
     Rounding down is the bookmaker's side: a lower price never offers more than the model
     asked for. `inf` gives 1000; NaN raises ValueError.
     """
-    if isinstance(price, Decimal):
+    if type(price) is float:  # the pricer's case, first
+        if price != price:
+            raise ValueError("price is NaN")
+        index = bisect_right(_FLOATS, price * _SLACK)
+    elif isinstance(price, Decimal):
         if price.is_nan():
             raise ValueError("price is NaN")
         index = bisect_right(LADDER, price)
     else:
         if math.isnan(price):
             raise ValueError("price is NaN")
-        index = bisect_right(_FLOATS, price * (1.0 + _FLOAT_SLACK))
+        index = bisect_right(_FLOATS, price * _SLACK)
     return LADDER[index - 1] if index > 0 else MIN_PRICE
 
 

@@ -24,6 +24,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     SETTLED: frozenset(),
 }
 FIXED_MARKETS = ("1x2", *MARKETS_OU)
+_new_row = tuple.__new__  # a row from its fields in order, without NamedTuple's Python __new__
 
 
 class IllegalTransition(RuntimeError):
@@ -57,13 +58,19 @@ class Market:
         self.status, self.reason, self.winner = status, reason, winner
         self.version += 1
         out.append(
-            MarketStatusRow(self.match_id, self.name, status, self.version, reason, ts, winner)
+            _new_row(
+                MarketStatusRow,
+                (self.match_id, self.name, status, self.version, reason, ts, winner),
+            )
         )
         if prices is not None:
             self.prices = prices
+            match_id, name, version = self.match_id, self.name, self.version
             out.extend(
-                PriceRow(self.match_id, self.name, self.version, sel, prob, price, ts)
-                for sel, (prob, price) in prices.items()
+                [
+                    _new_row(PriceRow, (match_id, name, version, sel, prob, price, ts))
+                    for sel, (prob, price) in prices.items()
+                ]
             )
 
 
@@ -178,7 +185,7 @@ class MatchMarkets:
         quotes = self._quote(match, ts)
         for name, market in self.markets.items():
             new = quotes.get(name)
-            if market.status == OPEN and new and _offered(new) != _offered(market.prices):
+            if market.status == OPEN and new and not _same_offer(new, market.prices):
                 market.move(OPEN, reason, ts, out, prices=new)
 
     def _reopen(self, match: MatchState, ts: int, reason: str, out: RowSink) -> None:
@@ -208,8 +215,17 @@ class MatchMarkets:
         return [n for n in (*FIXED_MARKETS, f"goal_{total + 1}") if n in self.markets]
 
 
-def _offered(prices: dict[str, tuple[float, Decimal]]) -> dict[str, Decimal]:
-    return {sel: price for sel, (_, price) in prices.items()}
+def _same_offer(
+    new: dict[str, tuple[float, Decimal]], old: dict[str, tuple[float, Decimal]]
+) -> bool:
+    """Do both offer the same selections at the same prices (fair probabilities aside)?"""
+    if len(new) != len(old):
+        return False
+    for sel, (_, price) in new.items():
+        before = old.get(sel)
+        if before is None or before[1] != price:
+            return False
+    return True
 
 
 def _decided(name: str, total: int) -> bool:

@@ -17,6 +17,7 @@ from operators.events import (
 from operators.rows import MatchRow
 
 MINUTES_BEFORE = {1: 0, 2: 45, 3: 90, 4: 105}
+_new_row = tuple.__new__  # a row from its fields in order, without NamedTuple's Python __new__
 
 
 @dataclass(slots=True)
@@ -135,17 +136,20 @@ class MatchState:
         return True
 
     def row(self, ts: int) -> MatchRow:
-        return MatchRow(
-            match_id=self.match_id,
-            home=self.home,
-            away=self.away,
-            kickoff=self.kickoff,
-            period=self.period,
-            minute=self.minute,
-            home_score=self.home_score,
-            away_score=self.away_score,
-            home_red=self.home_red,
-            away_red=self.away_red,
-            status=self.status,
-            ts=ts,
+        return _new_row(  # MatchRow's fields, in order
+            MatchRow,
+            (
+                self.match_id,
+                self.home,
+                self.away,
+                self.kickoff,
+                self.period,
+                self.minute,
+                self.home_score,
+                self.away_score,
+                self.home_red,
+                self.away_red,
+                self.status,
+                ts,
+            ),
         )

@@ -43,6 +43,7 @@ MAX_REDS = 4  # Law 3: below seven players the match is abandoned, more reds cha
 MAX_RATE = 100.0  # guards exp(-rate) from underflowing; real rates are < 5
 _PMF_CUTOFF = 1e-17  # stop a pmf past its mode once terms are this small
 _SHIN_TOLERANCE = 1e-13
+_TOP = float(MAX_PRICE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,14 @@ def quote(
     """market -> selection -> (fair probability, offered decimal price on the Betfair ladder,
     >= 1.01). `margin` is the overround before ladder rounding (0.05: implied probabilities
     sum to 1.05); `method` says how it is spread over the selections."""
+    if method == "proportional":  # the usual case, inlined: p x (1 + margin) per selection
+        if not 0.0 <= margin < math.inf:
+            raise ValueError(f"`margin` must be finite and >= 0, got {margin}")
+        scale = 1.0 + margin
+        return {
+            market: {name: (p, _offer(p * scale)) for name, p in selections.items()}
+            for market, selections in fair_probabilities(s).items()
+        }
     quotes: dict[str, dict[str, tuple[float, Decimal]]] = {}
     for market, selections in fair_probabilities(s).items():
         fair = tuple(selections.values())
@@ -234,6 +243,6 @@ def _shin(fair: Sequence[float], margin: float) -> tuple[float, ...]:
 
 def _offer(implied: float) -> Decimal:
     """The ladder price for an implied probability: floor(1 / implied), within [1.01, 1000]."""
-    if implied * float(MAX_PRICE) <= 1.0:
+    if implied * _TOP <= 1.0:
         return MAX_PRICE
     return ladder_floor(1.0 / implied)

@@ -85,6 +85,9 @@ class DuckDBWriter:
         db.parent.mkdir(parents=True, exist_ok=True)
         self.con = duckdb.connect(str(writer_path(db)))
         self.con.execute("SET checkpoint_threshold = '1GB'")  # we checkpoint when publishing
+        # One thread: DuckDB's work stays on the writer thread, the second core of a small
+        # machine; its pool would take CPU from the flow for little gain on these batches.
+        self.con.execute("SET threads = 1")
         self.con.execute(schema_sql())
         self.tables = tables()
         self.marks = {
