@@ -119,7 +119,10 @@ def get_flow(
     rows = market_sync("sync", split.trues, rules, clock)  # shape: (key, [Row])
     errors = op.map("errors", split.falses, as_reject_rows)  # shape: ("", [Reject])
     out = op.merge("out", rows, errors)
-    op.output("duckdb", out, DuckDBSink(Path(db), publish_every_s=publish_every_s))
+    # One DuckDB commit a second (at each epoch end, `--epoch-s`): a commit has a fixed
+    # cost per table that a live feed's small batches would otherwise pay twice as often.
+    sink = DuckDBSink(Path(db), publish_every_s=publish_every_s, flush_every_s=1.0)
+    op.output("duckdb", out, sink)
     kafka_output("kafka", out, settings)
     return flow
 
