@@ -72,11 +72,14 @@ class _Snapshots:
             self.last = None
 
 
-def _resume(resume: _Snapshot | bytes | None) -> object:
-    """The state a snapshot holds (None: a new key)."""
-    if resume is None:
-        return None
-    return pickle.loads(resume.freeze() if isinstance(resume, _Snapshot) else resume)
+def _resume(resume: _Snapshot | bytes | object) -> object:
+    """The state a snapshot holds (None: a new key). A wallet shard stored by a version
+    that snapshotted the shard itself comes back as the shard."""
+    if isinstance(resume, _Snapshot):
+        return pickle.loads(resume.freeze())
+    if isinstance(resume, bytes):
+        return pickle.loads(resume)
+    return resume
 
 
 class _MatchLogic(StatefulBatchLogic[list[RawLine], list[Output], _Snapshot]):
@@ -168,7 +171,7 @@ class _WalletLogic(StatefulBatchLogic[list[RawLine | WalletMessage], list[Row], 
     """Bytewax calls `on_batch` with the groups of lines and messages that reached this
     shard, `on_eof` at the end of a finite input, `snapshot` at each epoch for recovery."""
 
-    def __init__(self, resume: _Snapshot | bytes | None) -> None:
+    def __init__(self, resume: _Snapshot | bytes | WalletShard | None) -> None:
         self.shard = cast(WalletShard | None, _resume(resume)) or WalletShard()
         self.snapshots = _Snapshots()
 

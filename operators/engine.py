@@ -13,6 +13,7 @@ from operators.bets import BetDecision, MatchBets, SettlementNotice, WalletMessa
 from operators.events import (
     Bet,
     Card,
+    Clock,
     Deposit,
     FeedEvent,
     Fixture,
@@ -61,7 +62,8 @@ class MatchProcessor:
             self._bet(raw, ev, out)
         else:
             self._feed(raw, ev, out)
-        self.bets.review(out, ev.ts, out)
+        if self.bets.pending:  # bets in their delay window
+            self.bets.review(out, ev.ts, out)
         return out
 
     @property
@@ -92,6 +94,8 @@ class MatchProcessor:
         bets.judge(raw.source, bet, markets, match is not None and match.in_play, out)
 
     def _feed(self, raw: RawLine, ev: FeedEvent, out: list[Output]) -> None:
+        if type(ev) is Clock and self._clock(raw, ev, out):
+            return
         if self.match is None and not isinstance(ev, Fixture):
             out.append(_reject(raw, ev, "unknown_match"))
             return
@@ -119,7 +123,36 @@ class MatchProcessor:
             self._apply(raw, ev, out)
         else:
             self._backup(ev, out)
-        self._compare_providers(ev.ts, out)
+        if self.backups:
+            self._compare_providers(ev.ts, out)
+
+    def _clock(self, raw: RawLine, ev: Clock, out: list[Output]) -> bool:
+        """The common line, a heartbeat of the driving provider in sequence, in few steps:
+        exactly what `_feed` does with it (valid, no gap, nothing for `_react`). False,
+        having changed nothing, when it is anything else."""
+        match, markets = self.match, self.markets
+        if match is None or markets is None or ev.provider != match.provider:
+            return False
+        tracker = self.seqs.get(ev.provider)
+        ts = ev.ts
+        if (
+            tracker is None
+            or ev.seq != tracker.last + 1
+            or abs(ts - match.kickoff) > self.rules.max_kickoff_distance_ms
+            or match.status == "ended"
+        ):
+            return False
+        tracker.last = ev.seq
+        row = (ev.provider, ev.match_id, ev.seq, ts, "clock", _text(raw), raw.source)
+        out.append(_new_row(FeedEventRow, row))
+        markets.advance(match, ts, out)
+        if match.apply(ev):
+            out.append(match.row(ts))
+        markets.heard(match, ts, out)
+        markets.tick(match, ts, out)
+        if self.backups:
+            self._compare_providers(ts, out)
+        return True
 
     def _view(self, ev: FeedEvent) -> MatchState | None:
         """The match as `ev`'s provider reported it so far (a backup's view starts at the
@@ -198,7 +231,8 @@ class MatchProcessor:
             out.append(match.row(ev.ts))
         if ev.provider == match.provider and not isinstance(ev, MatchEnd):
             markets.heard(match, ev.ts, out)
-        _react(match, markets, ev, score, out)
+        if type(ev) in _REACTIVE:
+            _react(match, markets, ev, score, out)
         markets.tick(match, ev.ts, out)
         if isinstance(ev, Card) and ev.color != "yellow":
             bets.red_card()
@@ -219,8 +253,6 @@ def _react(
     out: RowSink,
 ) -> None:
     """What a line does to the markets (CONTRACT section 2)."""
-    if type(ev) not in _REACTIVE:
-        return
     ts = ev.ts
     if isinstance(ev, Goal):
         key = f"goal:{ev.goal_id}"

@@ -116,7 +116,8 @@ class MatchMarkets:
 
     def heard(self, match: MatchState, ts: int, out: RowSink) -> None:
         """A line from the match's provider: the feed is alive."""
-        self.last_heard = max(self.last_heard, ts)
+        if ts > self.last_heard:
+            self.last_heard = ts
         if "feed_silent" in self.incidents:
             self.resolve("feed_silent", match, ts, out)
 
@@ -124,7 +125,7 @@ class MatchMarkets:
         """Event time moved to `ts` (before the line at `ts` is applied): the provider's
         silence, then a reopening that fell due in between, at the time it fell due."""
         silent_since = self.last_heard + self.rules.heartbeat_timeout_ms
-        if match.in_play and "feed_silent" not in self.incidents and ts > silent_since:
+        if ts > silent_since and match.in_play and "feed_silent" not in self.incidents:
             self.incident("feed_silent", "feed_silent", silent_since, out)
         if self.held and not self.incidents:
             due = max(self.calm_since, self.hold_until)

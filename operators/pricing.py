@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import accumulate
 from typing import Literal
 
 from operators.ladder import MAX_PRICE, ladder_floor
@@ -152,16 +153,20 @@ def _poisson(rate: float) -> list[float]:
     return pmf
 
 
+def _tail_sums(pmf: list[float]) -> list[float]:
+    """[P(X >= 0), P(X >= 1), ..., P(X >= n) = 0], summed from the tail so tiny tails stay
+    exact."""
+    sums = list(accumulate(reversed(pmf), initial=0.0))
+    sums.reverse()
+    return sums
+
+
 def _match_odds(home: list[float], away: list[float], lead: int) -> tuple[float, float, float]:
     """P(home win, draw, away win) when home leads by `lead` (may be negative) and scores
     `home` more goals, away `away` more (pmfs). Home wins iff X > Y - lead."""
     n = len(home)
-    below = [0.0] * (n + 1)  # below[j] = P(X < j)
-    above = [0.0] * (n + 1)  # above[j] = P(X >= j); summed from the tail so tiny tails stay exact
-    for j in range(n):
-        below[j + 1] = below[j] + home[j]
-    for j in range(n - 1, -1, -1):
-        above[j] = above[j + 1] + home[j]
+    below = list(accumulate(home, initial=0.0))  # below[j] = P(X < j)
+    above = _tail_sums(home)  # above[j] = P(X >= j)
     win = draw = lose = 0.0
     for y, q in enumerate(away):
         level = y - lead  # home needs exactly this many more goals to draw
@@ -180,9 +185,7 @@ def _match_odds(home: list[float], away: list[float], lead: int) -> tuple[float,
 def _over_under(rate: float, goals: int) -> dict[str, dict[str, float]]:
     """Every `ou_X.5` market when `goals` are in and Poisson(rate) more are to come."""
     pmf = _poisson(rate)
-    tail = [0.0] * (len(pmf) + 1)  # tail[k] = P(at least k more goals)
-    for k in range(len(pmf) - 1, -1, -1):
-        tail[k] = tail[k + 1] + pmf[k]
+    tail = _tail_sums(pmf)  # tail[k] = P(at least k more goals)
     total = tail[0]
     book: dict[str, dict[str, float]] = {}
     for line, market in _OU_LINES:
@@ -235,7 +238,7 @@ def _shin(fair: Sequence[float], margin: float) -> tuple[float, ...]:
         if slope <= 0.0:
             break
         step = (target - value) / slope
-        z = min(z + step, 1.0)
+        z = min(max(z + step, 0.0), 1.0)  # f(0) may pass a target of ~1 by rounding
         if step < _SHIN_TOLERANCE:
             break
     return tuple(target * math.sqrt(z * p + (1.0 - z) * p * p) for p in fair)

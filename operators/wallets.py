@@ -128,7 +128,8 @@ class WalletShard:
             return
         self.decided.add(bet.bet_id)
         reason = verdict.reason
-        if verdict.accepted and self.wallets.get(bet.user_id, Wallet()).balance < bet.stake:
+        wallet = self.wallets.get(bet.user_id)
+        if verdict.accepted and (wallet.balance if wallet else ZERO) < bet.stake:
             reason = "insufficient_funds"
         if reason:
             out.append(_bet_row(bet, "rejected", reason, ZERO, ts, 1))
@@ -151,7 +152,9 @@ class WalletShard:
     def _move(
         self, user: str, amount: Decimal, kind: str, ref: str, ts: int, out: list[Row]
     ) -> None:
-        wallet = self.wallets.setdefault(user, Wallet())
+        wallet = self.wallets.get(user)
+        if wallet is None:
+            wallet = self.wallets[user] = Wallet()
         balance = wallet.balance + amount
         if balance < 0:  # the funds check makes this impossible; never write it
             raise AssertionError(f"wallet {user} would go negative: {balance}")

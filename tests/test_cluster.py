@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import replay
 from tests.test_recovery import (
     REPO,
+    SPEED,
     differing_tables,
     lines_read,
     replay_command,
@@ -74,7 +75,11 @@ def test_a_killed_two_process_run_resumes_on_one_process(
 ) -> None:
     expected = dump(one_worker)
     db, store = tmp_path / "resumed.duckdb", tmp_path / "recovery"
-    command = replay_command(feed, db, "--recovery-dir", str(store), "--snapshot-s", "1")
+    # Paced as in test_recovery: at full speed a third of the feed can be published before
+    # the first snapshot is stored, and the resumed run then rightly reads everything.
+    command = replay_command(
+        feed, db, "--recovery-dir", str(store), "--snapshot-s", "1", "--speed", SPEED
+    )
     killed_at = run_until_killed(
         [*command, "--processes", "2"], db, len(expected["feed_events"]) // 3, tmp_path / "log"
     )

@@ -52,3 +52,10 @@ def test_a_held_wallet_snapshot_keeps_the_balances_it_was_taken_at() -> None:
         assert isinstance(shard, WalletShard)
         assert str(shard.wallets["u1"].balance) == "10.00"
     assert str(logic.shard.wallets["u1"].balance) == "15.00"
+
+
+def test_a_wallet_shard_stored_by_an_earlier_version_resumes_as_is() -> None:
+    logic = _WalletLogic(None)
+    logic.on_batch([[RawLine("t:1", deposit_line(KICKOFF, 0, "u1", "10.00"))]])
+    resumed = _WalletLogic(logic.shard)  # what a store written before lazy snapshots holds
+    assert str(resumed.shard.wallets["u1"].balance) == "10.00"

@@ -358,3 +358,12 @@ def test_ladder_edges() -> None:
     assert not on_ladder(Decimal("2.51")) and not on_ladder(Decimal("NaN"))
     with pytest.raises(ValueError):
         ladder_floor(math.nan)
+
+
+def test_shin_with_a_margin_lost_in_rounding_prices_a_near_certain_market() -> None:
+    # Found by hypothesis: 1 + 5e-324 rounds to 1, the fair probabilities sum to just over
+    # it, and Newton stepped below z = 0 (math domain error).
+    s = PricingState(home_rate=0.9420080533154676, away_rate=2.220446049250313e-16, minute=0.0)
+    book = quote(s, 5e-324, "shin")
+    assert book["1x2"]["away"][1] == MAX_PRICE
+    assert all(on_ladder(price) for sels in book.values() for _, price in sels.values())

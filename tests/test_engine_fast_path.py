@@ -1,0 +1,75 @@
+"""The engine's fast path for in-sequence heartbeats gives exactly what the general path
+gives: the same rows, in the same order, on a simulated feed with faults and bets, and
+while a backup provider disagrees with the driving one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import msgspec
+import pytest
+
+from flows.simulator import simulate
+from operators.engine import MatchProcessor
+from operators.rows import MarketStatusRow, Row
+from tests.feedkit import Feed, run
+
+
+@contextmanager
+def general_path_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    with monkeypatch.context() as patch:
+        patch.setattr(MatchProcessor, "_clock", lambda self, *args: False)
+        yield
+
+
+@contextmanager
+def counting_fast_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], int]]:
+    taken = 0
+    fast = MatchProcessor._clock
+
+    def counting(self: MatchProcessor, *args: object) -> bool:
+        nonlocal taken
+        took = fast(self, *args)  # type: ignore[arg-type]
+        taken += took
+        return took
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MatchProcessor, "_clock", counting)
+        yield lambda: taken
+
+
+def both_paths(lines: list[bytes], monkeypatch: pytest.MonkeyPatch) -> tuple[list[Row], int]:
+    """The rows with the fast path (and how often it was taken), checked equal without."""
+    with counting_fast_path(monkeypatch) as taken:
+        rows = run(lines)
+    with general_path_only(monkeypatch):
+        assert run(lines) == rows
+    return rows, taken()
+
+
+def test_heartbeats_on_the_fast_path_give_the_rows_of_the_general_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = [s.line.encode() for s in simulate(6, seed=5, bets_per_match=40, fault_rate=0.03)]
+    _, taken = both_paths(lines, monkeypatch)
+    assert taken > len(lines) // 2  # most lines are heartbeats, and they took it
+
+
+def test_a_driver_heartbeat_ends_a_conflict_with_a_backup_gone_silent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    driver, backup = Feed().fixture().kick_off(), Feed(provider="alt")
+    backup.add(1_000, "period_start", period=1)
+    backup.add(2_000, "goal", goal_id="a1", team="home", state="possible")
+    backup.add(2_500, "goal", goal_id="a1", team="home", state="confirmed")
+    driver.clocks(4_000, 24_000)  # the backup is silent from 2.5 s: stale after 12.5 s
+    lines = [line for _, line in sorted(_timed(driver) + _timed(backup))]
+    rows, taken = both_paths(lines, monkeypatch)
+    reasons = [r.reason for r in rows if isinstance(r, MarketStatusRow) and r.market == "1x2"]
+    assert "provider_conflict" in reasons and reasons[-1] == "reopen"
+    assert taken >= 5
+
+
+def _timed(feed: Feed) -> list[tuple[int, bytes]]:
+    return [(msgspec.json.decode(line)["ts"], line) for line in feed.lines]
