@@ -6,6 +6,7 @@ Run it with `oddsflow replay FILE... --db PATH`, or straight with Bytewax:
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import bytewax.operators as op
@@ -18,6 +19,17 @@ from sinks.duckdb_sink import DuckDBSink
 from sinks.kafka_config import KafkaSettings
 from sinks.kafka_rows import kafka_output
 
+REPLAY_BATCH_ROWS = 150_000  # rows per DuckDB commit at most (a few tens of MB)
+# A replay allocates rows by the million, nearly all short-lived and none in cycles: with
+# CPython's default (a young collection every 700 allocations) a 400-match replay spent
+# ~15% of its CPU in ~2000 collections; every 50 000 allocations, in ~25.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """This process collects cycles less often (see `GC_THRESHOLDS`)."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
 
 def get_flow(
     files: list[str | Path],
@@ -29,11 +41,20 @@ def get_flow(
     merge: bool = False,
     kafka: KafkaSettings | None = None,
 ) -> Dataflow:
+    tune_gc()
     flow = Dataflow("oddsflow_replay")
     source = ReplaySource([Path(f) for f in files], speed, fmt=fmt, merge=merge)
     lines = op.input("read", flow, source)
     rows = market_sync("sync", lines, rules)  # shape: (key, [Row])
-    op.output("duckdb", rows, DuckDBSink(Path(db), publish_every_s=publish_every_s))
+    # Readers see only published copies: committing more often than publishing buys them
+    # nothing, and each commit has a fixed cost per table (several ms for upserts).
+    sink = DuckDBSink(
+        Path(db),
+        publish_every_s=publish_every_s,
+        flush_every_s=publish_every_s,
+        batch_rows=REPLAY_BATCH_ROWS,
+    )
+    op.output("duckdb", rows, sink)
     if kafka is not None:
         kafka_output("kafka", rows, kafka)  # topics must exist: flows.live.prepare_topics
     return flow
