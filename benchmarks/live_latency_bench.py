@@ -13,8 +13,11 @@ Latency: from the moment the benchmark hands a `goal possible` line to its produ
 the moment a consumer in another process receives a `markets` message with reason
 `goal_possible` for that match at that line's `ts` ("first": the first market suspended;
 "all": the last market of the match suspended). Both times come from this machine's
-clock. Throughput: lines published / (last output message received - first line
-produced), i.e. including the time the flow needed to drain what it was behind; "drain"
+clock. Before each flow run, the same lines go at the same rate through Kafka alone (the
+input topics, read back by a consumer in another process, no flow): the latency of the
+goal-possible lines there is the floor under the flow's, measured in the same invocation.
+Throughput: lines published / (last output message received - first line produced), i.e.
+including the time the flow needed to drain what it was behind; "drain"
 is that lag after the last line was produced. CPU: the flow process's user+system time
 per 1000 lines (its Bytewax worker, its DuckDB writer thread and librdkafka's threads).
 """
@@ -45,6 +48,7 @@ from flows.simulator import write_feed
 from sinks.kafka_config import (
     ALL_TOPICS,
     ENV_PREFIX,
+    INPUT_TOPICS,
     MARKETS,
     OUTPUT_TOPICS,
     KafkaSettings,
@@ -84,9 +88,11 @@ def consume(
     total: Synchronized[int],
     last_at: Synchronized[float],
     results: Any,
+    bare: bool = False,
 ) -> None:
     """Read every output topic; receive times of goal-possible suspensions, sent back on
-    `results` when `stop` is set."""
+    `results` when `stop` is set. `bare`: read the input topics instead, and time the
+    goal-possible lines themselves (Kafka alone, no flow)."""
     consumer = Consumer(
         {
             **settings.consumer_config(f"bench-{uuid.uuid4().hex}"),
@@ -94,7 +100,7 @@ def consume(
             "fetch.wait.max.ms": 10,
         }
     )
-    topics = [settings.topic(t) for t in OUTPUT_TOPICS]
+    topics = [settings.topic(t) for t in (INPUT_TOPICS if bare else OUTPUT_TOPICS)]
     metadata = consumer.list_topics(timeout=10)
     consumer.assign(
         [
@@ -116,7 +122,12 @@ def consume(
                 continue
             count += 1
             value = msg.value() or b""
-            if msg.topic() == markets and b"goal_possible" in value:
+            if bare:
+                goal = goal_possible(value)
+                if goal is not None:
+                    seen.setdefault(goal, []).append(now)
+                    created.setdefault(goal, msg.timestamp()[1] / 1000)
+            elif msg.topic() == markets and b"goal_possible" in value:
                 body = json.loads(value)
                 if body["reason"] == "goal_possible" and body["status"] == "SUSPENDED":
                     key = (body["match_id"], body["ts"])
@@ -191,8 +202,31 @@ def run_once(base: KafkaSettings, lines: list[bytes], rate: int, flow_options: l
     )
 
 
+def run_bare(base: KafkaSettings, lines: list[bytes], rate: int) -> list[float]:
+    """The same lines at the same rate through Kafka alone (input topics, no flow): each
+    goal-possible line's produce -> consume latency in ms, the floor under the flow's."""
+    settings = dataclasses.replace(base, topic_prefix=f"bench-bare-{uuid.uuid4().hex[:8]}.")
+    ensure_topics(settings, INPUT_TOPICS)
+    ctx = mp.get_context("spawn")
+    stop, results = ctx.Event(), ctx.Queue()
+    total, last_at = ctx.Value("q", 0), ctx.Value("d", 0.0)
+    reader = ctx.Process(target=consume, args=(settings, stop, total, last_at, results, True))
+    reader.start()
+    producer = Producer(settings.producer_config())
+    try:
+        _warm_up(producer, settings, total)
+        produced, _, _ = _publish(producer, settings, lines, rate)
+        _wait_until_drained(total, last_at, quiet_s=2.0)
+    finally:
+        stop.set()
+        received: dict[Key, tuple[float, float, float]] = results.get(timeout=60)
+        reader.join()
+    return [(received[k][0] - t) * 1000 for k, t in produced.items() if k in received]
+
+
 def _warm_up(producer: Producer, settings: KafkaSettings, total: Synchronized[int]) -> None:
-    """One fixture line through the flow: it runs and the consumer reads, off the clock."""
+    """One fixture line through the flow (if any): it runs and the consumer reads, off the
+    clock."""
     producer.produce(settings.topic("feed"), WARM_UP, b"bench-warmup")
     producer.flush(30)
     deadline = time.monotonic() + 120
@@ -262,13 +296,14 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def describe(result: Result) -> str:
-    def stats(values: list[float]) -> str:
-        if not values:
-            return "n/a"
-        p50, p99 = statistics.median(values), percentile(values, 0.99)
-        return f"p50 {p50:7.1f}  p99 {p99:8.1f}  max {max(values):8.1f} ms"
+def stats(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    p50, p99 = statistics.median(values), percentile(values, 0.99)
+    return f"p50 {p50:7.1f}  p99 {p99:8.1f}  max {max(values):8.1f} ms"
 
+
+def describe(result: Result, bare: list[float]) -> str:
     return (
         f"{result.rate:>6,} lines/s x {result.published_s:4.0f} s = {result.lines:,} lines; "
         f"{len(result.latencies_first)} goal-possible suspensions "
@@ -276,6 +311,7 @@ def describe(result: Result) -> str:
         f"    latency first market  {stats(result.latencies_first)}\n"
         f"    latency all markets   {stats(result.latencies_all)}\n"
         f"    of which in the flow  {stats(result.in_flow)} (to its producer, ms clock)\n"
+        f"    Kafka alone           {stats(bare)} (same lines and rate, no flow)\n"
         f"    sustained {result.throughput:,.0f} lines/s (drain {result.drain_s:.1f} s after "
         f"the last line), {result.outputs:,} output messages, "
         f"flow CPU {result.cpu_ms_per_1000:.0f} ms per 1000 lines"
@@ -297,8 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"simulated feed: {len(lines):,} lines; {os.cpu_count()} CPUs", flush=True)
     for rate in args.rates:
         options = ["--workers", str(args.workers), "--epoch-s", str(args.epoch_s)]
-        result = run_once(base, lines[: int(rate * args.seconds)], rate, options)
-        print(describe(result), flush=True)
+        sent = lines[: int(rate * args.seconds)]
+        bare = run_bare(base, sent, rate)
+        result = run_once(base, sent, rate, options)
+        print(describe(result, bare), flush=True)
     return 0
 
 

@@ -104,8 +104,13 @@ def get_flow(
     from_beginning: bool = True,
     publish_every_s: float = 2.0,
     wall_clock: bool = True,
+    recoverable: bool = True,
 ) -> Dataflow:
     """The live flow; the topics must exist (`prepare_topics`).
+
+    `recoverable`: the flow runs with a recovery store, so at each snapshot the Kafka sink
+    waits until everything it sent is acknowledged (tens of milliseconds at times, which
+    a flow without a store has no reason to spend).
 
     `wall_clock`: provider silence and due reopenings fire on the wall clock when no line
     comes (see `operators.dataflow`); without it they wait for the match's next line, as
@@ -123,7 +128,7 @@ def get_flow(
     # cost per table that a live feed's small batches would otherwise pay twice as often.
     sink = DuckDBSink(Path(db), publish_every_s=publish_every_s, flush_every_s=1.0)
     op.output("duckdb", out, sink)
-    kafka_output("kafka", out, settings)
+    kafka_output("kafka", out, settings, recoverable)
     return flow
 
 
@@ -400,7 +405,12 @@ def serve(
     except (KafkaUnreachableError, TopicSetupError) as exc:
         return _fail(str(exc))
     flow = get_flow(
-        settings, db, group_id=group_id, from_beginning=from_beginning, wall_clock=wall_clock
+        settings,
+        db,
+        group_id=group_id,
+        from_beginning=from_beginning,
+        wall_clock=wall_clock,
+        recoverable=recovery is not None,
     )
     freeze_startup_heap()
     started = time.monotonic()

@@ -87,12 +87,19 @@ def to_messages(item: tuple[str, Sequence[object]]) -> list[SinkItem]:
 
 @operator
 def kafka_output(
-    step_id: str, rows: Stream[tuple[str, Sequence[object]]], settings: KafkaSettings
+    step_id: str,
+    rows: Stream[tuple[str, Sequence[object]]],
+    settings: KafkaSettings,
+    recoverable: bool = True,
 ) -> None:
     """The Kafka sink of a flow. In: `(key, [row, ...])` from `market_sync`; writes each
-    row with a topic to its prefixed topic (the topics must exist: `ensure_topics`)."""
+    row with a topic to its prefixed topic (the topics must exist: `ensure_topics`).
+
+    `recoverable`: wait for every delivery at each snapshot (see `_Partition`); a flow run
+    without a recovery store may pass False and never wait there.
+    """
     messages = op.map("to_messages", rows, _messages)  # shape: ("kafka", [(topic, key, json)])
-    op.output("send", messages, _SnapshotFlushedSink(settings))
+    op.output("send", messages, _SnapshotFlushedSink(settings, recoverable))
 
 
 def _messages(item: tuple[str, Sequence[object]]) -> tuple[str, list[SinkItem]]:
@@ -120,8 +127,9 @@ class _Partition(StatefulSinkPartition[list[SinkItem], None]):
     rather than waited for and raised.
     """
 
-    def __init__(self, inner: KafkaSinkPartition) -> None:
+    def __init__(self, inner: KafkaSinkPartition, recoverable: bool) -> None:
         self.inner = inner
+        self.recoverable = recoverable
 
     def write_batch(self, values: list[list[SinkItem]]) -> None:
         try:
@@ -132,6 +140,8 @@ class _Partition(StatefulSinkPartition[list[SinkItem], None]):
             raise
 
     def snapshot(self) -> None:
+        if not self.recoverable:
+            return  # nothing resumes from this snapshot: no reason to wait
         try:
             self.inner.flush()
         except BaseException:
@@ -146,8 +156,9 @@ class _Partition(StatefulSinkPartition[list[SinkItem], None]):
 class _SnapshotFlushedSink(FixedPartitionedSink[list[SinkItem], None]):
     """One partition, so one worker holds the producer (as the DuckDB sink's writer)."""
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    def __init__(self, settings: KafkaSettings, recoverable: bool) -> None:
         self.sink = KafkaSink(settings)
+        self.recoverable = recoverable
 
     def list_parts(self) -> list[str]:
         return [_PART]
@@ -156,4 +167,4 @@ class _SnapshotFlushedSink(FixedPartitionedSink[list[SinkItem], None]):
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition:
-        return _Partition(self.sink.build(step_id, 0, 1))
+        return _Partition(self.sink.build(step_id, 0, 1), self.recoverable)
