@@ -163,12 +163,11 @@ class MatchBets:
         return self.rules.market_liability_limit * factor
 
     def _liability_with(self, bet: Bet) -> Decimal:
-        """The market's liability if `bet` were taken (exact: Decimal sums undo exactly)."""
-        self._move(bet, 1)
-        try:
-            return liability(self.book[bet.market])
-        finally:
-            self._move(bet, -1)
+        """The market's liability if `bet` were taken (the book itself unchanged)."""
+        sides = self.book.get(bet.market, {})
+        pays, stakes = sides.get(bet.selection, _NOTHING)
+        taken = (pays + bet.stake * (bet.price - 1), stakes + bet.stake)
+        return liability({**sides, bet.selection: taken})
 
     def _take(self, bet: Bet) -> None:
         self._move(bet, 1)

@@ -28,6 +28,7 @@ from operators.events import Bet, Deposit, MatchEnd
 from operators.parse import RawLine, has_match, parse_line
 from operators.rows import BetRow, LedgerRow, Reject, Row, WalletRow
 
+_new_row = tuple.__new__  # a row from its fields in order, without NamedTuple's Python __new__
 ZERO = Decimal("0.00")
 CENT = Decimal("0.01")
 
@@ -135,7 +136,10 @@ class WalletShard:
             out.append(_bet_row(bet, "rejected", reason, ZERO, ts, 1))
             return
         self._move(bet.user_id, -bet.stake, "stake", bet.bet_id, ts, out)
-        self.open_bets.setdefault(bet.match_id, {})[bet.bet_id] = bet
+        on_match = self.open_bets.get(bet.match_id)
+        if on_match is None:
+            on_match = self.open_bets[bet.match_id] = {}
+        on_match[bet.bet_id] = bet
         out.append(_bet_row(bet, "accepted", "", ZERO, ts, 1))
 
     def _settle(self, notice: SettlementNotice, out: list[Row]) -> None:
@@ -159,22 +163,26 @@ class WalletShard:
         if balance < 0:  # the funds check makes this impossible; never write it
             raise AssertionError(f"wallet {user} would go negative: {balance}")
         wallet.balance, wallet.version = balance, wallet.version + 1
-        out.append(LedgerRow(user, wallet.version, ts, kind, amount, balance, ref))
-        out.append(WalletRow(user, balance, wallet.version, ts))
+        version = wallet.version
+        out.append(_new_row(LedgerRow, (user, version, ts, kind, amount, balance, ref)))
+        out.append(_new_row(WalletRow, (user, balance, version, ts)))
 
 
 def _bet_row(bet: Bet, status: str, reason: str, payout: Decimal, ts: int, version: int) -> BetRow:
-    return BetRow(
-        bet.bet_id,
-        bet.user_id,
-        bet.match_id,
-        bet.market,
-        bet.selection,
-        bet.stake,
-        bet.price,
-        status,
-        reason,
-        payout,
-        ts,
-        version,
+    return _new_row(  # BetRow's fields, in order
+        BetRow,
+        (
+            bet.bet_id,
+            bet.user_id,
+            bet.match_id,
+            bet.market,
+            bet.selection,
+            bet.stake,
+            bet.price,
+            status,
+            reason,
+            payout,
+            ts,
+            version,
+        ),
     )
