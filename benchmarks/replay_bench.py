@@ -28,7 +28,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
-from flows.replay import get_flow, tune_gc
+from flows.replay import get_flow
+from flows.runtime import tune_gc
 from flows.sources import ReplaySource
 from operators.engine import LocalEngine
 from operators.parse import RawLine

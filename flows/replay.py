@@ -6,12 +6,12 @@ Run it with `oddsflow replay FILE... --db PATH`, or straight with Bytewax:
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from flows.runtime import tune_gc
 from flows.sources import ReplaySource
 from operators.dataflow import market_sync
 from operators.settings import DEFAULT_RULES, Rules
@@ -20,15 +20,6 @@ from sinks.kafka_config import KafkaSettings
 from sinks.kafka_rows import kafka_output
 
 REPLAY_BATCH_ROWS = 150_000  # rows per DuckDB commit at most (a few tens of MB)
-# A replay allocates rows by the million, nearly all short-lived and none in cycles: with
-# CPython's default (a young collection every 700 allocations) a 400-match replay spent
-# ~15% of its CPU in ~2000 collections; every 50 000 allocations, in ~25.
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-def tune_gc() -> None:
-    """This process collects cycles less often (see `GC_THRESHOLDS`)."""
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def get_flow(

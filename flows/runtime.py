@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import gc
 
+# A flow allocates rows by the million, nearly all short-lived and none in cycles: with
+# CPython's default (a young collection every 700 allocations) a 400-match replay spent
+# ~15% of its CPU in ~2000 collections; every 50 000 allocations, in ~25.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """This process collects cycles less often (see `GC_THRESHOLDS`)."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
 
 def freeze_startup_heap() -> None:
     """Keep the objects that exist before the flow runs (imported modules: polars, duckdb,

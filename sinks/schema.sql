@@ -131,7 +131,9 @@ WITH book AS (
 )
 SELECT b.match_id, b.market,
        max(b.if_wins - (t.all_stakes - b.stakes)) AS liability,
-       arg_max(b.selection, b.if_wins - (t.all_stakes - b.stakes)) AS worst_selection,
+       -- ties: the last selection by name, so every run names the same one
+       arg_max(b.selection, (b.if_wins - (t.all_stakes - b.stakes), b.selection))
+           AS worst_selection,
        sum(b.stakes) AS stakes
 FROM book b JOIN totals t USING (match_id, market)
 GROUP BY ALL;
