@@ -36,7 +36,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
@@ -155,38 +156,66 @@ def goal_possible(line: bytes) -> Key | None:
     return None
 
 
-def run_once(base: KafkaSettings, lines: list[bytes], rate: int, flow_options: list[str]) -> Result:
-    settings = dataclasses.replace(base, topic_prefix=f"bench-live-{uuid.uuid4().hex[:8]}.")
-    ensure_topics(settings, ALL_TOPICS)
+@dataclasses.dataclass
+class _Reader:
+    """What the consumer process of one run shares with the benchmark."""
+
+    total: Synchronized[int]  # messages read so far
+    last_at: Synchronized[float]  # when the last one came
+    # per goal-possible key: (first, last, created) times, once the reader stopped
+    received: dict[Key, tuple[float, float, float]] = dataclasses.field(default_factory=dict)
+
+
+@contextmanager
+def _reading(settings: KafkaSettings, bare: bool = False) -> Iterator[_Reader]:
+    """`consume` in a process of its own for the duration (see its `bare`)."""
     ctx = mp.get_context("spawn")
     stop, results = ctx.Event(), ctx.Queue()
-    total, last_at = ctx.Value("q", 0), ctx.Value("d", 0.0)
-    reader = ctx.Process(target=consume, args=(settings, stop, total, last_at, results))
-    reader.start()
+    reader = _Reader(ctx.Value("q", 0), ctx.Value("d", 0.0))
+    args = (settings, stop, reader.total, reader.last_at, results, bare)
+    process = ctx.Process(target=consume, args=args)
+    process.start()
+    try:
+        yield reader
+    finally:
+        stop.set()
+        reader.received.update(results.get(timeout=60))
+        process.join()
+
+
+def _fresh_topics(base: KafkaSettings, name: str, topics: Sequence[str]) -> KafkaSettings:
+    settings = dataclasses.replace(base, topic_prefix=f"bench-{name}-{uuid.uuid4().hex[:8]}.")
+    ensure_topics(settings, topics)
+    return settings
+
+
+def run_once(base: KafkaSettings, lines: list[bytes], rate: int, flow_options: list[str]) -> Result:
+    settings = _fresh_topics(base, "live", ALL_TOPICS)
     workdir = Path(tempfile.mkdtemp(prefix="live-bench-"))
     env = {**os.environ, ENV_PREFIX: settings.topic_prefix}
     command = [sys.executable, "-m", "flows", "live", "--kafka", settings.bootstrap]
     command += ["--db", str(workdir / "live.duckdb"), *flow_options]
-    with (workdir / "live.err").open("wb") as err:
-        flow = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
-    producer = Producer(settings.producer_config())
-    try:
-        _warm_up(producer, settings, total)
-        produced, started, finished = _publish(producer, settings, lines, rate)
-        _wait_until_drained(total, last_at)
-    finally:
-        flow.send_signal(signal.SIGINT)
-        _, status, usage = os.wait4(flow.pid, 0)
-        flow.returncode = os.waitstatus_to_exitcode(status)
-        stop.set()
-        received: dict[Key, tuple[float, float, float]] = results.get(timeout=60)
-        reader.join()
+    with _reading(settings) as reader:
+        with (workdir / "live.err").open("wb") as err:
+            flow = subprocess.Popen(
+                command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err
+            )
+        producer = Producer(settings.producer_config())
+        try:
+            _warm_up(producer, settings, reader.total)
+            produced, started, finished = _publish(producer, settings, lines, rate)
+            _wait_until_drained(reader.total, reader.last_at)
+        finally:
+            flow.send_signal(signal.SIGINT)
+            _, status, usage = os.wait4(flow.pid, 0)
+            flow.returncode = os.waitstatus_to_exitcode(status)
+    received = reader.received
     if flow.returncode != 0:
         raise RuntimeError(f"oddsflow live exited {flow.returncode}: see {workdir}/live.err")
     first = [received[k][0] - t for k, t in produced.items() if k in received]
     every = [received[k][1] - t for k, t in produced.items() if k in received]
     in_flow = [received[k][2] - t for k, t in produced.items() if k in received]
-    done_at = last_at.value
+    done_at = reader.last_at.value
     return Result(
         rate=rate,
         lines=len(lines),
@@ -198,29 +227,20 @@ def run_once(base: KafkaSettings, lines: list[bytes], rate: int, flow_options: l
         throughput=len(lines) / (done_at - started),
         drain_s=done_at - finished,
         cpu_ms_per_1000=(usage.ru_utime + usage.ru_stime) * 1000 / (len(lines) / 1000),
-        outputs=total.value,
+        outputs=reader.total.value,
     )
 
 
 def run_bare(base: KafkaSettings, lines: list[bytes], rate: int) -> list[float]:
     """The same lines at the same rate through Kafka alone (input topics, no flow): each
     goal-possible line's produce -> consume latency in ms, the floor under the flow's."""
-    settings = dataclasses.replace(base, topic_prefix=f"bench-bare-{uuid.uuid4().hex[:8]}.")
-    ensure_topics(settings, INPUT_TOPICS)
-    ctx = mp.get_context("spawn")
-    stop, results = ctx.Event(), ctx.Queue()
-    total, last_at = ctx.Value("q", 0), ctx.Value("d", 0.0)
-    reader = ctx.Process(target=consume, args=(settings, stop, total, last_at, results, True))
-    reader.start()
-    producer = Producer(settings.producer_config())
-    try:
-        _warm_up(producer, settings, total)
+    settings = _fresh_topics(base, "bare", INPUT_TOPICS)
+    with _reading(settings, bare=True) as reader:
+        producer = Producer(settings.producer_config())
+        _warm_up(producer, settings, reader.total)
         produced, _, _ = _publish(producer, settings, lines, rate)
-        _wait_until_drained(total, last_at, quiet_s=2.0)
-    finally:
-        stop.set()
-        received: dict[Key, tuple[float, float, float]] = results.get(timeout=60)
-        reader.join()
+        _wait_until_drained(reader.total, reader.last_at, quiet_s=2.0)
+    received = reader.received
     return [(received[k][0] - t) * 1000 for k, t in produced.items() if k in received]
 
 

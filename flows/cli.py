@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from flows.sources import FORMATS
 
 if TYPE_CHECKING:
+    from bytewax.recovery import RecoveryConfig
+
     from sinks.kafka_config import KafkaSettings
 
 EPILOG = """\
@@ -25,7 +27,6 @@ examples:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
     from flows.progress import ProgressBar, summary
@@ -50,9 +51,7 @@ def _replay(args: argparse.Namespace) -> int:
         _init_recovery(args.recovery_dir, args.workers * (len(addresses or ()) or args.processes))
     if args.processes > 1:
         return _local_cluster(args)
-    recovery = None
-    if args.recovery_dir:
-        recovery = RecoveryConfig(str(args.recovery_dir), timedelta(seconds=args.backup_s))
+    recovery = _recovery_config(args)
     flow = get_flow(
         args.files, args.db, speed=args.speed, fmt=args.format, merge=args.merge, kafka=kafka
     )
@@ -101,12 +100,8 @@ def _live(args: argparse.Namespace) -> int:
     except KafkaConfigError as exc:
         print(f"oddsflow live: {exc}", file=sys.stderr)
         return 2
-    recovery = None
     if args.recovery_dir:
-        from bytewax.recovery import RecoveryConfig
-
         _init_recovery(args.recovery_dir, args.workers)
-        recovery = RecoveryConfig(str(args.recovery_dir), timedelta(seconds=args.backup_s))
     return serve(
         settings,
         args.db,
@@ -115,7 +110,7 @@ def _live(args: argparse.Namespace) -> int:
         epoch_s=args.epoch_s,
         group_id=args.group_id,
         wall_clock=not args.event_time_only,
-        recovery=recovery,
+        recovery=_recovery_config(args),
     )
 
 
@@ -129,6 +124,16 @@ def _cluster_problem(args: argparse.Namespace) -> str | None:
     if args.addresses and not 0 <= args.process_id < len(args.addresses.split(";")):
         return f"--process-id {args.process_id} is not an index of --addresses"
     return None
+
+
+def _recovery_config(args: argparse.Namespace) -> RecoveryConfig | None:
+    """Bytewax's recovery settings from `--recovery-dir` and `--backup-s` (see
+    `_recovery_options`); None without a store."""
+    from bytewax.recovery import RecoveryConfig
+
+    if not args.recovery_dir:
+        return None
+    return RecoveryConfig(str(args.recovery_dir), timedelta(seconds=args.backup_s))
 
 
 def _init_recovery(db_dir: Path, partitions: int) -> None:
