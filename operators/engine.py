@@ -23,6 +23,7 @@ from operators.events import (
     PeriodEnd,
     PeriodStart,
     Var,
+    type_name,
 )
 from operators.markets import MatchMarkets
 from operators.match import MatchState
@@ -116,7 +117,7 @@ class MatchProcessor:
         out.append(
             _new_row(
                 FeedEventRow,
-                (ev.provider, ev.match_id, ev.seq, ev.ts, _type(ev), _text(raw), raw.source),
+                (ev.provider, ev.match_id, ev.seq, ev.ts, type_name(ev), _text(raw), raw.source),
             )
         )
         if self.match is None or ev.provider == self.match.provider:
@@ -285,10 +286,6 @@ def _react(
         markets.settle(match, match.scorers, ts, out)
 
 
-def _type(ev: FeedEvent) -> str:
-    return ev.__struct_config__.tag  # type: ignore[return-value]
-
-
 def _text(raw: RawLine) -> str:
     return raw.data.decode("utf-8", errors="replace")
 
@@ -301,7 +298,7 @@ def _reject(raw: RawLine, ev: FeedEvent, reason: str, detail: str = "") -> Rejec
     return Reject(
         source=raw.source,
         reason=reason,
-        detail=detail or f"{reason} ({_type(ev)} seq {ev.seq})",
+        detail=detail or f"{reason} ({type_name(ev)} seq {ev.seq})",
         raw=_text(raw),
         ts=ev.ts,
         provider=ev.provider,

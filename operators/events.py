@@ -36,7 +36,7 @@ def _check_amount(field: str, value: Decimal, minimum: Decimal, maximum: Decimal
         raise ValueError(f"`{field}` has more than 2 decimal places: {value}")
 
 
-class FeedEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+class FeedEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=False):
     """Fields common to every feed line; `type` is the tag that picks the subclass."""
 
     v: Literal[1]
@@ -114,7 +114,7 @@ class MatchEnd(FeedEvent, tag="match_end", frozen=True):
     away_score: Goals
 
 
-class Deposit(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="deposit"):
+class Deposit(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="deposit", gc=False):
     v: Literal[1]
     ts: NonNegInt
     user_id: Name
@@ -124,7 +124,7 @@ class Deposit(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="
         _check_amount("amount", self.amount, Decimal("0.01"), MAX_MONEY)
 
 
-class Bet(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="bet"):
+class Bet(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="bet", gc=False):
     v: Literal[1]
     ts: NonNegInt
     bet_id: Name
@@ -173,3 +173,8 @@ Event = (
 TYPE_NAMES: frozenset[str] = frozenset(
     [str(t.__struct_config__.tag) for t in FEED_TYPES] + ["deposit", "bet"]
 )
+
+
+def type_name(event: FeedEvent) -> str:
+    """A feed event's `type`, as in its line."""
+    return event.__struct_config__.tag  # type: ignore[return-value]

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from operators.events import TYPE_NAMES, Event
+from operators.events import TYPE_NAMES, Bet, Event, FeedEvent, type_name
 from operators.rows import Reject
 from operators.signing import UNKNOWN_PROVIDER, active_keyring, check
 
@@ -95,12 +95,18 @@ class RawLine(NamedTuple):
     bytes. `rejected` ("provider\treason[\tdetail]") marks input refused before parsing: by
     an adapter converting a provider's file to lines, or by `route` (signatures): it becomes
     that reject, whatever the bytes. `signature`: the feed signature that came with the line
-    (hex; "" when none did)."""
+    (hex; "" when none did). `event`: the line decoded, when `route` already did (the
+    parser then does not decode it again); it stays in the process: a pickled line (sent to
+    another worker) leaves it behind and is decoded where it lands."""
 
     source: str
     data: bytes
     rejected: str = ""
     signature: str = ""
+    event: Event | None = None
+
+    def __reduce__(self) -> tuple[type[RawLine], tuple[str, bytes, str, str]]:
+        return RawLine, (self.source, self.data, self.rejected, self.signature)
 
 
 def parse_line(raw: RawLine, limits: Limits | None = None) -> Event | Reject:
@@ -109,6 +115,8 @@ def parse_line(raw: RawLine, limits: Limits | None = None) -> Event | Reject:
         provider, reason, *detail = raw.rejected.split("\t", 2)
         text = detail[0] if detail else f"{provider} input refused by its adapter"
         return _reject(raw, reason, text)._replace(provider=provider or None)
+    if raw.event is not None and limits is None:
+        return raw.event  # `route` decoded it, within the same limits
     too_much = (limits or LIMITS).exceeded(raw.data)
     if too_much is not None:
         return _reject(raw, *too_much)
@@ -226,9 +234,21 @@ def route(raw: RawLine) -> list[tuple[str, RawLine]]:
     (settlements are applied in feed order)."""
     if LIMITS.exceeded(raw.data) is not None:
         return [(REJECTS_KEY, raw)]
-    peek = _peek(raw)
+    try:  # the whole line at once, kept for the parser: valid lines are nearly all of them
+        event: Event | None = _decoder.decode(raw.data)
+    except (msgspec.MsgspecError, UnicodeDecodeError):
+        event = None
+    # What `_peek` would read, taken from the event instead of reading the line again.
+    if isinstance(event, FeedEvent):
+        peek: _Route | None = _Route(event.match_id, None, type_name(event), event.provider)
+    elif isinstance(event, Bet) and not active_keyring().active:  # no `provider` to check
+        peek = _Route(event.match_id, event.user_id, "bet", None)
+    else:  # invalid lines, deposits, and bets whose extra `provider` field a keyring checks
+        peek = _peek(raw)
     if peek is None:
         return [(REJECTS_KEY, raw)]
+    if event is not None:
+        raw = _new_line(RawLine, (raw.source, raw.data, raw.rejected, raw.signature, event))
     if peek.provider is not None:
         refused = _refused(raw, peek.provider)
         if refused is not None:
@@ -242,6 +262,9 @@ def route(raw: RawLine) -> list[tuple[str, RawLine]]:
     elif peek.type == "match_end":
         keys.extend((shard, raw) for shard in WALLET_SHARD_KEYS)
     return keys
+
+
+_new_line = tuple.__new__  # a RawLine from its fields in order, without NamedTuple's __new__
 
 
 def _refused(raw: RawLine, provider: str) -> RawLine | None:

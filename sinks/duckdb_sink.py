@@ -249,10 +249,13 @@ def _empty_buffers() -> dict[type, list[Row]]:
 
 
 def _arrow(table: Table, rows: list[Row]) -> pa.Table:
-    """Rows of `table`'s own type as Arrow columns, plus `_pos` (the rows' order)."""
+    """Rows of `table`'s own type as Arrow columns, plus `_pos` (the rows' order).
+
+    This runs on the writer thread holding the GIL, so the flow waits meanwhile: one
+    `zip(*rows)` transposes all columns in C, half the time of one pass per column."""
+    values = zip(*rows, strict=True) if rows else ([] for _ in table.arrow_types)
     columns = [
-        pa.array(list(map(operator.itemgetter(i), rows)), type=kind)
-        for i, kind in enumerate(table.arrow_types)
+        pa.array(column, type=kind) for column, kind in zip(values, table.arrow_types, strict=True)
     ]
     columns.append(pa.array(range(len(rows)), type=pa.int64()))
     return pa.Table.from_arrays(columns, names=[*table.columns, "_pos"])
