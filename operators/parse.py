@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from operators.events import TYPE_NAMES, Bet, Event, FeedEvent, type_name
+from operators.events import TYPE_NAMES, Bet, Event, FeedEvent, MatchEnd
 from operators.rows import Reject
 from operators.signing import UNKNOWN_PROVIDER, active_keyring, check
 
@@ -231,24 +231,36 @@ def route(raw: RawLine) -> list[tuple[str, RawLine]]:
     """The keys a line is processed under: its match (feed lines, bets; `REJECTS_KEY` for
     lines too broken to tell, too big, or refused by their signature), and the wallet shards
     that need it: the bettor's for bets and deposits, every shard for `match_end`
-    (settlements are applied in feed order)."""
-    if LIMITS.exceeded(raw.data) is not None:
+    (settlements are applied in feed order). A line that decodes travels with its event,
+    which the parser then takes instead of decoding it again."""
+    data = raw.data
+    if LIMITS.exceeded(data) is not None:
         return [(REJECTS_KEY, raw)]
-    try:  # the whole line at once, kept for the parser: valid lines are nearly all of them
-        event: Event | None = _decoder.decode(raw.data)
+    try:
+        event: Event | None = _decoder.decode(data)
     except (msgspec.MsgspecError, UnicodeDecodeError):
-        event = None
-    # What `_peek` would read, taken from the event instead of reading the line again.
+        return _route_peeked(raw, _peek(raw))
+    line = _new_line(RawLine, (raw.source, data, raw.rejected, raw.signature, event))
+    # Valid feed lines and bets, nearly every line: keyed from the event, no second reading.
     if isinstance(event, FeedEvent):
-        peek: _Route | None = _Route(event.match_id, None, type_name(event), event.provider)
-    elif isinstance(event, Bet) and not active_keyring().active:  # no `provider` to check
-        peek = _Route(event.match_id, event.user_id, "bet", None)
-    else:  # invalid lines, deposits, and bets whose extra `provider` field a keyring checks
-        peek = _peek(raw)
+        if active_keyring().active:
+            refused = _refused(line, event.provider)
+            if refused is not None:
+                return [(REJECTS_KEY, refused)]
+        key = MATCH_KEY_PREFIX + event.match_id
+        if type(event) is MatchEnd:
+            return [(key, line), *[(shard, line) for shard in WALLET_SHARD_KEYS]]
+        return [(key, line)]
+    if type(event) is Bet and not active_keyring().active:  # else its extra `provider` counts
+        return [(MATCH_KEY_PREFIX + event.match_id, line), (wallet_key(event.user_id), line)]
+    return _route_peeked(line, _peek(raw))
+
+
+def _route_peeked(raw: RawLine, peek: _Route | None) -> list[tuple[str, RawLine]]:
+    """`route` from the fields read as they are: deposits, invalid lines (their match
+    reports them), bets checked by a keyring."""
     if peek is None:
         return [(REJECTS_KEY, raw)]
-    if event is not None:
-        raw = _new_line(RawLine, (raw.source, raw.data, raw.rejected, raw.signature, event))
     if peek.provider is not None:
         refused = _refused(raw, peek.provider)
         if refused is not None:
