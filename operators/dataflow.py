@@ -101,10 +101,9 @@ class _MatchLogic(StatefulBatchLogic[list[RawLine], list[Output], _Snapshot]):
         self.snapshots.changing()
         out: list[Output] = []
         for group in values:
-            for raw in group:
-                if self.proc is None:
-                    self.proc = new_processor(raw, self.rules)
-                out.extend(self.proc.process(raw))
+            if self.proc is None:
+                self.proc = new_processor(group[0], self.rules)
+            out.extend(self.proc.process_lines(group))
         if self.clock is not None:
             self.seen_at = self.clock()
         return ([out] if out else []), StatefulBatchLogic.RETAIN

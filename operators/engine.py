@@ -7,6 +7,7 @@ for each line of a key, in arrival order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from operators.bets import BetDecision, MatchBets, SettlementNotice, WalletMessage, wallet_shard_of
@@ -48,6 +49,18 @@ class MatchProcessor:
     bets: MatchBets | None = None
     seqs: dict[str, SeqTracker] = field(default_factory=dict)
     backups: dict[str, MatchState] = field(default_factory=dict)  # views of other providers
+
+    def process_lines(self, lines: Sequence[RawLine]) -> list[Output]:
+        """Lines of this key, in order: exactly what `process` gives for each, in turn.
+        Runs of in-sequence heartbeats (most lines) take `_heartbeats`."""
+        out: list[Output] = []
+        i, n = 0, len(lines)
+        while i < n:
+            i = self._heartbeats(lines, i, out)
+            if i < n:
+                out.extend(self.process(lines[i]))
+                i += 1
+        return out
 
     def process(self, raw: RawLine) -> list[Output]:
         """One line of this key: output rows, and verdicts/settlements for wallets."""
@@ -95,8 +108,6 @@ class MatchProcessor:
         bets.judge(raw.source, bet, markets, match is not None and match.in_play, out)
 
     def _feed(self, raw: RawLine, ev: FeedEvent, out: list[Output]) -> None:
-        if type(ev) is Clock and self._clock(raw, ev, out):
-            return
         if self.match is None and not isinstance(ev, Fixture):
             out.append(_reject(raw, ev, "unknown_match"))
             return
@@ -127,33 +138,62 @@ class MatchProcessor:
         if self.backups:
             self._compare_providers(ev.ts, out)
 
-    def _clock(self, raw: RawLine, ev: Clock, out: list[Output]) -> bool:
-        """The common line, a heartbeat of the driving provider in sequence, in few steps:
-        exactly what `_feed` does with it (valid, no gap, nothing for `_react`). False,
-        having changed nothing, when it is anything else."""
-        match, markets = self.match, self.markets
-        if match is None or markets is None or ev.provider != match.provider:
-            return False
-        tracker = self.seqs.get(ev.provider)
-        ts = ev.ts
-        if (
-            tracker is None
-            or ev.seq != tracker.last + 1
-            or abs(ts - match.kickoff) > self.rules.max_kickoff_distance_ms
-            or match.status == "ended"
-        ):
-            return False
-        tracker.last = ev.seq
-        row = (ev.provider, ev.match_id, ev.seq, ts, "clock", _text(raw), raw.source)
-        out.append(_new_row(FeedEventRow, row))
-        markets.advance(match, ts, out)
-        if match.apply(ev):
-            out.append(match.row(ts))
-        markets.heard(match, ts, out)
-        markets.tick(match, ts, out)
-        if self.backups:
-            self._compare_providers(ts, out)
-        return True
+    def _heartbeats(self, lines: Sequence[RawLine], i: int, out: list[Output]) -> int:
+        """The common lines, heartbeats of the driving provider in sequence, from `lines[i]`
+        on, in one loop: exactly what `process` does with each (valid, no gap, nothing for
+        `_react`; `advance` and `heard` with nothing to do, `tick` pricing once a minute).
+        Stops, having changed nothing for it, at the first line that is anything else or
+        meets anything rarer (silence, a reopening due, bets in their delay): `process`
+        takes that one. The index of the first line not taken."""
+        match, markets, bets = self.match, self.markets, self.bets
+        if match is None or markets is None or bets is None:
+            return i
+        provider = match.provider
+        tracker = self.seqs.get(provider)
+        if tracker is None:
+            return i
+        rules = self.rules
+        kickoff, far = match.kickoff, rules.max_kickoff_distance_ms
+        silent_after, reprice_every = rules.heartbeat_timeout_ms, rules.reprice_every_ms
+        n = len(lines)
+        while i < n:
+            raw = lines[i]
+            ev = raw.event or parse_line(raw)  # decoded by `route` unless it crossed workers
+            if (
+                type(ev) is not Clock
+                or raw.rejected
+                or ev.provider != provider
+                or ev.seq != tracker.last + 1
+                or bets.pending
+                or (markets.held and not markets.incidents)  # a reopening may be due
+                or match.status == "ended"
+                or "feed_silent" in markets.incidents
+            ):
+                return i
+            ts = ev.ts
+            if abs(ts - kickoff) > far or ts > markets.last_heard + silent_after:
+                return i
+            tracker.last = ev.seq
+            text = raw.data.decode("utf-8", errors="replace")
+            out.append(
+                _new_row(
+                    FeedEventRow, (provider, ev.match_id, ev.seq, ts, "clock", text, raw.source)
+                )
+            )
+            if ts > match.last_ts:  # match.apply, for a heartbeat
+                match.last_ts = ts
+            changed = ev.minute != match.minute
+            match.minute, match.second = ev.minute, ev.second
+            if changed:
+                out.append(match.row(ts))
+            if ts > markets.last_heard:  # markets.heard, with no silence to resolve
+                markets.last_heard = ts
+            if match.status == "live" and ts - markets.last_priced >= reprice_every:
+                markets.reprice(match, ts, "reprice", out)  # markets.tick
+            if self.backups:
+                self._compare_providers(ts, out)
+            i += 1
+        return i
 
     def _view(self, ev: FeedEvent) -> MatchState | None:
         """The match as `ev`'s provider reported it so far (a backup's view starts at the
@@ -325,7 +365,7 @@ class LocalEngine:
             proc = self.matches.get(key)
             if proc is None:
                 proc = self.matches[key] = new_processor(item, self.rules)
-            for out in proc.process(item):
+            for out in proc.process_lines((item,)):
                 if isinstance(out, (BetDecision, SettlementNotice)):
                     rows.extend(self._shard(wallet_shard_of(out)).message(out))
                 else:

@@ -8,7 +8,7 @@ arrays). Adding a provider: one adapter module, one entry here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,7 +22,11 @@ from operators.settings import Rules
 
 
 class Processor(Protocol):
-    def process(self, raw: RawLine) -> list: ...  # rows, plus wallet messages for matches
+    """Folds one key's lines into rows (plus wallet messages, for matches)."""
+
+    def process(self, raw: RawLine) -> list: ...
+
+    def process_lines(self, lines: Sequence[RawLine]) -> list: ...  # `process` of each, in turn
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ while a backup provider disagrees with the driving one."""
 
 from __future__ import annotations
 
+import pickle
+import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -12,6 +14,7 @@ import pytest
 
 from flows.simulator import simulate
 from operators.engine import MatchProcessor
+from operators.parse import RawLine, is_wallet_key, route
 from operators.rows import MarketStatusRow, Row
 from tests.feedkit import Feed, run
 
@@ -19,23 +22,23 @@ from tests.feedkit import Feed, run
 @contextmanager
 def general_path_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     with monkeypatch.context() as patch:
-        patch.setattr(MatchProcessor, "_clock", lambda self, *args: False)
+        patch.setattr(MatchProcessor, "_heartbeats", lambda self, lines, i, out: i)
         yield
 
 
 @contextmanager
 def counting_fast_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], int]]:
     taken = 0
-    fast = MatchProcessor._clock
+    fast = MatchProcessor._heartbeats
 
-    def counting(self: MatchProcessor, *args: object) -> bool:
+    def counting(self: MatchProcessor, lines: list[RawLine], i: int, out: list[Row]) -> int:
         nonlocal taken
-        took = fast(self, *args)  # type: ignore[arg-type]
-        taken += took
-        return took
+        after = fast(self, lines, i, out)  # type: ignore[arg-type]
+        taken += after - i
+        return after
 
     with monkeypatch.context() as patch:
-        patch.setattr(MatchProcessor, "_clock", counting)
+        patch.setattr(MatchProcessor, "_heartbeats", counting)
         yield lambda: taken
 
 
@@ -73,3 +76,35 @@ def test_a_driver_heartbeat_ends_a_conflict_with_a_backup_gone_silent(
 
 def _timed(feed: Feed) -> list[tuple[int, bytes]]:
     return [(msgspec.json.decode(line)["ts"], line) for line in feed.lines]
+
+
+@pytest.mark.parametrize("decoded", [True, False], ids=["routed", "from-another-worker"])
+def test_batches_of_a_key_give_the_rows_of_its_lines_one_by_one(
+    monkeypatch: pytest.MonkeyPatch, decoded: bool
+) -> None:
+    """What the dataflow does: each match gets its lines in batches of any size, routed
+    (decoded once) or pickled on their way from another worker (decoded where they land)."""
+    lines = [s.line.encode() for s in simulate(4, seed=9, bets_per_match=60, fault_rate=0.03)]
+    by_key: dict[str, list[RawLine]] = {}
+    for n, data in enumerate(lines, 1):
+        for key, item in route(RawLine(f"test:{n}", data)):
+            if not is_wallet_key(key):
+                by_key.setdefault(key, []).append(
+                    item if decoded else pickle.loads(pickle.dumps(item))
+                )
+    sizes = random.Random(4)
+    batched: dict[str, list[object]] = {}
+    taken = 0
+    with counting_fast_path(monkeypatch) as count:
+        for key, items in by_key.items():
+            proc, out, i = MatchProcessor(), batched.setdefault(key, []), 0
+            while i < len(items):
+                size = sizes.choice((1, 2, 7, 50, 1000))
+                out.extend(proc.process_lines(items[i : i + size]))
+                i += size
+        taken = count()
+    with general_path_only(monkeypatch):
+        for key, items in by_key.items():
+            proc = MatchProcessor()
+            assert [row for raw in items for row in proc.process(raw)] == batched[key], key
+    assert taken > len(lines) // 2

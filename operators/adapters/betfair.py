@@ -94,7 +94,7 @@ that each market has one processor (and one version sequence).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated
@@ -487,6 +487,9 @@ class BetfairProcessor:
     sports: dict[str, SportsState] = field(default_factory=dict)
     lines: int = 0  # valid exchange lines: the `seq` of provider betfair
     sports_seq: int = 0  # rows of provider betfair-sports
+
+    def process_lines(self, lines: Sequence[RawLine]) -> list[Row]:
+        return [row for raw in lines for row in self.process(raw)]
 
     def process(self, raw: RawLine) -> list[Row]:
         """One line in arrival order -> the rows it causes (a reject, never an exception)."""
