@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
@@ -257,7 +258,7 @@ def _arrow(table: Table, rows: list[Row]) -> pa.Table:
     columns = [
         pa.array(column, type=kind) for column, kind in zip(values, table.arrow_types, strict=True)
     ]
-    columns.append(pa.array(range(len(rows)), type=pa.int64()))
+    columns.append(pa.array(np.arange(len(rows), dtype=np.int64)))  # no Python ints
     return pa.Table.from_arrays(columns, names=[*table.columns, "_pos"])
 
 
