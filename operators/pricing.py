@@ -17,14 +17,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import accumulate
-from typing import Literal
+from typing import Literal, NamedTuple
 
-from operators.ladder import MAX_PRICE, ladder_floor
+from operators.ladder import offered_prices
 
 MarginMethod = Literal["proportional", "shin"]
 
 MARKETS_OU = ("ou_0.5", "ou_1.5", "ou_2.5", "ou_3.5", "ou_4.5")
-_OU_LINES = tuple(enumerate(MARKETS_OU))  # (goals the under allows, market)
+_NEXT_GOAL = ("home", "none", "away")
+# (market, selections, start, stop) per market: where its selections sit in a `Book`'s lists.
+Layout = tuple[tuple[str, tuple[str, ...], int, int], ...]
+_FIXED_LAYOUT: Layout = (  # goal_N comes last, see `_layout`
+    ("1x2", ("home", "draw", "away"), 0, 3),
+    *((market, ("over", "under"), 3 + 2 * i, 5 + 2 * i) for i, market in enumerate(MARKETS_OU)),
+)
+_LAYOUTS: dict[int, Layout] = {}  # by goals so far
+_new_state = object.__new__  # a PricingState without its __init__ ...
+_set_field = object.__setattr__  # ... filled in the way a frozen dataclass sets its own fields
+_new_book = tuple.__new__  # a Book from its fields, without NamedTuple's Python __new__
 
 # Play time, minutes. The running clock reads 45 at half time, so first-half added time has
 # no clock minutes of its own: it is spread over the first 45 (each clock minute stands for
@@ -44,7 +54,6 @@ MAX_REDS = 4  # Law 3: below seven players the match is abandoned, more reds cha
 MAX_RATE = 100.0  # guards exp(-rate) from underflowing; real rates are < 5
 _PMF_CUTOFF = 1e-17  # stop a pmf past its mode once terms are this small
 _SHIN_TOLERANCE = 1e-13
-_TOP = float(MAX_PRICE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +79,30 @@ class PricingState:
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}")
 
+    @classmethod
+    def trusted(
+        cls,
+        home_rate: float,
+        away_rate: float,
+        minute: float,
+        home_score: int,
+        away_score: int,
+        home_red: int,
+        away_red: int,
+    ) -> PricingState:
+        """A state from values a validated source already bounds (the match state folded
+        from parsed feed lines), without `__post_init__`'s checks: repricing builds one a
+        match minute per match, and the checks are a third of building one."""
+        state = _new_state(cls)
+        _set_field(state, "home_rate", home_rate)
+        _set_field(state, "away_rate", away_rate)
+        _set_field(state, "minute", minute)
+        _set_field(state, "home_score", home_score)
+        _set_field(state, "away_score", away_score)
+        _set_field(state, "home_red", home_red)
+        _set_field(state, "away_red", away_red)
+        return state
+
 
 def remaining_play(minute: float) -> float:
     """Expected minutes of play still to come at clock `minute` (96 at kickoff, 49 at half time)."""
@@ -87,20 +120,27 @@ def remaining_rates(s: PricingState) -> tuple[float, float]:
     return home, away
 
 
+class Book(NamedTuple):
+    """Every market's quote in two flat lists, read through `layout`: (market, selections,
+    start, stop) says that market's selections sit at [start:stop]. Repricing reads this,
+    and builds a market's dict only when it publishes new prices (~5 of 7 markets a minute;
+    a dict for every market made up a quarter of `quote`)."""
+
+    layout: Layout
+    probabilities: list[float]  # fair
+    prices: list[Decimal]  # offered, on the ladder
+
+
 def fair_probabilities(s: PricingState) -> dict[str, dict[str, float]]:
     """market -> selection -> fair probability, for `1x2` (home, draw, away), every `ou_X.5`
     (over, under) and `goal_N` where N = home_score + away_score + 1 (home, none, away: who
     scores the next goal). Decided markets keep their certain outcome (ou_0.5 over = 1.0 after
     a goal); closing them is the market state machine's job."""
-    home_rate, away_rate = remaining_rates(s)
-    goals = s.home_score + s.away_score
-    home, draw, away = _match_odds(
-        _poisson(home_rate), _poisson(away_rate), s.home_score - s.away_score
-    )
-    book: dict[str, dict[str, float]] = {"1x2": {"home": home, "draw": draw, "away": away}}
-    book.update(_over_under(home_rate + away_rate, goals))
-    book[f"goal_{goals + 1}"] = _next_goal(home_rate, away_rate)
-    return book
+    fair = _fair(s)
+    return {
+        market: {name: fair[i] for i, name in enumerate(names, start)}
+        for market, names, start, _ in _layout(s.home_score + s.away_score)
+    }
 
 
 def quote(
@@ -109,22 +149,29 @@ def quote(
     """market -> selection -> (fair probability, offered decimal price on the Betfair ladder,
     >= 1.01). `margin` is the overround before ladder rounding (0.05: implied probabilities
     sum to 1.05); `method` says how it is spread over the selections."""
+    layout, fair, prices = quote_book(s, margin, method)
+    return {
+        market: {name: (fair[i], prices[i]) for i, name in enumerate(names, start)}
+        for market, names, start, _ in layout
+    }
+
+
+def quote_book(
+    s: PricingState, margin: float = 0.05, method: MarginMethod = "proportional"
+) -> Book:
+    """`quote` as a `Book`: the same markets in the same order, without a dict per market."""
+    if method == "proportional" and not 0.0 <= margin < math.inf:
+        raise ValueError(f"`margin` must be finite and >= 0, got {margin}")
+    fair = _fair(s)
+    layout = _layout(s.home_score + s.away_score)
     if method == "proportional":  # the usual case, inlined: p x (1 + margin) per selection
-        if not 0.0 <= margin < math.inf:
-            raise ValueError(f"`margin` must be finite and >= 0, got {margin}")
         scale = 1.0 + margin
-        return {
-            market: {name: (p, _offer(p * scale)) for name, p in selections.items()}
-            for market, selections in fair_probabilities(s).items()
-        }
-    quotes: dict[str, dict[str, tuple[float, Decimal]]] = {}
-    for market, selections in fair_probabilities(s).items():
-        fair = tuple(selections.values())
-        implied = implied_probabilities(fair, margin, method)
-        quotes[market] = {
-            name: (p, _offer(q)) for name, p, q in zip(selections, fair, implied, strict=True)
-        }
-    return quotes
+        implied = [p * scale for p in fair]
+    else:
+        implied = []
+        for _, _, start, stop in layout:
+            implied += implied_probabilities(fair[start:stop], margin, method)
+    return _new_book(Book, (layout, fair, offered_prices(implied)))
 
 
 def implied_probabilities(
@@ -141,13 +188,41 @@ def implied_probabilities(
     raise ValueError(f"unknown margin method {method!r}")
 
 
+def _layout(goals: int) -> Layout:
+    """Where each market sits in `_fair`'s flat list (see `Book`), after `goals` goals."""
+    layouts = _LAYOUTS.get(goals)
+    if layouts is None:
+        start = _FIXED_LAYOUT[-1][3]
+        goal_n = (f"goal_{goals + 1}", _NEXT_GOAL, start, start + len(_NEXT_GOAL))
+        layouts = _LAYOUTS[goals] = (*_FIXED_LAYOUT, goal_n)
+    return layouts
+
+
+def _fair(s: PricingState) -> list[float]:
+    """Every market's fair probabilities in one flat list, laid out as `_layout` says: the
+    pricer builds no dict, its callers build only the ones they publish."""
+    home_rate, away_rate = remaining_rates(s)
+    fair = _match_odds(_poisson(home_rate), _poisson(away_rate), s.home_score - s.away_score)
+    fair += _over_under(home_rate + away_rate, s.home_score + s.away_score)
+    fair += _next_goal(home_rate, away_rate)
+    return fair
+
+
 def _poisson(rate: float) -> list[float]:
-    """Poisson(rate) pmf from 0 goals until past the mode and negligible; sums to 1 - ~1e-17."""
+    """Poisson(rate) pmf from 0 goals until past the mode and negligible; sums to 1 - ~1e-17.
+
+    Two loops, so the longer one, past the mode, tests one condition a term. `k` counts in
+    floats: `rate / k` gives the same quotient as with an int, and float steps run faster.
+    """
     term = math.exp(-rate)
     pmf = [term]
-    k = 0
-    while k < rate or term > _PMF_CUTOFF:
-        k += 1
+    k = 0.0
+    while k < rate:
+        k += 1.0
+        term *= rate / k
+        pmf.append(term)
+    while term > _PMF_CUTOFF:
+        k += 1.0
         term *= rate / k
         pmf.append(term)
     return pmf
@@ -161,15 +236,15 @@ def _tail_sums(pmf: list[float]) -> list[float]:
     return sums
 
 
-def _match_odds(home: list[float], away: list[float], lead: int) -> tuple[float, float, float]:
-    """P(home win, draw, away win) when home leads by `lead` (may be negative) and scores
-    `home` more goals, away `away` more (pmfs). Home wins iff X > Y - lead."""
+def _match_odds(home: list[float], away: list[float], lead: int) -> list[float]:
+    """[P(home win), P(draw), P(away win)] when home leads by `lead` (may be negative) and
+    scores `home` more goals, away `away` more (pmfs). Home wins iff X > Y - lead."""
     n = len(home)
     below = list(accumulate(home, initial=0.0))  # below[j] = P(X < j)
     above = _tail_sums(home)  # above[j] = P(X >= j)
     win = draw = lose = 0.0
-    for y, q in enumerate(away):
-        level = y - lead  # home needs exactly this many more goals to draw
+    # level = y - lead: home needs exactly this many more goals to draw when away scores y
+    for level, q in enumerate(away, -lead):
         if level < 0:
             win += q * above[0]
         elif level >= n:
@@ -179,38 +254,30 @@ def _match_odds(home: list[float], away: list[float], lead: int) -> tuple[float,
             draw += q * home[level]
             lose += q * below[level]
     total = win + draw + lose  # the pmfs' truncated mass, ~1 - 1e-16
-    return win / total, draw / total, lose / total
+    return [win / total, draw / total, lose / total]
 
 
-def _over_under(rate: float, goals: int) -> dict[str, dict[str, float]]:
-    """Every `ou_X.5` market when `goals` are in and Poisson(rate) more are to come."""
-    pmf = _poisson(rate)
-    tail = _tail_sums(pmf)  # tail[k] = P(at least k more goals)
-    total = tail[0]
-    book: dict[str, dict[str, float]] = {}
-    for line, market in _OU_LINES:
-        needed = line + 1 - goals  # more goals the over still needs
-        if needed <= 0:
-            over = total
-        elif needed < len(tail):
-            over = tail[needed]
-        else:
-            over = 0.0
-        book[market] = {"over": over / total, "under": (total - over) / total}
+def _over_under(rate: float, goals: int) -> list[float]:
+    """Over, under of every `ou_X.5` line in turn, when `goals` are in and Poisson(rate)
+    more are to come."""
+    tail = _tail_sums(_poisson(rate))  # tail[k] = P(at least k more goals)
+    total, last = tail[0], len(tail) - 1
+    book: list[float] = []
+    for needed in range(1 - goals, len(MARKETS_OU) + 1 - goals):  # goals each over needs
+        over = total if needed <= 0 else tail[needed] if needed <= last else 0.0
+        book.append(over / total)
+        book.append((total - over) / total)
     return book
 
 
-def _next_goal(home_rate: float, away_rate: float) -> dict[str, float]:
-    """Who scores next: the first event of two independent Poisson processes, if any."""
+def _next_goal(home_rate: float, away_rate: float) -> tuple[float, float, float]:
+    """(home, none, away): who scores next, the first event of two independent Poisson
+    processes, if any."""
     both = home_rate + away_rate
     if both == 0.0:
-        return {"home": 0.0, "none": 1.0, "away": 0.0}
+        return (0.0, 1.0, 0.0)
     scored = -math.expm1(-both)  # 1 - e^-both, exact for small rates
-    return {
-        "home": home_rate / both * scored,
-        "none": math.exp(-both),
-        "away": away_rate / both * scored,
-    }
+    return (home_rate / both * scored, math.exp(-both), away_rate / both * scored)
 
 
 def _proportional(fair: Sequence[float], margin: float) -> tuple[float, ...]:
@@ -242,10 +309,3 @@ def _shin(fair: Sequence[float], margin: float) -> tuple[float, ...]:
         if step < _SHIN_TOLERANCE:
             break
     return tuple(target * math.sqrt(z * p + (1.0 - z) * p * p) for p in fair)
-
-
-def _offer(implied: float) -> Decimal:
-    """The ladder price for an implied probability: floor(1 / implied), within [1.01, 1000]."""
-    if implied * _TOP <= 1.0:
-        return MAX_PRICE
-    return ladder_floor(1.0 / implied)

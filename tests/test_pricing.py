@@ -13,7 +13,15 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from operators.ladder import LADDER, MAX_PRICE, MIN_PRICE, ladder_floor, next_tick, on_ladder
+from operators.ladder import (
+    LADDER,
+    MAX_PRICE,
+    MIN_PRICE,
+    ladder_floor,
+    next_tick,
+    offered_prices,
+    on_ladder,
+)
 from operators.pricing import (
     MARKETS_OU,
     MATCH_PLAY,
@@ -23,6 +31,7 @@ from operators.pricing import (
     fair_probabilities,
     implied_probabilities,
     quote,
+    quote_book,
     remaining_play,
     remaining_rates,
 )
@@ -196,6 +205,85 @@ def test_impossible_states_are_refused(fields: dict[str, Any]) -> None:
         PricingState(**{"home_rate": 1.0, "away_rate": 1.0, "minute": 0.0, **fields})
 
 
+# The pricer's exact output for a few states, from the version before the flat `Book`
+# rewrite: prices, market_history and the replay golden files store these floats, so a
+# refactor must keep every operation and its order (a sum regrouped moves the last bit).
+EXACT = [
+    (
+        PricingState(1.5, 1.1, 37.0, 1, 0),
+        {
+            "1x2": {
+                "home": 0.7467996288189942,
+                "draw": 0.18417913073949072,
+                "away": 0.06902124044151517,
+            },
+            "ou_0.5": {"over": 1.0, "under": 0.0},
+            "ou_1.5": {"over": 0.7884681349416149, "under": 0.21153186505838506},
+            "ou_2.5": {"over": 0.4598788447423561, "under": 0.5401211552576439},
+            "ou_3.5": {"over": 0.20466688978736222, "under": 0.7953331102126378},
+            "ou_4.5": {"over": 0.0725198724323482, "under": 0.9274801275676519},
+            "goal_2": {
+                "home": 0.4548854624663163,
+                "none": 0.21153186505838503,
+                "away": 0.3335826724752986,
+            },
+        },
+    ),
+    (
+        PricingState(2.8, 2.4, 71.5, 2, 3, home_red=1),
+        {
+            "1x2": {
+                "home": 0.04055751200329258,
+                "draw": 0.16671279465994993,
+                "away": 0.7927296933367576,
+            },
+            **{market: {"over": 1.0, "under": 0.0} for market in MARKETS_OU},
+            "goal_6": {
+                "home": 0.26506279781569303,
+                "none": 0.3280177684374009,
+                "away": 0.4069194337469061,
+            },
+        },
+    ),
+    (
+        PricingState(0.9, 2.3, 93.0, away_red=2),
+        {
+            "1x2": {
+                "home": 0.013266801868780948,
+                "draw": 0.9761786073187692,
+                "away": 0.010554590812449876,
+            },
+            "ou_0.5": {"over": 0.02396310968878356, "under": 0.9760368903112164},
+            "ou_1.5": {"over": 0.00028943658479441, "under": 0.9997105634152056},
+            "ou_2.5": {"over": 2.3353472295890784e-06, "under": 0.9999976646527704},
+            "ou_3.5": {"over": 1.4143692670472175e-08, "under": 0.9999999858563073},
+            "ou_4.5": {"over": 6.855517149075047e-11, "under": 0.9999999999314448},
+            "goal_1": {
+                "home": 0.013337595140441357,
+                "none": 0.9760368903112164,
+                "away": 0.010625514548342199,
+            },
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("s", "expected"), EXACT)
+def test_fair_probabilities_are_exactly_the_stored_ones(
+    s: PricingState, expected: dict[str, dict[str, float]]
+) -> None:
+    assert fair_probabilities(s) == expected  # == on floats: bit for bit
+
+
+def test_a_trusted_state_is_the_checked_one() -> None:
+    fields = (1.5, 1.1, 37.0, 1, 0, 2, 1)
+    trusted = PricingState.trusted(*fields)
+    assert trusted == PricingState(*fields)
+    assert quote(trusted) == quote(PricingState(*fields))
+    with pytest.raises(AttributeError):  # still frozen
+        trusted.minute = 3.0  # type: ignore[misc]
+
+
 # --- offered prices -----------------------------------------------------------------------
 
 
@@ -205,6 +293,34 @@ def test_every_price_is_on_the_ladder(s: PricingState, margin: float, method: Ma
         for probability, price in selections.values():
             assert on_ladder(price) and MIN_PRICE <= price <= MAX_PRICE, market
             assert 0.0 <= probability <= 1.0
+
+
+def test_the_offered_prices_for_the_first_exact_state() -> None:
+    s, _ = EXACT[0]
+    offered = {m: {k: str(price) for k, (_, price) in sel.items()} for m, sel in quote(s).items()}
+    assert offered == {
+        "1x2": {"home": "1.27", "draw": "5.10", "away": "13.50"},
+        "ou_0.5": {"over": "1.01", "under": "1000.00"},
+        "ou_1.5": {"over": "1.20", "under": "4.50"},
+        "ou_2.5": {"over": "2.06", "under": "1.76"},
+        "ou_3.5": {"over": "4.60", "under": "1.19"},
+        "ou_4.5": {"over": "13.00", "under": "1.02"},
+        "goal_2": {"home": "2.08", "none": "4.50", "away": "2.84"},
+    }
+
+
+@given(states, margins, methods)
+def test_the_book_holds_the_quote(s: PricingState, margin: float, method: MarginMethod) -> None:
+    layout, fair, prices = quote_book(s, margin, method)
+    assert len(fair) == len(prices) == layout[-1][3]
+    book = {
+        market: dict(
+            zip(names, zip(fair[start:stop], prices[start:stop], strict=True), strict=True)
+        )
+        for market, names, start, stop in layout
+    }
+    assert book == quote(s, margin, method)
+    assert list(book) == list(quote(s, margin, method))  # same markets, same order
 
 
 def ladder_slack(price: Decimal) -> float:
@@ -347,6 +463,17 @@ def test_ladder_prices_floor_to_themselves(price: Decimal) -> None:
     assert ladder_floor(price) == price
     assert ladder_floor(float(price)) == price
     assert ladder_floor(1 / (1 / float(price))) == price
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=2.0), max_size=20))
+def test_offered_prices_floor_the_inverse_and_cap_at_1000(implied: list[float]) -> None:
+    expected = [MAX_PRICE if q * 1000 <= 1 else ladder_floor(1 / q) for q in implied]
+    assert offered_prices(implied) == expected
+
+
+def test_offered_prices_refuse_nan() -> None:
+    with pytest.raises(ValueError):
+        offered_prices([0.5, math.nan])
 
 
 def test_ladder_edges() -> None:
