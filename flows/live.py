@@ -52,7 +52,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from flows.runtime import tune_gc
+from flows.runtime import tune_interpreter
 from flows.sources import Progress, line_ts
 from operators.dataflow import market_sync
 from operators.parse import REJECTS_KEY, RawLine
@@ -117,7 +117,7 @@ def get_flow(
     comes (see `operators.dataflow`); without it they wait for the match's next line, as
     in replay, and the output depends only on the lines and their order.
     """
-    tune_gc()
+    tune_interpreter()
     flow = Dataflow("oddsflow_live")
     inputs = op.input("read", flow, LiveSource(settings, group_id, from_beginning))
     # shape: RawLine | Reject

@@ -11,7 +11,7 @@ from pathlib import Path
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from flows.runtime import tune_gc
+from flows.runtime import tune_interpreter
 from flows.sources import ReplaySource
 from operators.dataflow import market_sync
 from operators.settings import DEFAULT_RULES, Rules
@@ -32,7 +32,7 @@ def get_flow(
     merge: bool = False,
     kafka: KafkaSettings | None = None,
 ) -> Dataflow:
-    tune_gc()
+    tune_interpreter()
     flow = Dataflow("oddsflow_replay")
     source = ReplaySource([Path(f) for f in files], speed, fmt=fmt, merge=merge)
     lines = op.input("read", flow, source)

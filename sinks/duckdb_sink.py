@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from operators.ladder import LADDER
 from operators.rows import TABLE_OF, MarketStatusRow, MatchRow, Reject, Row
 from sinks.publish import Publisher
 from sinks.tables import Table, schema_sql, tables
@@ -256,10 +257,28 @@ def _arrow(table: Table, rows: list[Row]) -> pa.Table:
     `zip(*rows)` transposes all columns in C, half the time of one pass per column."""
     values = zip(*rows, strict=True) if rows else ([] for _ in table.arrow_types)
     columns = [
-        pa.array(column, type=kind) for column, kind in zip(values, table.arrow_types, strict=True)
+        _column(column, kind) for column, kind in zip(values, table.arrow_types, strict=True)
     ]
     columns.append(pa.array(np.arange(len(rows), dtype=np.int64)))  # no Python ints
     return pa.Table.from_arrays(columns, names=[*table.columns, "_pos"])
+
+
+def _column(values: Sequence[object], kind: pa.DataType) -> pa.Array:
+    """One column as Arrow. Decimals that are all prices on the ladder (every `prices` row)
+    go by their ladder index, a C-level lookup: pyarrow converts a Decimal object in ~0.6 µs,
+    with the GIL held, and these are a third of all rows."""
+    if pa.types.is_decimal(kind) and values:
+        try:
+            index = pa.array(list(map(LADDER_INDEX.__getitem__, values)), type=pa.int16())
+        except (KeyError, TypeError):  # off the ladder (stakes, balances): one by one
+            pass
+        else:
+            return LADDER_ARROW.take(index).cast(kind)
+    return pa.array(values, type=kind)
+
+
+LADDER_INDEX: dict[object, int] = {price: i for i, price in enumerate(LADDER)}
+LADDER_ARROW = pa.array(LADDER, type=pa.decimal128(7, 2))
 
 
 def _upsert_sql(table: Table, version: str | None) -> str:
