@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
+from operators.ladder import LADDER
 from operators.rows import FeedEventRow, Reject
-from sinks.duckdb_sink import DuckDBWriter
+from sinks.duckdb_sink import DuckDBWriter, _column
 
 
 def count(db: Path, table: str) -> int:
@@ -52,3 +55,19 @@ def test_rows_written_again_after_a_restart_are_skipped(tmp_path: Path) -> None:
         (5,),
     ]
     con.close()
+
+
+def test_decimal_columns_convert_exactly_by_ladder_index_or_one_by_one() -> None:
+    """Ladder prices take the index shortcut, anything else (off the ladder, nulls, money
+    with more digits) the plain conversion: both give exactly the decimals handed in."""
+    ladder = [LADDER[0], LADDER[-1], Decimal("2.5"), Decimal("2.50"), *LADDER[100:140]]
+    off = [Decimal("3.33"), Decimal("123456789.01")]
+    for values, kind in (
+        (ladder, pa.decimal128(7, 2)),
+        (ladder, pa.decimal128(12, 2)),
+        ([*ladder, *off], pa.decimal128(14, 2)),
+        ([None, Decimal("2.50")], pa.decimal128(7, 2)),
+    ):
+        column = _column(values, kind)
+        assert column.type == kind
+        assert column.to_pylist() == values
