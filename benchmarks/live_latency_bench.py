@@ -13,9 +13,11 @@ Latency: from the moment the benchmark hands a `goal possible` line to its produ
 the moment a consumer in another process receives a `markets` message with reason
 `goal_possible` for that match at that line's `ts` ("first": the first market suspended;
 "all": the last market of the match suspended). Both times come from this machine's
-clock. Before each flow run, the same lines go at the same rate through Kafka alone (the
-input topics, read back by a consumer in another process, no flow): the latency of the
-goal-possible lines there is the floor under the flow's, measured in the same invocation.
+clock. Before each flow run, the same lines go at the same rate through Kafka alone, no
+flow: read back from the input topics (1 hop), and copied by a plain consume -> produce
+relay into another topic and read back from there (2 hops, the path the flow's lines
+take). The latency of the goal-possible lines there is the floor under the flow's,
+measured in the same invocation.
 Throughput: lines published / (last output message received - first line produced), i.e.
 including the time the flow needed to drain what it was behind; "drain"
 is that lag after the last line was produced. CPU: the flow process's user+system time
@@ -45,6 +47,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from flows.kafka_tools import route
+from flows.live import IDLE_WAIT_S
 from flows.simulator import write_feed
 from sinks.kafka_config import (
     ALL_TOPICS,
@@ -59,6 +62,7 @@ from sinks.kafka_config import (
 
 REPO = Path(__file__).resolve().parents[1]
 LINES_PER_MATCH = 1_400  # about what the simulator writes per match
+RELAY = "relay"  # the topic `relay` copies the input lines into
 WARM_UP = b'{"v":1,"provider":"bench","match_id":"bench-warmup","seq":1,"ts":1767225600000,'
 WARM_UP += b'"type":"fixture","home":"A","away":"B","kickoff":1767229200000,'
 WARM_UP += b'"home_rate":1.4,"away_rate":1.1}'
@@ -89,10 +93,10 @@ def consume(
     total: Synchronized[int],
     last_at: Synchronized[float],
     results: Any,
-    bare: bool = False,
+    bare: Sequence[str] = (),
 ) -> None:
     """Read every output topic; receive times of goal-possible suspensions, sent back on
-    `results` when `stop` is set. `bare`: read the input topics instead, and time the
+    `results` when `stop` is set. `bare`: read these topics instead, and time the
     goal-possible lines themselves (Kafka alone, no flow)."""
     consumer = Consumer(
         {
@@ -101,7 +105,7 @@ def consume(
             "fetch.wait.max.ms": 10,
         }
     )
-    topics = [settings.topic(t) for t in (INPUT_TOPICS if bare else OUTPUT_TOPICS)]
+    topics = [settings.topic(t) for t in (bare or OUTPUT_TOPICS)]
     metadata = consumer.list_topics(timeout=10)
     consumer.assign(
         [
@@ -141,6 +145,27 @@ def consume(
     results.put({key: (min(t), max(t), created[key]) for key, t in seen.items()})
 
 
+def relay(settings: KafkaSettings, stop: Any) -> None:
+    """Consume-produce with no processing: every input line straight into the `relay`
+    topic, with the live flow's consumer and producer settings and its idle wait. The
+    floor under any flow that reads Kafka and writes Kafka: two hops, nothing between."""
+    consumer = Consumer(
+        {**settings.consumer_config(f"relay-{uuid.uuid4().hex}"), "enable.auto.commit": False}
+    )
+    consumer.subscribe([settings.topic(t) for t in INPUT_TOPICS])
+    producer = Producer(settings.producer_config())
+    out = settings.topic(RELAY)
+    while not stop.is_set():
+        first = consumer.poll(IDLE_WAIT_S)
+        batch = [first, *consumer.consume(999, 0)] if first is not None else []
+        for msg in batch:
+            if msg.error() is None:
+                producer.produce(out, msg.value(), msg.key())
+        producer.poll(0)
+    producer.flush(30)
+    consumer.close()
+
+
 # --- one run -------------------------------------------------------------------------------
 
 
@@ -167,7 +192,7 @@ class _Reader:
 
 
 @contextmanager
-def _reading(settings: KafkaSettings, bare: bool = False) -> Iterator[_Reader]:
+def _reading(settings: KafkaSettings, bare: Sequence[str] = ()) -> Iterator[_Reader]:
     """`consume` in a process of its own for the duration (see its `bare`)."""
     ctx = mp.get_context("spawn")
     stop, results = ctx.Event(), ctx.Queue()
@@ -231,15 +256,27 @@ def run_once(base: KafkaSettings, lines: list[bytes], rate: int, flow_options: l
     )
 
 
-def run_bare(base: KafkaSettings, lines: list[bytes], rate: int) -> list[float]:
-    """The same lines at the same rate through Kafka alone (input topics, no flow): each
-    goal-possible line's produce -> consume latency in ms, the floor under the flow's."""
-    settings = _fresh_topics(base, "bare", INPUT_TOPICS)
-    with _reading(settings, bare=True) as reader:
-        producer = Producer(settings.producer_config())
-        _warm_up(producer, settings, reader.total)
-        produced, _, _ = _publish(producer, settings, lines, rate)
-        _wait_until_drained(reader.total, reader.last_at, quiet_s=2.0)
+def run_bare(base: KafkaSettings, lines: list[bytes], rate: int, hops: int = 1) -> list[float]:
+    """The same lines at the same rate through Kafka alone, no flow: each goal-possible
+    line's produce -> consume latency in ms. One hop: read from the input topics. Two
+    hops: `relay` copies them into another topic, which is read (what the flow's path
+    crosses). The floor under the flow's latency."""
+    settings = _fresh_topics(base, f"bare{hops}", [*INPUT_TOPICS, RELAY])
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    relaying = ctx.Process(target=relay, args=(settings, stop)) if hops == 2 else None
+    if relaying is not None:
+        relaying.start()
+    try:
+        with _reading(settings, bare=[RELAY] if hops == 2 else INPUT_TOPICS) as reader:
+            producer = Producer(settings.producer_config())
+            _warm_up(producer, settings, reader.total)
+            produced, _, _ = _publish(producer, settings, lines, rate)
+            _wait_until_drained(reader.total, reader.last_at, quiet_s=2.0)
+    finally:
+        stop.set()
+        if relaying is not None:
+            relaying.join(60)
     received = reader.received
     return [(received[k][0] - t) * 1000 for k, t in produced.items() if k in received]
 
@@ -323,7 +360,7 @@ def stats(values: list[float]) -> str:
     return f"p50 {p50:7.1f}  p99 {p99:8.1f}  max {max(values):8.1f} ms"
 
 
-def describe(result: Result, bare: list[float]) -> str:
+def describe(result: Result, bare: list[float], relayed: list[float]) -> str:
     return (
         f"{result.rate:>6,} lines/s x {result.published_s:4.0f} s = {result.lines:,} lines; "
         f"{len(result.latencies_first)} goal-possible suspensions "
@@ -331,7 +368,8 @@ def describe(result: Result, bare: list[float]) -> str:
         f"    latency first market  {stats(result.latencies_first)}\n"
         f"    latency all markets   {stats(result.latencies_all)}\n"
         f"    of which in the flow  {stats(result.in_flow)} (to its producer, ms clock)\n"
-        f"    Kafka alone           {stats(bare)} (same lines and rate, no flow)\n"
+        f"    Kafka alone, 1 hop    {stats(bare)} (same lines and rate, no flow)\n"
+        f"    Kafka alone, 2 hops   {stats(relayed)} (consume -> produce -> consume)\n"
         f"    sustained {result.throughput:,.0f} lines/s (drain {result.drain_s:.1f} s after "
         f"the last line), {result.outputs:,} output messages, "
         f"flow CPU {result.cpu_ms_per_1000:.0f} ms per 1000 lines"
@@ -355,8 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = ["--workers", str(args.workers), "--epoch-s", str(args.epoch_s)]
         sent = lines[: int(rate * args.seconds)]
         bare = run_bare(base, sent, rate)
+        relayed = run_bare(base, sent, rate, hops=2)
         result = run_once(base, sent, rate, options)
-        print(describe(result, bare), flush=True)
+        print(describe(result, bare, relayed), flush=True)
     return 0
 
 
