@@ -29,7 +29,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
 from flows.replay import get_flow
-from flows.runtime import tune_interpreter
+from flows.runtime import freeze_startup_heap, tune_interpreter
 from flows.sources import ReplaySource
 from operators.engine import LocalEngine
 from operators.parse import RawLine
@@ -88,6 +88,7 @@ while not stop.exists():
 def _child(kind: str, feed: Path, db: Path, conn: mp.connection.Connection) -> None:
     tune_interpreter()  # what get_flow does for the core: the same process settings for both
     flow = ceiling_flow(feed) if kind == "ceiling" else get_flow([feed], db)
+    freeze_startup_heap()  # what `oddsflow replay` does before running: both runs too
     reader = None
     stop = db.with_name("stop-reader")
     if kind.startswith("core+dashboard"):
