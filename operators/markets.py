@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from operators.match import MatchState
 from operators.pricing import MARKETS_OU, Book, PricingState, quote_book
-from operators.rows import MarketStatusRow, PriceRow, RowSink
+from operators.rows import MarketStatusRow, PriceRow, RowSink, new_row
 from operators.settings import Rules
 
 OPEN, SUSPENDED, CLOSED, SETTLED = "OPEN", "SUSPENDED", "CLOSED", "SETTLED"
@@ -24,7 +24,6 @@ ALLOWED: dict[str, frozenset[str]] = {
     SETTLED: frozenset(),
 }
 FIXED_MARKETS = ("1x2", *MARKETS_OU)
-_new_row = tuple.__new__  # a row from its fields in order, without NamedTuple's Python __new__
 
 
 class IllegalTransition(RuntimeError):
@@ -58,14 +57,14 @@ class Market:
         version = self.version + 1
         self.status, self.reason, self.winner, self.version = status, reason, winner, version
         match_id, name = self.match_id, self.name
-        out.append(_new_row(MarketStatusRow, (match_id, name, status, version, reason, ts, winner)))
+        out.append(new_row(MarketStatusRow, (match_id, name, status, version, reason, ts, winner)))
         if prices is not None:
             self.prices = prices
             # A loop, not extend(list comprehension): a market has 2 or 3 selections, and
             # repricing moves ~5 markets a match minute.
             for selection, (probability, price) in prices.items():
                 row = (match_id, name, version, selection, probability, price, ts)
-                out.append(_new_row(PriceRow, row))
+                out.append(new_row(PriceRow, row))
 
 
 @dataclass(slots=True)

@@ -14,10 +14,9 @@ from operators.events import (
     PeriodEnd,
     PeriodStart,
 )
-from operators.rows import MatchRow
+from operators.rows import MatchRow, new_row
 
 MINUTES_BEFORE = {1: 0, 2: 45, 3: 90, 4: 105}
-_new_row = tuple.__new__  # a row from its fields in order, without NamedTuple's Python __new__
 
 
 @dataclass(slots=True)
@@ -136,7 +135,7 @@ class MatchState:
         return True
 
     def row(self, ts: int) -> MatchRow:
-        return _new_row(  # MatchRow's fields, in order
+        return new_row(  # MatchRow's fields, in order
             MatchRow,
             (
                 self.match_id,

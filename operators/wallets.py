@@ -26,9 +26,8 @@ from decimal import ROUND_DOWN, Decimal
 from operators.bets import BetDecision, SettlementNotice, WalletMessage
 from operators.events import Bet, Deposit, MatchEnd
 from operators.parse import RawLine, has_match, parse_line
-from operators.rows import BetRow, LedgerRow, Reject, Row, WalletRow
+from operators.rows import BetRow, LedgerRow, Reject, Row, WalletRow, new_row
 
-_new_row = tuple.__new__  # a row from its fields in order, without NamedTuple's Python __new__
 ZERO = Decimal("0.00")
 CENT = Decimal("0.01")
 
@@ -164,12 +163,12 @@ class WalletShard:
             raise AssertionError(f"wallet {user} would go negative: {balance}")
         wallet.balance, wallet.version = balance, wallet.version + 1
         version = wallet.version
-        out.append(_new_row(LedgerRow, (user, version, ts, kind, amount, balance, ref)))
-        out.append(_new_row(WalletRow, (user, balance, version, ts)))
+        out.append(new_row(LedgerRow, (user, version, ts, kind, amount, balance, ref)))
+        out.append(new_row(WalletRow, (user, balance, version, ts)))
 
 
 def _bet_row(bet: Bet, status: str, reason: str, payout: Decimal, ts: int, version: int) -> BetRow:
-    return _new_row(  # BetRow's fields, in order
+    return new_row(  # BetRow's fields, in order
         BetRow,
         (
             bet.bet_id,
