@@ -30,13 +30,12 @@ from operators.markets import MatchMarkets
 from operators.match import MatchState
 from operators.parse import RawLine, is_wallet_key, parse_line
 from operators.providers import Processor, new_processor, route_line
-from operators.rows import FeedEventRow, FeedGapRow, Reject, Row, RowSink
+from operators.rows import FeedEventRow, FeedGapRow, Reject, Row, RowSink, new_row
 from operators.settings import DEFAULT_RULES, Rules
 from operators.validate import SeqTracker, check_match
 from operators.wallets import WalletShard
 
 Output = Row | WalletMessage
-_new_row = tuple.__new__  # a row from its fields in order, without NamedTuple's Python __new__
 
 
 @dataclass(slots=True)
@@ -125,12 +124,7 @@ class MatchProcessor:
             if isinstance(ev, MatchEnd) and self.bets is not None:
                 self.bets.notice_rejected_end(raw.source, ev.match_id, ev.ts, out)
             return
-        out.append(
-            _new_row(
-                FeedEventRow,
-                (ev.provider, ev.match_id, ev.seq, ev.ts, type_name(ev), _text(raw), raw.source),
-            )
-        )
+        out.append(_event_row(raw, ev))
         if self.match is None or ev.provider == self.match.provider:
             self._apply(raw, ev, out)
         else:
@@ -141,7 +135,7 @@ class MatchProcessor:
     def _heartbeats(self, lines: Sequence[RawLine], i: int, out: list[Output]) -> int:
         """The common lines, heartbeats of the driving provider in sequence, from `lines[i]`
         on, in one loop: exactly what `process` does with each (valid, no gap, nothing for
-        `_react`; `advance` and `heard` with nothing to do, `tick` pricing once a minute).
+        `_react`, `advance` with nothing to do), without its parsing, dispatch and checks.
         Stops, having changed nothing for it, at the first line that is anything else or
         meets anything rarer (silence, a reopening due, bets in their delay): `process`
         takes that one. The index of the first line not taken."""
@@ -154,7 +148,7 @@ class MatchProcessor:
             return i
         rules = self.rules
         kickoff, far = match.kickoff, rules.max_kickoff_distance_ms
-        silent_after, reprice_every = rules.heartbeat_timeout_ms, rules.reprice_every_ms
+        silent_after = rules.heartbeat_timeout_ms
         n = len(lines)
         while i < n:
             raw = lines[i]
@@ -174,22 +168,11 @@ class MatchProcessor:
             if abs(ts - kickoff) > far or ts > markets.last_heard + silent_after:
                 return i
             tracker.last = ev.seq
-            text = raw.data.decode("utf-8", errors="replace")
-            out.append(
-                _new_row(
-                    FeedEventRow, (provider, ev.match_id, ev.seq, ts, "clock", text, raw.source)
-                )
-            )
-            if ts > match.last_ts:  # match.apply, for a heartbeat
-                match.last_ts = ts
-            changed = ev.minute != match.minute
-            match.minute, match.second = ev.minute, ev.second
-            if changed:
+            out.append(_event_row(raw, ev))
+            if match.apply(ev):
                 out.append(match.row(ts))
-            if ts > markets.last_heard:  # markets.heard, with no silence to resolve
-                markets.last_heard = ts
-            if match.status == "live" and ts - markets.last_priced >= reprice_every:
-                markets.reprice(match, ts, "reprice", out)  # markets.tick
+            markets.heard(match, ts, out)
+            markets.tick(match, ts, out)
             if self.backups:
                 self._compare_providers(ts, out)
             i += 1
@@ -324,6 +307,12 @@ def _react(
         markets.reprice(match, ts, "period", out)
     elif isinstance(ev, MatchEnd):
         markets.settle(match, match.scorers, ts, out)
+
+
+def _event_row(raw: RawLine, ev: FeedEvent) -> FeedEventRow:
+    """The `feed_events` row of an accepted line."""
+    row = (ev.provider, ev.match_id, ev.seq, ev.ts, type_name(ev), _text(raw), raw.source)
+    return new_row(FeedEventRow, row)
 
 
 def _text(raw: RawLine) -> str:
