@@ -163,17 +163,11 @@ class MatchBets:
         return self.rules.market_liability_limit * factor
 
     def _liability_with(self, bet: Bet) -> Decimal:
-        """The market's liability if `bet` were taken (the book itself unchanged): what
-        `liability` gives for the book with the bet in, without copying the book."""
+        """The market's liability if `bet` were taken (the book itself unchanged)."""
         sides = self.book.get(bet.market, {})
-        stake = bet.stake
-        total = sum((stakes for _, stakes in sides.values()), stake)
         pays, stakes = sides.get(bet.selection, _NOTHING)
-        worst = pays + stake * (bet.price - 1) - (total - stakes - stake)
-        for selection, (pays, stakes) in sides.items():
-            if selection != bet.selection and pays - (total - stakes) > worst:
-                worst = pays - (total - stakes)
-        return worst
+        taken = (pays + bet.stake * (bet.price - 1), stakes + bet.stake)
+        return liability({**sides, bet.selection: taken})
 
     def _take(self, bet: Bet) -> None:
         self._move(bet, 1)
