@@ -21,7 +21,7 @@ measured in the same invocation.
 Throughput: lines published / (last output message received - first line produced), i.e.
 including the time the flow needed to drain what it was behind; "drain"
 is that lag after the last line was produced. CPU: the flow process's user+system time
-per 1000 lines (its Bytewax worker, its DuckDB writer thread and librdkafka's threads).
+per 1000 lines (its Bytewax worker, its DuckDB writer process and librdkafka's threads).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """DuckDB sink: batched, idempotent upserts of output rows, plus a published read-only copy.
 
-The flow owns the writer database (`<db>.writer<suffix>`, next to `--db`); readers (the
-dashboard, analysts, tests) open the published file at `--db`, which `Publisher` replaces
-atomically every `publish_every_s` seconds while rows arrive, and at the end. DuckDB allows
-one writer or many readers per file, never both, so nobody ever waits on the flow's lock.
+The flow owns the writer database (`<db>.writer<suffix>`, next to `--db`), through a writer
+process of its own (`sinks/duckdb_store.py`); readers (the dashboard, analysts, tests) open
+the published file at `--db`, which is replaced atomically every `publish_every_s` seconds
+while rows arrive, and at the end. DuckDB allows one writer or many readers per file, never
+both, so nobody ever waits on the flow's lock.
 """
 
 from __future__ import annotations
@@ -11,42 +12,28 @@ from __future__ import annotations
 import contextlib
 import operator
 import queue
+import subprocess
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from operators.ladder import LADDER
 from operators.rows import TABLE_OF, MarketStatusRow, MatchRow, Reject, Row
-from sinks.publish import Publisher
-from sinks.tables import Table, schema_sql, tables
+from sinks.duckdb_store import Batch, Marks, start_store, writer_path
+from sinks.tables import Table, tables
 
-# DuckDB imports pandas (when installed) the first time it scans a Python object, which
-# stalls the flow's first write for a good part of a second: pay it with this import.
-with contextlib.suppress(ImportError):
-    import pandas  # noqa: F401
+__all__ = ["STATS", "DuckDBSink", "DuckDBWriter", "writer_path"]
 
 # Row types that feed more than their own table.
 EXTRA_TABLES: dict[type, tuple[str, ...]] = {MarketStatusRow: ("market_history",)}
-# Tables that hold the latest state per key: the newest `version` wins (None: the last row).
-LATEST: dict[str, str | None] = {
-    "matches": None,
-    "market_status": "version",
-    "bets": "version",
-    "wallets": "version",
-}
-
-
-def writer_path(db: Path) -> Path:
-    """Where the flow keeps its own read-write database for the published file `db`."""
-    return db.with_name(f"{db.stem}.writer{db.suffix or '.duckdb'}")
 
 
 @dataclass
@@ -65,16 +52,16 @@ Unsaved = list[dict[type, list[Row]]]
 
 
 class DuckDBWriter:
-    """Buffers rows by type and upserts them in Arrow batches; no Bytewax here.
+    """Buffers rows by type and has them upserted in Arrow batches; no Bytewax here.
 
-    The inserts and the publishing run on a writer thread: DuckDB releases the GIL while it
-    works, so on a second core they overlap with the flow's Python work. The Python work
-    there is kept to building one Arrow column per row field (C loops); deduplicating
-    latest-state rows is SQL, so DuckDB does it without the GIL. `flush` hands the
-    buffers over (blocking when two batches are already waiting, so memory stays bounded);
-    `unsaved` lists what was handed over and is not committed yet, without waiting; `sync`
-    waits until everything handed over is committed. A failed write is raised from
-    the next call on the flow's side, never lost.
+    Two helpers do the writing, so that the flow's thread only appends rows: a thread that
+    turns each batch into Arrow columns (C loops, but holding the interpreter lock) and
+    sends them to the writer process (`sinks/duckdb_store.py`), which runs every DuckDB
+    statement and the publishing with a lock of its own. `flush` hands the buffers over
+    (blocking when two batches are already waiting, so memory stays bounded); `unsaved`
+    lists what was handed over and is not committed yet, without waiting; `sync` waits
+    until everything handed over is committed. A failed write is raised from the next call
+    on the flow's side, never lost.
     """
 
     def __init__(
@@ -84,28 +71,19 @@ class DuckDBWriter:
         flush_every_s: float = 0.5,
         publish_every_s: float = 2.0,
     ) -> None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(writer_path(db)))
-        self.con.execute("SET checkpoint_threshold = '1GB'")  # we checkpoint when publishing
-        # One thread: DuckDB's work stays on the writer thread, the second core of a small
-        # machine; its pool would take CPU from the flow for little gain on these batches.
-        self.con.execute("SET threads = 1")
-        self.con.execute(schema_sql())
         self.tables = tables()
-        self.marks = {
-            t.name: HighWaterMarks.load(self.con, t) for t in self.tables.values() if t.rising
-        }
+        self.marks: dict[str, HighWaterMarks] = {}
         self.batch_rows = batch_rows
         self.flush_every_s = flush_every_s
         self.buffers = _empty_buffers()
         self.pending = 0
         self.last_flush = time.monotonic()
-        self.publisher = Publisher(self.con, writer_path(db), db, publish_every_s)
         self.batches: queue.Queue[dict[type, list[Row]] | None] = queue.Queue(maxsize=2)
         # Batches handed over and not committed yet, oldest first: the flow's thread
-        # appends, the writer thread drops each once committed.
+        # appends, the sending thread drops each once committed.
         self.uncommitted: deque[dict[type, list[Row]]] = deque()
         self.failure: BaseException | None = None
+        self.pipe, self.process = start_store(db, publish_every_s)
         self.thread = threading.Thread(target=self._run, name="duckdb-writer", daemon=True)
         self.thread.start()
 
@@ -123,7 +101,7 @@ class DuckDBWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Hand the buffered rows to the writer thread (one transaction per batch)."""
+        """Hand the buffered rows to the writer (one transaction per batch)."""
         self._raise_failure()
         if self.pending:
             self._hand_over({kind: rows for kind, rows in self.buffers.items() if rows})
@@ -152,74 +130,84 @@ class DuckDBWriter:
         self._raise_failure()
 
     def close(self) -> None:
-        """Commit everything, publish the final copy, stop the thread."""
+        """Commit everything, publish the final copy, stop the thread and the process."""
         self.sync()
         self.batches.put(None)
         self.thread.join()
+        self.pipe.close()
+        self.process.wait()
         self._raise_failure()
-        self.publisher.publish()
-        self.con.close()
 
     def _raise_failure(self) -> None:
         if self.failure is not None:
             raise RuntimeError(f"DuckDB write failed: {self.failure}") from self.failure
 
     def _run(self) -> None:
-        """The writer thread: commit each batch; publish when due, also while no rows come
-        (so the last rows of a quiet live feed are published within `publish_every_s`)."""
-        dirty = False
+        """The sending thread: wait for the writer process, then send it each batch as
+        Arrow and wait for its commit."""
+        try:
+            marks = cast(Marks, self._answer("ready")[1])
+            self.marks = {name: HighWaterMarks(self.tables[name], m) for name, m in marks.items()}
+        except BaseException as exc:
+            self.failure = exc
         while True:
-            got = True
-            batch: dict[type, list[Row]] | None = {}
-            try:
-                batch = self.batches.get(timeout=self.publisher.every_s)
-            except queue.Empty:
-                got = False  # nothing new: only a publish may be due
+            batch = self.batches.get()
             try:
                 if batch is None:
+                    if self.failure is None:
+                        self._send(None)
+                        self._answer("closed")
                     return
-                if batch and self.failure is None:
-                    self._commit(batch)
+                if self.failure is None:
+                    arrow, written = self._arrow(batch)
+                    self._send(arrow)
+                    self._answer("committed")
                     self.uncommitted.popleft()
-                    dirty = True
-                if dirty and self.failure is None and self.publisher.due():
-                    self.publisher.publish()
-                    dirty = False
+                    _count(batch, written)
             except BaseException as exc:  # handed to the flow's thread
                 self.failure = exc
             finally:
-                if got:
-                    self.batches.task_done()
+                self.batches.task_done()
 
-    def _commit(self, batch: dict[type, list[Row]]) -> None:
-        self.con.execute("BEGIN")
+    def _send(self, message: Batch | None) -> None:
         try:
-            for kind, rows in batch.items():
-                self._write(kind, rows)
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
+            self.pipe.send(message)
+        except OSError:  # its end is closed
+            raise self._ended() from None
 
-    def _write(self, kind: type, rows: list[Row]) -> None:
-        # The row type has exactly the columns of its own table (tests/test_parse_validate.py).
-        own = self.tables[TABLE_OF[kind]]
-        _count(kind, rows)
-        batch = _arrow(own, rows)
-        for name in (own.name, *EXTRA_TABLES.get(kind, ())):
-            table = self.tables[name]
-            fresh = batch
-            marks = self.marks.get(name)
-            if marks is not None and marks.marks:
-                kept = marks.fresh(rows)
-                if len(kept) < len(rows):  # rows written before a restart: skip them
-                    fresh = _arrow(own, kept)
-            self.con.register("batch", fresh)
-            try:
-                self.con.execute(_upsert_sql(table, LATEST.get(name, "")))
-            finally:
-                self.con.unregister("batch")
-            STATS.rows[name] += len(fresh)
+    def _answer(self, expected: str) -> tuple[object, ...]:
+        try:
+            answer: tuple[object, ...] = self.pipe.recv()
+        except (EOFError, OSError):
+            raise self._ended() from None
+        if answer[0] == "failed":
+            raise RuntimeError(answer[1])
+        assert answer[0] == expected, answer
+        return answer
+
+    def _ended(self) -> RuntimeError:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+        return RuntimeError(f"the writer process ended (exit code {self.process.returncode})")
+
+    def _arrow(self, batch: dict[type, list[Row]]) -> tuple[Batch, Counter[str]]:
+        """A batch as Arrow, per table, and the rows each table gets."""
+        out: Batch = []
+        written: Counter[str] = Counter()
+        for kind, rows in batch.items():
+            # The row type has exactly the columns of its own table (test_parse_validate.py).
+            own = self.tables[TABLE_OF[kind]]
+            arrow = _arrow(own, rows)
+            for name in (own.name, *EXTRA_TABLES.get(kind, ())):
+                fresh = arrow
+                marks = self.marks.get(name)
+                if marks is not None and marks.marks:
+                    kept = marks.fresh(rows)
+                    if len(kept) < len(rows):  # rows written before a restart: skip them
+                        fresh = _arrow(own, kept)
+                out.append((name, fresh))
+                written[name] += len(fresh)
+        return out, written
 
 
 class HighWaterMarks:
@@ -227,17 +215,10 @@ class HighWaterMarks:
     opened it: a row at or below it is already in the table (its key rises within the
     group). Only a resumed run meets such rows again; one run never emits a row twice."""
 
-    def __init__(self, table: Table, marks: dict[tuple[object, ...], int]) -> None:
+    def __init__(self, table: Table, marks: dict[object, int]) -> None:
         self.group = operator.attrgetter(*table.group)
         self.rising = operator.attrgetter(table.rising)
         self.marks = marks
-
-    @classmethod
-    def load(cls, con: duckdb.DuckDBPyConnection, table: Table) -> HighWaterMarks:
-        cols = ", ".join(table.group)
-        found = con.sql(f"SELECT {cols}, max({table.rising}) FROM {table.name} GROUP BY ALL")
-        marks = {(r[0] if len(r) == 2 else tuple(r[:-1])): r[-1] for r in found.fetchall()}
-        return cls(table, marks)
 
     def fresh(self, rows: list[Row]) -> list[Row]:
         marks, group, rising = self.marks, self.group, self.rising
@@ -253,7 +234,7 @@ def _empty_buffers() -> dict[type, list[Row]]:
 def _arrow(table: Table, rows: list[Row]) -> pa.Table:
     """Rows of `table`'s own type as Arrow columns, plus `_pos` (the rows' order).
 
-    This runs on the writer thread holding the GIL, so the flow waits meanwhile: one
+    This runs on the sending thread holding the GIL, so the flow waits meanwhile: one
     `zip(*rows)` transposes all columns in C, half the time of one pass per column."""
     values = zip(*rows, strict=True) if rows else ([] for _ in table.arrow_types)
     columns = [
@@ -281,32 +262,12 @@ LADDER_INDEX: dict[object, int] = {price: i for i, price in enumerate(LADDER)}
 LADDER_ARROW = pa.array(LADDER, type=pa.decimal128(7, 2))
 
 
-def _upsert_sql(table: Table, version: str | None) -> str:
-    """Insert the local Arrow table `batch` into `table`, idempotently.
-
-    Facts (history, events, rejects) are inserted once and never changed; latest-state
-    tables take the incoming row, or only a newer `version` when the table has one. A
-    batch may hold several rows of one key there: the newest version wins, then the last.
-    """
-    cols = ", ".join(table.columns)
-    head = f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM batch "
-    if not table.key:
-        return head  # append-only: the high-water marks already dropped repeated rows
-    keys = ", ".join(table.key)
-    if version == "":
-        return head + f"ON CONFLICT ({keys}) DO NOTHING"
-    newest = f"{version} DESC, _pos DESC" if version else "_pos DESC"
-    head += f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {newest}) = 1 "
-    sets = ", ".join(f"{c} = excluded.{c}" for c in table.columns if c not in table.key)
-    where = f" WHERE excluded.{version} > {table.name}.{version}" if version else ""
-    return head + f"ON CONFLICT ({keys}) DO UPDATE SET {sets}{where}"
-
-
-def _count(kind: type, rows: list[Row]) -> None:
-    if kind is Reject:
-        STATS.rejects.update(r.reason.split(":", 1)[0] for r in rows if isinstance(r, Reject))
-    elif kind is MatchRow:
-        STATS.matches.update(r.match_id for r in rows if isinstance(r, MatchRow))
+def _count(batch: dict[type, list[Row]], written: Counter[str]) -> None:
+    """Add a committed batch to `STATS`."""
+    STATS.rows.update(written)
+    rejects = cast(list[Reject], batch.get(Reject, []))
+    STATS.rejects.update(r.reason.split(":", 1)[0] for r in rejects)
+    STATS.matches.update(r.match_id for r in cast(list[MatchRow], batch.get(MatchRow, [])))
 
 
 class _Partition(StatefulSinkPartition[Sequence[object], Unsaved]):

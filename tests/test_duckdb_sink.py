@@ -8,10 +8,11 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pytest
 
 from operators.ladder import LADDER
 from operators.rows import FeedEventRow, Reject
-from sinks.duckdb_sink import DuckDBWriter, _column
+from sinks.duckdb_sink import DuckDBWriter, _column, writer_path
 
 
 def count(db: Path, table: str) -> int:
@@ -30,11 +31,33 @@ def test_the_last_rows_are_published_while_no_more_come(tmp_path: Path) -> None:
     time.sleep(0.1)
     writer.add([Reject("f:last", "bad", "", "", 1, None, None)])
     writer.sync()
-    time.sleep(1.5)  # no rows, no flow calls: the writer thread publishes by itself
+    time.sleep(1.5)  # no rows, no flow calls: the writer process publishes by itself
     try:
         assert count(db, "rejects") == 11
     finally:
         writer.close()
+
+
+def test_a_writer_process_that_dies_fails_the_flow_with_that_cause(tmp_path: Path) -> None:
+    writer = DuckDBWriter(tmp_path / "dies.duckdb")
+    writer.add([Reject("f:1", "bad", "", "", 1, None, None)])
+    writer.sync()
+    writer.process.kill()
+    writer.add([Reject("f:2", "bad", "", "", 1, None, None)])
+    with pytest.raises(RuntimeError, match=r"writer process ended \(exit code -9\)"):
+        writer.sync()
+
+
+def test_a_database_another_process_writes_is_refused_at_the_first_write(tmp_path: Path) -> None:
+    db = tmp_path / "taken.duckdb"
+    holder = duckdb.connect(str(writer_path(db)))  # DuckDB allows one writer per file
+    try:
+        writer = DuckDBWriter(db)
+        writer.add([Reject("f:1", "bad", "", "", 1, None, None)])
+        with pytest.raises(RuntimeError, match=r"DuckDB write failed: IOException: .*lock"):
+            writer.sync()
+    finally:
+        holder.close()
 
 
 def test_rows_written_again_after_a_restart_are_skipped(tmp_path: Path) -> None:

@@ -1,0 +1,186 @@
+"""The DuckDB writer process: the one holder of the writer database's connection.
+
+`DuckDBWriter` (the flow's side, `sinks/duckdb_sink.py`) starts `serve` in a process of its
+own and sends it Arrow batches; here they are upserted, one transaction per batch, and the
+read-only copy is published. Running DuckDB's statements in another process keeps them off
+the flow's interpreter lock: a commit and a publish cost tens to hundreds of milliseconds,
+much of it holding the lock of the process they run in, and a live flow's latency target is
+25 ms. No Bytewax and no row types here, only tables.
+
+The conversation over the pipe, flow -> store: a batch `[(table, Arrow table), ...]`, or
+None to close. Store -> flow: `("ready", marks)` once, then `("committed",)` per batch,
+`("closed",)` at the end, or `("failed", cause)` at any time, after which it takes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from sinks.publish import Publisher
+from sinks.tables import Table, schema_sql, tables
+
+# DuckDB imports pandas (when installed) the first time it scans a Python object, which
+# stalls the first commit for a good part of a second: pay it at start with this import.
+with contextlib.suppress(ImportError):
+    import pandas  # noqa: F401
+
+# Tables that hold the latest state per key: the newest `version` wins (None: the last row).
+LATEST: dict[str, str | None] = {
+    "matches": None,
+    "market_status": "version",
+    "bets": "version",
+    "wallets": "version",
+}
+
+# Per append-only table, per group: the highest `rising` number stored (see HighWaterMarks).
+Marks = dict[str, dict[object, int]]
+Batch = list[tuple[str, pa.Table]]
+
+
+def writer_path(db: Path) -> Path:
+    """Where the flow keeps its own read-write database for the published file `db`."""
+    return db.with_name(f"{db.stem}.writer{db.suffix or '.duckdb'}")
+
+
+class Store:
+    """The writer database: schema, idempotent upserts, publication of the read-only copy."""
+
+    def __init__(self, db: Path, publish_every_s: float) -> None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(str(writer_path(db)))
+        self.con.execute("SET checkpoint_threshold = '1GB'")  # we checkpoint when publishing
+        # One thread: the flow has the other core of a small machine; DuckDB's pool would
+        # take CPU from it for little gain on these batches.
+        self.con.execute("SET threads = 1")
+        self.con.execute(schema_sql())
+        self.tables = tables()
+        self.publisher = Publisher(self.con, writer_path(db), db, publish_every_s)
+
+    def marks(self) -> Marks:
+        """The high-water marks of every append-only table, for the flow's side to skip rows
+        written before a restart (their key rises within the group)."""
+        found: Marks = {}
+        for table in self.tables.values():
+            if table.rising:
+                cols = ", ".join(table.group)
+                rows = self.con.sql(
+                    f"SELECT {cols}, max({table.rising}) FROM {table.name} GROUP BY ALL"
+                ).fetchall()
+                found[table.name] = {(r[0] if len(r) == 2 else tuple(r[:-1])): r[-1] for r in rows}
+        return found
+
+    def commit(self, batch: Batch) -> None:
+        self.con.execute("BEGIN")
+        try:
+            for name, arrow in batch:
+                self.con.register("batch", arrow)
+                try:
+                    self.con.execute(_upsert_sql(self.tables[name], LATEST.get(name, "")))
+                finally:
+                    self.con.unregister("batch")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def close(self) -> None:
+        self.publisher.publish()
+        self.con.close()
+
+
+def _upsert_sql(table: Table, version: str | None) -> str:
+    """Insert the local Arrow table `batch` into `table`, idempotently.
+
+    Facts (history, events, rejects) are inserted once and never changed; latest-state
+    tables take the incoming row, or only a newer `version` when the table has one. A
+    batch may hold several rows of one key there: the newest version wins, then the last
+    (`_pos`, the rows' order).
+    """
+    cols = ", ".join(table.columns)
+    head = f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM batch "
+    if not table.key:
+        return head  # append-only: the high-water marks already dropped repeated rows
+    keys = ", ".join(table.key)
+    if version == "":
+        return head + f"ON CONFLICT ({keys}) DO NOTHING"
+    newest = f"{version} DESC, _pos DESC" if version else "_pos DESC"
+    head += f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {newest}) = 1 "
+    sets = ", ".join(f"{c} = excluded.{c}" for c in table.columns if c not in table.key)
+    where = f" WHERE excluded.{version} > {table.name}.{version}" if version else ""
+    return head + f"ON CONFLICT ({keys}) DO UPDATE SET {sets}{where}"
+
+
+def start_store(db: Path, publish_every_s: float) -> tuple[Connection, subprocess.Popen[bytes]]:
+    """Start `serve` in a fresh interpreter: our end of its pipe, and the process.
+
+    A plain `python -m` rather than multiprocessing: its spawn would run the flow's
+    `__main__` again in the child (a user's script without a main guard starts its flow
+    twice), and fork is unsafe with the threads of Bytewax and librdkafka. The process
+    ends when the flow closes it, or, if the flow dies, when our end of the pipe closes."""
+    ours, theirs = socket.socketpair()
+    root = str(Path(__file__).resolve().parents[1])  # where `sinks` is importable from
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", "sinks.duckdb_store", str(db), str(publish_every_s)]
+    with theirs:
+        process = subprocess.Popen(
+            [*command, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+    return Connection(ours.detach()), process
+
+
+def serve(db: Path, publish_every_s: float, conn: Connection) -> None:
+    """The writer process: commit each batch as it comes; publish when due, also while no
+    batch comes (so the last rows of a quiet live feed are published within
+    `publish_every_s`). Signals are the flow's business: a Ctrl-C or SIGTERM sent to the
+    whole process group must not kill the writer before the flow's final commit; it ends
+    when the flow says so, or when the flow's end of the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        store = Store(db, publish_every_s)
+        conn.send(("ready", store.marks()))
+    except Exception as exc:
+        conn.send(("failed", _cause(exc)))
+        return
+    dirty = False
+    try:
+        while True:
+            wait = max(0.0, store.publisher.last + publish_every_s - time.monotonic())
+            if conn.poll(wait if dirty else None):
+                batch = conn.recv()
+                if batch is None:
+                    store.close()
+                    conn.send(("closed",))
+                    return
+                store.commit(batch)
+                conn.send(("committed",))
+                dirty = True
+            if dirty and store.publisher.due():
+                store.publisher.publish()
+                dirty = False
+    except EOFError:
+        return  # the flow is gone: nobody to answer
+    except Exception as exc:
+        conn.send(("failed", _cause(exc)))
+
+
+def _cause(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]), float(sys.argv[2]), Connection(int(sys.argv[3])))
