@@ -14,7 +14,6 @@ None to close. Store -> flow: `("ready", marks)` once, then `("committed",)` per
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -29,11 +28,6 @@ import pyarrow as pa
 
 from sinks.publish import Publisher
 from sinks.tables import Table, schema_sql, tables
-
-# DuckDB imports pandas (when installed) the first time it scans a Python object, which
-# stalls the first commit for a good part of a second: pay it at start with this import.
-with contextlib.suppress(ImportError):
-    import pandas  # noqa: F401
 
 # Tables that hold the latest state per key: the newest `version` wins (None: the last row).
 LATEST: dict[str, str | None] = {
