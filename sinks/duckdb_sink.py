@@ -70,6 +70,7 @@ class DuckDBWriter:
         batch_rows: int = 50_000,
         flush_every_s: float = 0.5,
         publish_every_s: float = 2.0,
+        lock_wait_s: float = 10.0,
     ) -> None:
         self.tables = tables()
         self.marks: dict[str, HighWaterMarks] = {}
@@ -83,7 +84,7 @@ class DuckDBWriter:
         # appends, the sending thread drops each once committed.
         self.uncommitted: deque[dict[type, list[Row]]] = deque()
         self.failure: BaseException | None = None
-        self.pipe, self.process = start_store(db, publish_every_s)
+        self.pipe, self.process = start_store(db, publish_every_s, lock_wait_s)
         self.thread = threading.Thread(target=self._run, name="duckdb-writer", daemon=True)
         self.thread.start()
 

@@ -7,9 +7,10 @@ the flow's interpreter lock: a commit and a publish cost tens to hundreds of mil
 much of it holding the lock of the process they run in, and a live flow's latency target is
 25 ms. No Bytewax and no row types here, only tables.
 
-The conversation over the pipe, flow -> store: a batch `[(table, Arrow table), ...]`, or
-None to close. Store -> flow: `("ready", marks)` once, then `("committed",)` per batch,
-`("closed",)` at the end, or `("failed", cause)` at any time, after which it takes nothing.
+The conversation over the pipe, flow -> store: `(db, publish_every_s, lock_wait_s)` once,
+then a batch `[(table, Arrow table), ...]` at a time, or None to close. Store -> flow:
+`("ready", marks)` once, then `("committed",)` per batch, `("closed",)` at the end, or
+`("failed", cause)` at any time, after which it takes nothing.
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ def writer_path(db: Path) -> Path:
 class Store:
     """The writer database: schema, idempotent upserts, publication of the read-only copy."""
 
-    def __init__(self, db: Path, publish_every_s: float) -> None:
+    def __init__(self, db: Path, publish_every_s: float, lock_wait_s: float) -> None:
         db.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(writer_path(db)))
+        self.con = _connect(writer_path(db), lock_wait_s)
         self.con.execute("SET checkpoint_threshold = '1GB'")  # we checkpoint when publishing
         # One thread: the flow has the other core of a small machine; DuckDB's pool would
         # take CPU from it for little gain on these batches.
@@ -93,6 +94,20 @@ class Store:
         self.con.close()
 
 
+def _connect(path: Path, lock_wait_s: float) -> duckdb.DuckDBPyConnection:
+    """The writer's connection. A writer whose flow just died ends at its next read of the
+    pipe, so it may hold the file's lock for the rest of a commit or a publish (a second
+    or so): a restarted flow waits up to `lock_wait_s` for it before giving up."""
+    deadline = time.monotonic() + lock_wait_s
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+
+
 def _upsert_sql(table: Table, version: str | None) -> str:
     """Insert the local Arrow table `batch` into `table`, idempotently.
 
@@ -115,7 +130,9 @@ def _upsert_sql(table: Table, version: str | None) -> str:
     return head + f"ON CONFLICT ({keys}) DO UPDATE SET {sets}{where}"
 
 
-def start_store(db: Path, publish_every_s: float) -> tuple[Connection, subprocess.Popen[bytes]]:
+def start_store(
+    db: Path, publish_every_s: float, lock_wait_s: float
+) -> tuple[Connection, subprocess.Popen[bytes]]:
     """Start `serve` in a fresh interpreter: our end of its pipe, and the process.
 
     A plain `python -m` rather than multiprocessing: its spawn would run the flow's
@@ -125,18 +142,19 @@ def start_store(db: Path, publish_every_s: float) -> tuple[Connection, subproces
     ours, theirs = socket.socketpair()
     root = str(Path(__file__).resolve().parents[1])  # where `sinks` is importable from
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", "sinks.duckdb_store", str(db), str(publish_every_s)]
     with theirs:
         process = subprocess.Popen(
-            [*command, str(theirs.fileno())],
+            [sys.executable, "-m", "sinks.duckdb_store", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": path},
         )
-    return Connection(ours.detach()), process
+    pipe = Connection(ours.detach())
+    pipe.send((db, publish_every_s, lock_wait_s))
+    return pipe, process
 
 
-def serve(db: Path, publish_every_s: float, conn: Connection) -> None:
+def serve(conn: Connection) -> None:
     """The writer process: commit each batch as it comes; publish when due, also while no
     batch comes (so the last rows of a quiet live feed are published within
     `publish_every_s`). Signals are the flow's business: a Ctrl-C or SIGTERM sent to the
@@ -145,7 +163,8 @@ def serve(db: Path, publish_every_s: float, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        store = Store(db, publish_every_s)
+        db, publish_every_s, lock_wait_s = conn.recv()
+        store = Store(db, publish_every_s, lock_wait_s)
         conn.send(("ready", store.marks()))
     except Exception as exc:
         conn.send(("failed", _cause(exc)))
@@ -177,4 +196,4 @@ def _cause(exc: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]), float(sys.argv[2]), Connection(int(sys.argv[3])))
+    serve(Connection(int(sys.argv[1])))

@@ -52,12 +52,24 @@ def test_a_database_another_process_writes_is_refused_at_the_first_write(tmp_pat
     db = tmp_path / "taken.duckdb"
     holder = duckdb.connect(str(writer_path(db)))  # DuckDB allows one writer per file
     try:
-        writer = DuckDBWriter(db)
+        writer = DuckDBWriter(db, lock_wait_s=0.5)
         writer.add([Reject("f:1", "bad", "", "", 1, None, None)])
         with pytest.raises(RuntimeError, match=r"DuckDB write failed: IOException: .*lock"):
             writer.sync()
     finally:
         holder.close()
+
+
+def test_a_lock_released_within_the_wait_is_taken(tmp_path: Path) -> None:
+    """A restart right after a crash: the old writer finishes its commit, then lets go."""
+    db = tmp_path / "released.duckdb"
+    holder = duckdb.connect(str(writer_path(db)))
+    writer = DuckDBWriter(db, lock_wait_s=10)
+    time.sleep(1.0)
+    holder.close()
+    writer.add([Reject("f:1", "bad", "", "", 1, None, None)])
+    writer.close()
+    assert count(db, "rejects") == 1
 
 
 def test_rows_written_again_after_a_restart_are_skipped(tmp_path: Path) -> None:
