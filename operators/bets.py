@@ -165,8 +165,7 @@ class MatchBets:
     def _liability_with(self, bet: Bet) -> Decimal:
         """The market's liability if `bet` were taken (the book itself unchanged)."""
         sides = self.book.get(bet.market, {})
-        pays, stakes = sides.get(bet.selection, _NOTHING)
-        taken = (pays + bet.stake * (bet.price - 1), stakes + bet.stake)
+        taken = _added(sides.get(bet.selection, _NOTHING), bet, 1)
         return liability({**sides, bet.selection: taken})
 
     def _take(self, bet: Bet) -> None:
@@ -180,15 +179,17 @@ class MatchBets:
         sides = self.book.get(bet.market)
         if sides is None:
             sides = self.book[bet.market] = {}
-        pays, stakes = sides.get(bet.selection, _NOTHING)
-        sides[bet.selection] = (
-            pays + sign * bet.stake * (bet.price - 1),
-            stakes + sign * bet.stake,
-        )
+        sides[bet.selection] = _added(sides.get(bet.selection, _NOTHING), bet, sign)
 
     def _accept(self, source: str, bet: Bet, ts: int, out: MessageSink) -> None:
         self.passed[bet.bet_id] = bet
         out.append(BetDecision(source, bet, True, "", ts))
+
+
+def _added(side: tuple[Decimal, Decimal], bet: Bet, sign: int) -> tuple[Decimal, Decimal]:
+    """A selection's (paid if it wins, stakes taken) with `bet` added (1) or removed (-1)."""
+    pays, stakes = side
+    return pays + sign * bet.stake * (bet.price - 1), stakes + sign * bet.stake
 
 
 def liability(sides: dict[str, tuple[Decimal, Decimal]]) -> Decimal:
