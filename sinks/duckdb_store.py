@@ -172,8 +172,7 @@ def serve(conn: Connection) -> None:
     dirty = False
     try:
         while True:
-            wait = max(0.0, store.publisher.last + publish_every_s - time.monotonic())
-            if conn.poll(wait if dirty else None):
+            if conn.poll(store.publisher.due_in() if dirty else None):
                 batch = conn.recv()
                 if batch is None:
                     store.close()

@@ -28,18 +28,17 @@ class Publisher:
         self.target = target
         self.every_s = every_s
         self.last = float("-inf")
-        self.count = 0
-        self.seconds = 0.0
+
+    def due_in(self) -> float:
+        """Seconds until the next publication is due (0: due now)."""
+        return max(0.0, self.last + self.every_s - time.monotonic())
 
     def due(self) -> bool:
-        return time.monotonic() - self.last >= self.every_s
+        return self.due_in() == 0.0
 
     def publish(self) -> None:
-        started = time.perf_counter()
         self.con.execute("CHECKPOINT")
         tmp = self.target.with_name(self.target.name + ".tmp")
         shutil.copyfile(self.source, tmp)
         os.replace(tmp, self.target)
         self.last = time.monotonic()
-        self.count += 1
-        self.seconds += time.perf_counter() - started
