@@ -14,8 +14,9 @@ def tune_interpreter() -> None:
     """This process collects cycles less often (see `GC_THRESHOLDS`).
 
     Tried and left out: a 1 ms GIL switch interval instead of 5. The DuckDB writer's
-    commits took 4.6 s instead of 6.2 s of its thread's time on a 400-match replay, but
-    the replay's wall time moved ~2% (within noise) and two worker threads ran ~5% slower.
+    commits (then a thread of the flow, now a process of its own) took 4.6 s instead of
+    6.2 s of its thread's time on a 400-match replay, but the replay's wall time moved
+    ~2% (within noise) and two worker threads ran ~5% slower.
     """
     gc.set_threshold(*GC_THRESHOLDS)
 

@@ -210,8 +210,8 @@ def test_stakes_outside_the_limits_and_unknown_markets_are_rejected() -> None:
 
 
 def test_the_what_if_liability_equals_the_liability_of_the_book_with_the_bet_in() -> None:
-    """The liability check computes 'this book plus this bet' without copying the book:
-    the same as `liability` of the copy, for books of 0 to 3 selections."""
+    """The liability check of a bet is `liability` of the market's book with the bet in,
+    the book itself unchanged, for books of 0 to 3 selections."""
     rng = random.Random(1)
     for _ in range(5_000):
         bets = MatchBets(DEFAULT_RULES)
