@@ -32,9 +32,8 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
-from sinks.kafka_config import KafkaSettings, ensure_topics, fetch_metadata
+from sinks.kafka_config import KafkaSettings, drop_topics, ensure_topics, fetch_metadata
 from sinks.kafka_sink import KafkaSink, KafkaSinkPartition, SinkItem
 
 BATCH = 1000
@@ -156,12 +155,7 @@ def main() -> int:
                     f"  {cpu_us:5.2f} µs CPU/msg"
                 )
     finally:
-        admin = AdminClient(settings.admin_config())
-        ours = [
-            t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)
-        ]
-        for future in admin.delete_topics(ours).values():
-            future.result(timeout=30)
+        drop_topics(settings)
     base, base_cpu = statistics.median(rates["bare"]), statistics.median(cpu["bare"])
     print("medians: msg/s (ratio to bare), client CPU µs/msg (ratio to bare)")
     for name in variants:

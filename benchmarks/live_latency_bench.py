@@ -56,6 +56,7 @@ from sinks.kafka_config import (
     MARKETS,
     OUTPUT_TOPICS,
     KafkaSettings,
+    drop_topics,
     ensure_topics,
     fetch_metadata,
 )
@@ -208,14 +209,26 @@ def _reading(settings: KafkaSettings, bare: Sequence[str] = ()) -> Iterator[_Rea
         process.join()
 
 
-def _fresh_topics(base: KafkaSettings, name: str, topics: Sequence[str]) -> KafkaSettings:
+@contextmanager
+def _fresh_topics(base: KafkaSettings, name: str, topics: Sequence[str]) -> Iterator[KafkaSettings]:
+    """Topics of this run's own, deleted after it: a run leaves nothing on the broker
+    (thousands of stale partitions slow a small broker down, and later runs with it)."""
     settings = dataclasses.replace(base, topic_prefix=f"bench-{name}-{uuid.uuid4().hex[:8]}.")
     ensure_topics(settings, topics)
-    return settings
+    try:
+        yield settings
+    finally:
+        drop_topics(settings)
 
 
 def run_once(base: KafkaSettings, lines: list[bytes], rate: int, flow_options: list[str]) -> Result:
-    settings = _fresh_topics(base, "live", ALL_TOPICS)
+    with _fresh_topics(base, "live", ALL_TOPICS) as settings:
+        return _run_flow(settings, lines, rate, flow_options)
+
+
+def _run_flow(
+    settings: KafkaSettings, lines: list[bytes], rate: int, flow_options: list[str]
+) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix="live-bench-"))
     env = {**os.environ, ENV_PREFIX: settings.topic_prefix}
     command = [sys.executable, "-m", "flows", "live", "--kafka", settings.bootstrap]
@@ -261,7 +274,11 @@ def run_bare(base: KafkaSettings, lines: list[bytes], rate: int, hops: int = 1) 
     line's produce -> consume latency in ms. One hop: read from the input topics. Two
     hops: `relay` copies them into another topic, which is read (what the flow's path
     crosses). The floor under the flow's latency."""
-    settings = _fresh_topics(base, f"bare{hops}", [*INPUT_TOPICS, RELAY])
+    with _fresh_topics(base, f"bare{hops}", [*INPUT_TOPICS, RELAY]) as settings:
+        return _run_bare(settings, lines, rate, hops)
+
+
+def _run_bare(settings: KafkaSettings, lines: list[bytes], rate: int, hops: int) -> list[float]:
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
     relaying = ctx.Process(target=relay, args=(settings, stop)) if hops == 2 else None

@@ -39,7 +39,6 @@ from pathlib import Path
 
 from bytewax.testing import run_main
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from flows import kafka_broker, kafka_secure
 from flows.kafka_tools import publish
@@ -54,6 +53,7 @@ from sinks.kafka_config import (
     FEED,
     OUTPUT_TOPICS,
     KafkaSettings,
+    drop_topics,
     ensure_topics,
 )
 
@@ -232,8 +232,8 @@ def bench_topics(files: kafka_secure.SecureFiles) -> Iterator[tuple[str, KafkaSe
     try:
         yield prefix, plain
     finally:
-        _drop_topics(plain, ALL_TOPICS)
-        _drop_topics(internal, ALL_TOPICS)
+        drop_topics(plain, ALL_TOPICS)
+        drop_topics(internal, ALL_TOPICS)
         kafka_secure.revoke(internal, prefix)
 
 
@@ -355,12 +355,6 @@ def bench_live(files: kafka_secure.SecureFiles, work: Path, matches: int, rounds
         f"live flow median: SASL_SSL {secure_rate:,.0f} vs PLAINTEXT {plain_rate:,.0f} lines/s "
         f"({secure_rate / plain_rate:.0%}); output messages {outputs}"
     )
-
-
-def _drop_topics(settings: KafkaSettings, names: list[str] | tuple[str, ...]) -> None:
-    admin = AdminClient(settings.admin_config())
-    for future in admin.delete_topics([settings.topic(n) for n in names]).values():
-        future.result(timeout=30)
 
 
 def main() -> None:

@@ -348,6 +348,25 @@ def ensure_topics(
     return missing
 
 
+def drop_topics(
+    settings: KafkaSettings, names: Iterable[str] | None = None, timeout: float = 30.0
+) -> list[str]:
+    """Delete the prefixed topics for `names` (None: every topic under the settings'
+    prefix) that exist; return those deleted. For tests and benchmarks, which make topics
+    of their own under a fresh prefix and should not leave them on the broker."""
+    client: ClientConfig = {**settings.admin_config(), "logger": _quiet}
+    admin = AdminClient(client)
+    existing = admin.list_topics(timeout=timeout).topics
+    if names is None:
+        ours = [t for t in existing if t.startswith(settings.topic_prefix)]
+    else:
+        ours = [t for t in dict.fromkeys(settings.topic(n) for n in names) if t in existing]
+    if ours:
+        for future in admin.delete_topics(ours, operation_timeout=timeout).values():
+            future.result(timeout=timeout)
+    return ours
+
+
 def _wait_for_leaders(admin: AdminClient, topics: list[str], deadline: float) -> None:
     while True:
         md = admin.list_topics(timeout=max(deadline - time.monotonic(), 1.0))

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from flows import kafka_broker
-from sinks.kafka_config import KafkaSettings
+from sinks.kafka_config import KafkaSettings, drop_topics
 
 
 @pytest.fixture(scope="session")
@@ -46,11 +45,7 @@ def kafka_bootstrap() -> Iterator[str]:
 def kafka_session_prefix(kafka_bootstrap: str) -> Iterator[str]:
     prefix = f"test-{uuid.uuid4().hex[:8]}."
     yield prefix
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-    if ours:
-        for future in admin.delete_topics(ours, operation_timeout=30).values():
-            future.result(timeout=30)
+    drop_topics(KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix))
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from sinks.kafka_config import (
     KafkaConfigError,
     KafkaSettings,
     KafkaUnreachableError,
+    drop_topics,
     ensure_topics,
     fetch_metadata,
 )
@@ -80,9 +81,7 @@ def prefix(secure_files: SecureFiles, request: pytest.FixtureRequest) -> Iterato
     kafka_secure.grant(internal, name)
     ensure_topics(internal, ALL_TOPICS)
     yield name
-    admin = AdminClient(internal.admin_config())
-    for future in admin.delete_topics([internal.topic(t) for t in ALL_TOPICS]).values():
-        future.result(timeout=30)
+    drop_topics(internal, ALL_TOPICS)
     kafka_secure.revoke(internal, name)
 
 
