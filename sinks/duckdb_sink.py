@@ -10,6 +10,7 @@ both, so nobody ever waits on the flow's lock.
 from __future__ import annotations
 
 import contextlib
+import math
 import operator
 import queue
 import subprocess
@@ -47,21 +48,31 @@ class SinkStats:
 
 STATS = SinkStats()
 
-# Rows handed to the writer and not committed yet, in batches: the sink's snapshot.
-Unsaved = list[dict[type, list[Row]]]
+# Rows handed to the writer and not committed yet, in chunks: the sink's snapshot.
+Chunk = dict[type, list[Row]]
+Unsaved = list[Chunk]
+_SYNC = object()  # queued by `sync`: commit what was sent, then mark the item done
+_DUE = object()  # (the sending thread's own: the commit interval passed)
 
 
 class DuckDBWriter:
     """Buffers rows by type and has them upserted in Arrow batches; no Bytewax here.
 
     Two helpers do the writing, so that the flow's thread only appends rows: a thread that
-    turns each batch into Arrow columns (C loops, but holding the interpreter lock) and
-    sends them to the writer process (`sinks/duckdb_store.py`), which runs every DuckDB
-    statement and the publishing with a lock of its own. `flush` hands the buffers over
-    (blocking when two batches are already waiting, so memory stays bounded); `unsaved`
-    lists what was handed over and is not committed yet, without waiting; `sync` waits
-    until everything handed over is committed. A failed write is raised from the next call
-    on the flow's side, never lost.
+    turns each chunk of rows into Arrow columns (C loops, but holding the interpreter lock)
+    and sends them to the writer process (`sinks/duckdb_store.py`), which runs every DuckDB
+    statement and the publishing with a lock of its own.
+
+    `flush` hands the buffered rows over as a chunk, every `flush_every_s` or `batch_rows`
+    rows; the sending thread has the writer commit every `commit_every_s` (0: each chunk
+    at once), all chunks since the last commit in one transaction. Small chunks keep each
+    conversion short, so a live flow's thread never waits long for the lock; rare commits
+    keep DuckDB's fixed cost per table and commit low. The queue holds the chunks of two
+    commit intervals and two more (a commit may outlast its interval on a busy machine);
+    `flush` blocks when it is full, so memory stays bounded. `unsaved` lists what was
+    handed over and is not committed yet, without waiting; `sync` waits until everything
+    handed over is committed. A failed write is raised from the next call on the flow's
+    side, never lost.
     """
 
     def __init__(
@@ -69,6 +80,7 @@ class DuckDBWriter:
         db: Path,
         batch_rows: int = 50_000,
         flush_every_s: float = 0.5,
+        commit_every_s: float = 0.0,
         publish_every_s: float = 2.0,
         lock_wait_s: float = 10.0,
     ) -> None:
@@ -76,13 +88,15 @@ class DuckDBWriter:
         self.marks: dict[str, HighWaterMarks] = {}
         self.batch_rows = batch_rows
         self.flush_every_s = flush_every_s
+        self.commit_every_s = commit_every_s
         self.buffers = _empty_buffers()
         self.pending = 0
         self.last_flush = time.monotonic()
-        self.batches: queue.Queue[dict[type, list[Row]] | None] = queue.Queue(maxsize=2)
-        # Batches handed over and not committed yet, oldest first: the flow's thread
-        # appends, the sending thread drops each once committed.
-        self.uncommitted: deque[dict[type, list[Row]]] = deque()
+        room = 2 + math.ceil(2 * commit_every_s / flush_every_s) if flush_every_s > 0 else 2
+        self.chunks: queue.Queue[Chunk | object | None] = queue.Queue(maxsize=room)
+        # Chunks handed over and not committed yet, oldest first: the flow's thread
+        # appends, the sending thread drops them once committed.
+        self.uncommitted: deque[Chunk] = deque()
         self.failure: BaseException | None = None
         self.pipe, self.process = start_store(db, publish_every_s, lock_wait_s)
         self.thread = threading.Thread(target=self._run, name="duckdb-writer", daemon=True)
@@ -102,7 +116,7 @@ class DuckDBWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Hand the buffered rows to the writer (one transaction per batch)."""
+        """Hand the buffered rows to the writer as a chunk."""
         self._raise_failure()
         if self.pending:
             self._hand_over({kind: rows for kind, rows in self.buffers.items() if rows})
@@ -111,29 +125,30 @@ class DuckDBWriter:
         self.last_flush = time.monotonic()
 
     def unsaved(self) -> Unsaved:
-        """Flush; the batches handed over and not committed yet, oldest first."""
+        """Flush; the chunks handed over and not committed yet, oldest first."""
         self.flush()
         return list(self.uncommitted)
 
-    def resend(self, batches: Unsaved) -> None:
+    def resend(self, chunks: Unsaved) -> None:
         """Hand over again what a snapshot found `unsaved` (a resumed run)."""
-        for batch in batches:
-            self._hand_over(batch)
+        for chunk in chunks:
+            self._hand_over(chunk)
 
-    def _hand_over(self, batch: dict[type, list[Row]]) -> None:
-        self.uncommitted.append(batch)
-        self.batches.put(batch)
+    def _hand_over(self, chunk: Chunk) -> None:
+        self.uncommitted.append(chunk)
+        self.chunks.put(chunk)
 
     def sync(self) -> None:
         """Flush and wait until every row handed over is committed."""
         self.flush()
-        self.batches.join()
+        self.chunks.put(_SYNC)
+        self.chunks.join()
         self._raise_failure()
 
     def close(self) -> None:
         """Commit everything, publish the final copy, stop the thread and the process."""
         self.sync()
-        self.batches.put(None)
+        self.chunks.put(None)
         self.thread.join()
         self.pipe.close()
         self.process.wait()
@@ -144,33 +159,51 @@ class DuckDBWriter:
             raise RuntimeError(f"DuckDB write failed: {self.failure}") from self.failure
 
     def _run(self) -> None:
-        """The sending thread: wait for the writer process, then send it each batch as
-        Arrow and wait for its commit."""
+        """The sending thread: wait for the writer process, then send it each chunk as
+        Arrow, and a commit once the oldest chunk not committed is `commit_every_s` old
+        (at once on `sync`, and before closing)."""
         try:
             marks = cast(Marks, self._answer("ready")[1])
             self.marks = {name: HighWaterMarks(self.tables[name], m) for name, m in marks.items()}
         except BaseException as exc:
             self.failure = exc
+        sent: list[tuple[Chunk, Counter[str]]] = []  # since the last commit
+        due = 0.0  # when they must be committed
         while True:
-            batch = self.batches.get()
             try:
-                if batch is None:
+                item = self.chunks.get(timeout=max(0.0, due - time.monotonic()) if sent else None)
+            except queue.Empty:
+                item = _DUE  # no chunk came before the commit fell due
+            try:
+                if self.failure is None and isinstance(item, dict):
+                    arrow, written = self._arrow(item)
+                    self._send(("rows", arrow))
+                    if not sent:
+                        due = time.monotonic() + self.commit_every_s
+                    sent.append((item, written))
+                commit = not isinstance(item, dict) or time.monotonic() >= due
+                if self.failure is None and sent and commit:
+                    self._commit(sent)
+                    sent = []
+                if item is None:
                     if self.failure is None:
                         self._send(None)
                         self._answer("closed")
                     return
-                if self.failure is None:
-                    arrow, written = self._arrow(batch)
-                    self._send(arrow)
-                    self._answer("committed")
-                    self.uncommitted.popleft()
-                    _count(batch, written)
             except BaseException as exc:  # handed to the flow's thread
                 self.failure = exc
             finally:
-                self.batches.task_done()
+                if item is not _DUE:
+                    self.chunks.task_done()
 
-    def _send(self, message: Batch | None) -> None:
+    def _commit(self, sent: list[tuple[Chunk, Counter[str]]]) -> None:
+        self._send(("commit",))
+        self._answer("committed")
+        for chunk, written in sent:
+            self.uncommitted.popleft()
+            _count(chunk, written)
+
+    def _send(self, message: tuple[str, Batch] | tuple[str] | None) -> None:
         try:
             self.pipe.send(message)
         except OSError:  # its end is closed
@@ -191,11 +224,11 @@ class DuckDBWriter:
             self.process.wait(5)
         return RuntimeError(f"the writer process ended (exit code {self.process.returncode})")
 
-    def _arrow(self, batch: dict[type, list[Row]]) -> tuple[Batch, Counter[str]]:
-        """A batch as Arrow, per table, and the rows each table gets."""
+    def _arrow(self, chunk: Chunk) -> tuple[Batch, Counter[str]]:
+        """A chunk as Arrow, per table, and the rows each table gets."""
         out: Batch = []
         written: Counter[str] = Counter()
-        for kind, rows in batch.items():
+        for kind, rows in chunk.items():
             # The row type has exactly the columns of its own table (test_parse_validate.py).
             own = self.tables[TABLE_OF[kind]]
             arrow = _arrow(own, rows)
@@ -263,12 +296,12 @@ LADDER_INDEX: dict[object, int] = {price: i for i, price in enumerate(LADDER)}
 LADDER_ARROW = pa.array(LADDER, type=pa.decimal128(7, 2))
 
 
-def _count(batch: dict[type, list[Row]], written: Counter[str]) -> None:
-    """Add a committed batch to `STATS`."""
+def _count(chunk: Chunk, written: Counter[str]) -> None:
+    """Add a committed chunk to `STATS`."""
     STATS.rows.update(written)
-    rejects = cast(list[Reject], batch.get(Reject, []))
+    rejects = cast(list[Reject], chunk.get(Reject, []))
     STATS.rejects.update(r.reason.split(":", 1)[0] for r in rejects)
-    STATS.matches.update(r.match_id for r in cast(list[MatchRow], batch.get(MatchRow, [])))
+    STATS.matches.update(r.match_id for r in cast(list[MatchRow], chunk.get(MatchRow, [])))
 
 
 class _Partition(StatefulSinkPartition[Sequence[object], Unsaved]):

@@ -8,9 +8,14 @@ much of it holding the lock of the process they run in, and a live flow's latenc
 25 ms. No Bytewax and no row types here, only tables.
 
 The conversation over the pipe, flow -> store: `(db, publish_every_s, lock_wait_s)` once,
-then a batch `[(table, Arrow table), ...]` at a time, or None to close. Store -> flow:
-`("ready", marks)` once, then `("committed",)` per batch, `("closed",)` at the end, or
-`("failed", cause)` at any time, after which it takes nothing.
+then chunks of rows `("rows", [(table, Arrow table), ...])` and, now and then,
+`("commit",)` to commit every chunk since the last one in one transaction; None to close.
+Store -> flow:
+`("ready", marks)` once, then `("committed",)` per commit, `("closed",)` at the end, or
+`("failed", cause)` at any time, after which it takes nothing. Chunks and commits are
+separate so that the flow's side converts and sends rows in small pieces (each holds the
+flow's interpreter lock for a moment only) while commits, which cost a fixed amount per
+table, stay rare.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from sinks.publish import Publisher
@@ -75,10 +81,11 @@ class Store:
                 found[table.name] = {(r[0] if len(r) == 2 else tuple(r[:-1])): r[-1] for r in rows}
         return found
 
-    def commit(self, batch: Batch) -> None:
+    def commit(self, chunks: list[Batch]) -> None:
+        """Upsert `chunks`, in order, in one transaction."""
         self.con.execute("BEGIN")
         try:
-            for name, arrow in batch:
+            for name, arrow in _by_table(chunks):
                 self.con.register("batch", arrow)
                 try:
                     self.con.execute(_upsert_sql(self.tables[name], LATEST.get(name, "")))
@@ -92,6 +99,25 @@ class Store:
     def close(self) -> None:
         self.publisher.publish()
         self.con.close()
+
+
+def _by_table(chunks: list[Batch]) -> Batch:
+    """One Arrow table per table name from several chunks, rows in order, `_pos` counting
+    through all of them (each chunk's counts from 0)."""
+    parts: dict[str, list[pa.Table]] = {}
+    for chunk in chunks:
+        for name, arrow in chunk:
+            parts.setdefault(name, []).append(arrow)
+    out: Batch = []
+    for name, arrows in parts.items():
+        if len(arrows) == 1:
+            out.append((name, arrows[0]))
+            continue
+        merged = pa.concat_tables(arrows)
+        pos = merged.schema.get_field_index("_pos")
+        order = pa.array(np.arange(len(merged), dtype=np.int64))
+        out.append((name, merged.set_column(pos, "_pos", order)))
+    return out
 
 
 def _connect(path: Path, lock_wait_s: float) -> duckdb.DuckDBPyConnection:
@@ -155,8 +181,8 @@ def start_store(
 
 
 def serve(conn: Connection) -> None:
-    """The writer process: commit each batch as it comes; publish when due, also while no
-    batch comes (so the last rows of a quiet live feed are published within
+    """The writer process: keep the chunks that come, commit them when asked; publish when
+    due, also while nothing comes (so the last rows of a quiet live feed are published within
     `publish_every_s`). Signals are the flow's business: a Ctrl-C or SIGTERM sent to the
     whole process group must not kill the writer before the flow's final commit; it ends
     when the flow says so, or when the flow's end of the pipe closes."""
@@ -170,17 +196,22 @@ def serve(conn: Connection) -> None:
         conn.send(("failed", _cause(exc)))
         return
     dirty = False
+    chunks: list[Batch] = []  # received, not committed yet
     try:
         while True:
             if conn.poll(store.publisher.due_in() if dirty else None):
-                batch = conn.recv()
-                if batch is None:
+                message = conn.recv()
+                if message is None:
                     store.close()
                     conn.send(("closed",))
                     return
-                store.commit(batch)
-                conn.send(("committed",))
-                dirty = True
+                if message[0] == "rows":
+                    chunks.append(message[1])
+                else:  # "commit"
+                    store.commit(chunks)
+                    chunks = []
+                    conn.send(("committed",))
+                    dirty = True
             if dirty and store.publisher.due():
                 store.publisher.publish()
                 dirty = False

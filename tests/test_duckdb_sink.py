@@ -11,8 +11,9 @@ import pyarrow as pa
 import pytest
 
 from operators.ladder import LADDER
-from operators.rows import FeedEventRow, Reject
+from operators.rows import FeedEventRow, MatchRow, Reject
 from sinks.duckdb_sink import DuckDBWriter, _column, writer_path
+from sinks.duckdb_store import _by_table
 
 
 def count(db: Path, table: str) -> int:
@@ -90,6 +91,29 @@ def test_rows_written_again_after_a_restart_are_skipped(tmp_path: Path) -> None:
         (5,),
     ]
     con.close()
+
+
+def test_chunks_wait_for_the_commit_interval_and_commit_in_order(tmp_path: Path) -> None:
+    """Chunks sent between commits are committed in one transaction, each row in its
+    place: the last of several rows of one key wins (`matches` keeps the latest)."""
+    db = tmp_path / "chunks.duckdb"
+    writer = DuckDBWriter(db, flush_every_s=0.0, commit_every_s=60.0)
+    try:
+        for chunk in range(4):  # four chunks of two rows: every add flushes
+            goals = (chunk, 7 - chunk)
+            writer.add([MatchRow("m", "A", "B", 0, 1, g, g, 0, 0, 0, "live", g) for g in goals])
+        time.sleep(0.5)
+        assert len(writer.unsaved()) == 4  # sent, not committed: the interval is 60 s
+        writer.sync()  # commits at once
+        assert writer.unsaved() == []
+    finally:
+        writer.close()
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT home_score, ts FROM matches").fetchall() == [(4, 4)]
+    con.close()
+    chunks = [[("t", pa.table({"x": [i, i], "_pos": [0, 1]}))] for i in range(3)]
+    [(_, merged)] = _by_table(chunks)
+    assert merged.to_pydict() == {"x": [0, 0, 1, 1, 2, 2], "_pos": [0, 1, 2, 3, 4, 5]}
 
 
 def test_decimal_columns_convert_exactly_by_ladder_index_or_one_by_one() -> None:
