@@ -117,7 +117,7 @@ def get_flow(
     comes (see `operators.dataflow`); without it they wait for the match's next line, as
     in replay, and the output depends only on the lines and their order.
     """
-    tune_interpreter()
+    tune_interpreter(live=True)
     flow = Dataflow("oddsflow_live")
     inputs = op.input("read", flow, LiveSource(settings, group_id, from_beginning))
     # shape: RawLine | Reject
@@ -126,9 +126,13 @@ def get_flow(
     rows = market_sync("sync", split.trues, rules, clock)  # shape: (key, [Row])
     errors = op.map("errors", split.falses, as_reject_rows)  # shape: ("", [Reject])
     out = op.merge("out", rows, errors)
-    # One DuckDB commit a second (at each epoch end, `--epoch-s`): a commit has a fixed
-    # cost per table that a live feed's small batches would otherwise pay twice as often.
-    sink = DuckDBSink(Path(db), publish_every_s=publish_every_s, flush_every_s=1.0)
+    # Rows go to the writer process in chunks of 0.1 s (converting a second's worth at once
+    # held the interpreter lock long enough to stall the worker by 10-30 ms each second),
+    # committed once a second (a commit has a fixed cost per table, 70-100 ms here, that
+    # smaller commits would pay over and over).
+    sink = DuckDBSink(
+        Path(db), publish_every_s=publish_every_s, flush_every_s=0.1, commit_every_s=1.0
+    )
     op.output("duckdb", out, sink)
     kafka_output("kafka", out, settings, recoverable)
     return flow
