@@ -20,9 +20,10 @@ def tune_interpreter(live: bool = False) -> None:
 
     With 5 ms, each time the worker gave the lock up (polling Kafka) while the sink's
     thread converted rows, it waited up to 5 ms to get it back: at 2 000 lines/s that
-    made 239 worker stalls over 10 ms a minute, against 24 with 1 ms (same build, one run
-    each, `benchmarks/live_latency_bench.py`). A replay has no latency to keep: there a
-    1 ms interval moved wall time ~2% (within noise) and two worker threads ran ~5% slower.
+    made 239 worker stalls over 10 ms a minute, against 24 with 1 ms (0.1-s chunks in
+    both runs, one run each, `benchmarks/live_latency_bench.py`). A replay has no latency
+    to keep: there a 1 ms interval moved wall time ~2% (within noise) and two worker
+    threads ran ~5% slower.
     """
     gc.set_threshold(*GC_THRESHOLDS)
     if live:

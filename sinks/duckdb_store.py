@@ -10,12 +10,11 @@ much of it holding the lock of the process they run in, and a live flow's latenc
 The conversation over the pipe, flow -> store: `(db, publish_every_s, lock_wait_s)` once,
 then chunks of rows `("rows", [(table, Arrow table), ...])` and, now and then,
 `("commit",)` to commit every chunk since the last one in one transaction; None to close.
-Store -> flow:
-`("ready", marks)` once, then `("committed",)` per commit, `("closed",)` at the end, or
-`("failed", cause)` at any time, after which it takes nothing. Chunks and commits are
-separate so that the flow's side converts and sends rows in small pieces (each holds the
-flow's interpreter lock for a moment only) while commits, which cost a fixed amount per
-table, stay rare.
+Store -> flow: `("ready", marks)` once, then `("committed",)` per commit, `("closed",)` at
+the end, or `("failed", cause)` at any time, after which it takes nothing. Chunks and
+commits are separate so that the flow's side converts and sends rows in small pieces (each
+holds the flow's interpreter lock for a moment only) while commits, which cost a fixed
+amount per table, stay rare.
 """
 
 from __future__ import annotations
