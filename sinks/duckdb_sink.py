@@ -192,6 +192,7 @@ class DuckDBWriter:
                     return
             except BaseException as exc:  # handed to the flow's thread
                 self.failure = exc
+                sent = []  # never to be committed: no commit falls due (no waking to spin)
             finally:
                 if item is not _DUE:
                     self.chunks.task_done()

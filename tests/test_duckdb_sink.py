@@ -49,6 +49,24 @@ def test_a_writer_process_that_dies_fails_the_flow_with_that_cause(tmp_path: Pat
         writer.sync()
 
 
+def test_a_failed_writer_leaves_no_commit_pending_to_spin_on(tmp_path: Path) -> None:
+    """Chunks sent but not committed when the writer fails are never committed: the
+    sending thread must not keep waking for their commit (it spun at full CPU)."""
+    writer = DuckDBWriter(tmp_path / "fails.duckdb", flush_every_s=0.0, commit_every_s=1.0)
+    writer.sync()  # nothing to commit: returns once the writer process is ready
+    writer.add([Reject("f:1", "bad", "", "", 1, None, None)])
+    time.sleep(0.3)  # sent; its commit falls due 1 s after
+    writer.process.kill()
+    writer.process.wait()
+    writer.add([Reject("f:2", "bad", "", "", 1, None, None)])  # its sending fails
+    time.sleep(1.2)  # the commit is past due
+    started = time.process_time()
+    time.sleep(1.0)
+    assert time.process_time() - started < 0.3
+    with pytest.raises(RuntimeError, match=r"writer process ended"):
+        writer.sync()
+
+
 def test_a_database_another_process_writes_is_refused_at_the_first_write(tmp_path: Path) -> None:
     db = tmp_path / "taken.duckdb"
     holder = duckdb.connect(str(writer_path(db)))  # DuckDB allows one writer per file
