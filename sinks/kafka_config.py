@@ -332,8 +332,7 @@ def ensure_topics(
     of topic creation would see "unknown topic".
     """
     wanted = [settings.topic(n) for n in names]
-    client: ClientConfig = {**settings.admin_config(), "logger": _quiet}
-    admin = AdminClient(client)
+    admin = _quiet_admin(settings)
     existing = admin.list_topics(timeout=timeout).topics
     missing = [t for t in dict.fromkeys(wanted) if t not in existing]
     if missing:
@@ -354,8 +353,7 @@ def drop_topics(
     """Delete the prefixed topics for `names` (None: every topic under the settings'
     prefix) that exist; return those deleted. For tests and benchmarks, which make topics
     of their own under a fresh prefix and should not leave them on the broker."""
-    client: ClientConfig = {**settings.admin_config(), "logger": _quiet}
-    admin = AdminClient(client)
+    admin = _quiet_admin(settings)
     existing = admin.list_topics(timeout=timeout).topics
     if names is None:
         ours = [t for t in existing if t.startswith(settings.topic_prefix)]
@@ -365,6 +363,12 @@ def drop_topics(
         for future in admin.delete_topics(ours, operation_timeout=timeout).values():
             future.result(timeout=timeout)
     return ours
+
+
+def _quiet_admin(settings: KafkaSettings) -> AdminClient:
+    """An admin client whose librdkafka log lines go nowhere."""
+    client: ClientConfig = {**settings.admin_config(), "logger": _quiet}
+    return AdminClient(client)
 
 
 def _wait_for_leaders(admin: AdminClient, topics: list[str], deadline: float) -> None:
