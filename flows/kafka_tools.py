@@ -4,7 +4,9 @@ topic's messages).
 publish: feed lines go to the feed topic keyed by `match_id`, `deposit` and `bet` lines
 to the bets_in topic keyed by `user_id`; each value is the line's exact bytes. A line
 that is not JSON is still sent (to the feed topic, with an empty key): rejecting it is
-the flow's job, and it lands in `rejects` with a reason. A signed recorded line
+the flow's job, and it lands in `rejects` with a reason. Every message carries its
+line's position in the file (`oddsflow-pos` header), which the live flow uses to keep
+the file's order among lines sent in the same millisecond. A signed recorded line
 (`<signature>\t<line>`) is sent as the line with its signature in the `oddsflow-sig`
 header; `--sign` signs the lines of every provider the keyring holds a secret for.
 """
@@ -39,6 +41,7 @@ from sinks.kafka_config import (
     BETS_IN,
     FEED,
     INPUT_TOPICS,
+    POSITION_HEADER,
     KafkaConfigError,
     KafkaSettings,
     KafkaUnreachableError,
@@ -129,7 +132,8 @@ def publish(
     sign_with: Keyring | None = None,
 ) -> PublishStats:
     """Send every non-blank line of `path`; at `speed` > 0, paced by the lines' `ts`.
-    A recorded signature, or one made with `sign_with`, goes in the `oddsflow-sig` header.
+    Each message has its line's position in the `oddsflow-pos` header; a recorded
+    signature, or one made with `sign_with`, goes in the `oddsflow-sig` header.
 
     Returns once every message is acknowledged by the broker; raises
     `KafkaDeliveryError` if one could not be delivered.
@@ -139,26 +143,26 @@ def publish(
     started = time.monotonic()
     pace = _Pacer(speed, started)
     ticker = _Progress(stats, started) if progress else None
-    batch: list[Signed] = []
+    batch: list[Placed] = []
     for line, recorded in _lines(path):
         item, ts, is_json = route(line)
         signature = (signature_for(line, sign_with) if sign_with else "") or recorded
         wait = pace.wait_for(ts)
         if wait > 0:
-            sink.write_signed(batch)
+            sink.write_placed(batch)
             batch = []
             _serve_for(sink, wait)
-        batch.append((item, signature))
+        batch.append((item, stats.lines, signature))
         stats.lines += 1
         stats.per_topic[item[0]] += 1
         stats.not_json += not is_json
         stats.signed += bool(signature)
         if len(batch) >= BATCH_LINES or speed > 0:
-            sink.write_signed(batch)
+            sink.write_placed(batch)
             batch = []
         if ticker:
             ticker.maybe_print()
-    sink.write_signed(batch)
+    sink.write_placed(batch)
     sink.close()
     stats.seconds = time.monotonic() - started
     if ticker:
@@ -175,26 +179,26 @@ def _lines(path: Path) -> Iterator[tuple[bytes, str]]:
                 yield split_signed(line)
 
 
-Signed = tuple[SinkItem, str]  # an item and its signature ("" for none)
+Placed = tuple[SinkItem, int, str]  # an item, its line's position, its signature or ""
 
 
 class _Publisher(KafkaSinkPartition):
-    """The Kafka sink's producer, with a line's signature as the `oddsflow-sig` header."""
+    """The Kafka sink's producer, with a line's position and signature as headers."""
 
-    def write_signed(self, batch: list[Signed]) -> None:
+    def write_placed(self, batch: list[Placed]) -> None:
         """Queue the batch in order; raises like `write_batch`."""
-        if not any(signature for _, signature in batch):
-            self.write_batch([item for item, _ in batch])
-            return
         self._raise_if_failed()
-        for (suffix, key, value), signature in batch:
+        produce = self._producer.produce
+        for (suffix, key, value), position, signature in batch:
             topic = self._prefix + suffix
-            headers: list[tuple[str, str | bytes | None]] | None = (
-                [(SIGNATURE_HEADER, signature.encode())] if signature else None
-            )
+            headers: list[tuple[str, str | bytes | None]] = [
+                (POSITION_HEADER, str(position).encode())
+            ]
+            if signature:
+                headers.append((SIGNATURE_HEADER, signature.encode()))
             while True:
                 try:
-                    self._producer.produce(topic, value, key, headers=headers)
+                    produce(topic, value, key, headers=headers)
                     break
                 except BufferError:  # local queue full: wait for deliveries to make room
                     self.poll(0.1)

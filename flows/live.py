@@ -4,14 +4,15 @@ Run it with `oddsflow live --kafka BOOTSTRAP --db PATH`; it runs until interrupt
 It differs from the replay flow only in its source and its Kafka sink.
 
 The source reads every partition of the feed and bets_in topics with one consumer and
-merges them in arrival order: by the messages' Kafka timestamps, then by the lines' event
-time, a line going only once every other partition is caught up or holds a later line.
-Kafka keeps order within a partition only; without the merge a bet could meet its market
-as it is after the rest of the match was read from another partition. Lines stamped at
-least a millisecond apart keep their order across topics, so live gives what a replay of
-the same lines gives; lines stamped with the same millisecond (a recorded file sent at
-full speed by `oddsflow publish`) go by event time, which can differ from the file's order
-around lines with odd timestamps. A partition that has more to read but sends nothing for
+merges them in arrival order: by the messages' Kafka timestamps, then by their position
+in the file `oddsflow publish` sent (`oddsflow-pos` header), then by the lines' event time,
+a line going only once every other partition is caught up or holds a later line. Kafka
+keeps order within a partition only; without the merge a bet could meet its market as it
+is after the rest of the match was read from another partition. Lines stamped at least a
+millisecond apart keep their order across topics, and so do lines of one `oddsflow
+publish` run stamped with the same millisecond (a file sent at full speed): live then
+gives what a replay of the same lines gives. Lines from other producers that share a
+millisecond go by event time. A partition that has more to read but sends nothing for
 `ALIGN_WAIT_S` stops the flow (restart to resume) rather than let lines pass it out of
 order; meanwhile matches in play suspend for provider silence. Consumer errors that belong
 to a partition become rejects; connection trouble is retried by librdkafka and logged.
@@ -29,7 +30,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -63,6 +64,7 @@ from sinks.duckdb_sink import DuckDBSink
 from sinks.kafka_config import (
     ALL_TOPICS,
     INPUT_TOPICS,
+    POSITION_HEADER,
     KafkaSettings,
     KafkaUnreachableError,
     TopicSetupError,
@@ -166,13 +168,18 @@ class InputStalledError(RuntimeError):
     """A partition with more to read sent nothing for `ALIGN_WAIT_S`."""
 
 
+Order = tuple[int, int, int]  # Kafka timestamp (ms), oddsflow-pos header, event time
+# A Kafka message's headers, as confluent-kafka gives them.
+Headers = Mapping[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None
+
+
 @dataclass(eq=False)
 class _Lane:
     """One topic partition: lines read but not yet emitted, in partition order."""
 
     name: str  # "topic/partition"
     partition: TopicPartition
-    queue: deque[tuple[tuple[int, int], RawLine, int]] = field(default_factory=deque)
+    queue: deque[tuple[Order, RawLine, int]] = field(default_factory=deque)
     caught_up: bool = False  # at the partition's end, nothing in flight
     heard: float = field(default_factory=time.monotonic)
     next_offset: int | None = None  # after the last emitted line
@@ -258,8 +265,13 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
         offset = msg.offset() or 0
         kind, created = msg.timestamp()
         data = msg.value() or b""
-        order = (created if kind != TIMESTAMP_NOT_AVAILABLE else 0, line_ts(data) or 0)
-        raw = RawLine(f"{lane.name}/{offset}", data, signature=header_signature(msg.headers()))
+        headers = msg.headers()
+        order = (
+            created if kind != TIMESTAMP_NOT_AVAILABLE else 0,
+            header_position(headers),
+            line_ts(data) or 0,
+        )
+        raw = RawLine(f"{lane.name}/{offset}", data, signature=header_signature(headers))
         lane.queue.append((order, raw, offset))
         lane.taken = offset
         lane.heard = now
@@ -326,6 +338,18 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def header_position(headers: Headers) -> int:
+    """The `oddsflow-pos` header of an input message; 0 when it has none."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    for key, value in pairs:
+        if key == POSITION_HEADER and value:
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
 
 
 def _consumer_reject(where: str, err: KafkaError) -> Reject:

@@ -46,6 +46,11 @@ INPUT_TOPICS = (FEED, BETS_IN)
 OUTPUT_TOPICS = (PRICES, MARKETS, MATCHES, BETS, WALLETS, REJECTS)
 ALL_TOPICS = INPUT_TOPICS + OUTPUT_TOPICS
 
+# Header of an input message: the line's position in the file `oddsflow publish` sent
+# (decimal ASCII, from 0). The live flow's merge orders lines that share a Kafka
+# millisecond by it, so a file sent at full speed is read in the file's order.
+POSITION_HEADER = "oddsflow-pos"
+
 # Every topic is keyed, so a key's messages stay in order on one partition. Four
 # partitions let up to four bytewax workers each own a share of matches and users,
 # and stay cheap on a one-node development broker.
