@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -108,8 +109,10 @@ def get_flow(
     publish_every_s: float = 2.0,
     wall_clock: bool = True,
     recoverable: bool = True,
+    stop: threading.Event | None = None,
 ) -> Dataflow:
-    """The live flow; the topics must exist (`prepare_topics`).
+    """The live flow; the topics must exist (`prepare_topics`). It runs until `stop` is
+    set: the input then ends, and the flow ends once everything read is written.
 
     `recoverable`: the flow runs with a recovery store, so at each snapshot the Kafka sink
     waits until everything it sent is acknowledged (tens of milliseconds at times, which
@@ -121,11 +124,13 @@ def get_flow(
     """
     tune_interpreter(live=True)
     flow = Dataflow("oddsflow_live")
-    inputs = op.input("read", flow, LiveSource(settings, group_id, from_beginning))
+    source = LiveSource(settings, group_id, from_beginning, stop=stop)
+    inputs = op.input("read", flow, source)
     # shape: RawLine | Reject
     split = op.branch("split", inputs, is_line)
     clock = wall_clock_now if wall_clock else None
-    rows = market_sync("sync", split.trues, rules, clock)  # shape: (key, [Row])
+    # The input ends only when the flow is stopped: bets awaiting a verdict stay pending.
+    rows = market_sync("sync", split.trues, rules, clock, finite=False)  # (key, [Row])
     errors = op.map("errors", split.falses, as_reject_rows)  # shape: ("", [Reject])
     out = op.merge("out", rows, errors)
     # Rows go to the writer process in chunks of 0.1 s (converting a second's worth at once
@@ -195,7 +200,9 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
         resume: dict[str, int],
         align_wait_s: float,
         batch_size: int,
+        stop: threading.Event,
     ) -> None:
+        self.stop = stop
         self.errors: list[Reject] = []
         self.logged: dict[str, float] = {}
         self.last_error = ""
@@ -226,7 +233,10 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
         self.idle = False  # the last call gave nothing
 
     def next_batch(self) -> list[RawLine | Reject]:
-        """Called by Bytewax whenever it wants more input: the lines that can go now."""
+        """Called by Bytewax whenever it wants more input: the lines that can go now.
+        Raises `StopIteration` (the end of the input) once `stop` is set."""
+        if self.stop.is_set():
+            raise StopIteration
         fed: set[_Lane] = set()
         for msg in self._read():
             self._take(msg, fed)
@@ -380,8 +390,10 @@ class LiveSource(FixedPartitionedSource[RawLine | Reject, dict[str, int]]):
         from_beginning: bool = True,
         align_wait_s: float = ALIGN_WAIT_S,
         batch_size: int = BATCH_SIZE,
+        stop: threading.Event | None = None,
     ) -> None:
         self.settings = settings
+        self.stop = stop or threading.Event()
         self.group_id = group_id
         self.start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         self.align_wait_s = align_wait_s
@@ -400,6 +412,7 @@ class LiveSource(FixedPartitionedSource[RawLine | Reject, dict[str, int]]):
             resume_state or {},
             self.align_wait_s,
             self.batch_size,
+            self.stop,
         )
 
 
@@ -422,10 +435,17 @@ def serve(
     With `recovery`, a run resumes from the last snapshot of the match and wallet state
     and the input offsets: outputs since then are sent again (same keys and versions).
 
-    On a signal Bytewax stops the workers and closes every partition: the DuckDB sink
-    writes and publishes what it holds, the Kafka sink waits for its deliveries.
+    The first signal ends the input; the flow then finishes what it read and closes
+    every sink: the DuckDB sink writes and publishes what it holds, the Kafka sink waits
+    for its deliveries. A second signal interrupts at once.
+
+    One worker runs in this thread (Bytewax's `run_main`). Bytewax's `cluster_main`,
+    needed for several, keeps this thread taking the interpreter lock every millisecond
+    to look for signals: the worker thread then hands the lock over 1000 times a second,
+    which at 2 000 lines/s cost ~15 % of a core and stalled the worker whenever this
+    thread waited for a CPU.
     """
-    from bytewax.testing import cluster_main
+    from bytewax.testing import cluster_main, run_main
 
     from flows.progress import ProgressBar, summary
     from flows.runtime import freeze_startup_heap
@@ -434,6 +454,7 @@ def serve(
         prepare_topics(settings)
     except (KafkaUnreachableError, TopicSetupError) as exc:
         return _fail(str(exc))
+    stop = threading.Event()
     flow = get_flow(
         settings,
         db,
@@ -441,6 +462,7 @@ def serve(
         from_beginning=from_beginning,
         wall_clock=wall_clock,
         recoverable=recovery is not None,
+        stop=stop,
     )
     freeze_startup_heap()
     started = time.monotonic()
@@ -450,23 +472,24 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
-    with ProgressBar(), _signals_interrupt() as stopped:
+    epoch = timedelta(seconds=epoch_s)
+    with ProgressBar(), _signals_stop(stop) as stopped:
         try:
-            # cli_main runs one worker through a path that reports Ctrl-C as a Rust panic;
-            # cluster_main, which cli_main itself uses for several workers, raises
-            # KeyboardInterrupt once every partition is closed.
-            cluster_main(
-                flow,
-                None,
-                0,
-                epoch_interval=timedelta(seconds=epoch_s),
-                worker_count_per_proc=workers,
-                recovery_config=recovery,
-            )
+            if workers == 1:
+                run_main(flow, epoch_interval=epoch, recovery_config=recovery)
+            else:
+                cluster_main(
+                    flow,
+                    None,
+                    0,
+                    epoch_interval=epoch,
+                    worker_count_per_proc=workers,
+                    recovery_config=recovery,
+                )
         except KeyboardInterrupt:
-            pass
+            pass  # a second signal
         except Exception as exc:
-            if not stopped:
+            if len(stopped) < 2:
                 return _fail(_cause(exc))
     print(summary(time.monotonic() - started))
     print(f"published  {db}")
@@ -474,19 +497,21 @@ def serve(
 
 
 @contextmanager
-def _signals_interrupt() -> Iterator[list[int]]:
-    """SIGTERM stops the flow like Ctrl-C; yields the signals received so far."""
+def _signals_stop(stop: threading.Event) -> Iterator[list[int]]:
+    """SIGINT and SIGTERM set `stop`, a second one raises `KeyboardInterrupt`; yields
+    the signals received so far."""
     received: list[int] = []
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
-        if len(received) == 1:
-            print("\noddsflow live: stopping…", file=sys.stderr, flush=True)
-        raise KeyboardInterrupt
+        if len(received) > 1:
+            raise KeyboardInterrupt
+        print("\noddsflow live: stopping…", file=sys.stderr, flush=True)
+        stop.set()
 
     for sig in previous:
-        signal.signal(sig, interrupt)
+        signal.signal(sig, on_signal)
     try:
         yield received
     finally:

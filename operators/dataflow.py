@@ -168,9 +168,14 @@ def _for_wallets(
 
 class _WalletLogic(StatefulBatchLogic[list[RawLine | WalletMessage], list[Row], _Snapshot]):
     """Bytewax calls `on_batch` with the groups of lines and messages that reached this
-    shard, `on_eof` at the end of a finite input, `snapshot` at each epoch for recovery."""
+    shard, `on_eof` at the end of the input, `snapshot` at each epoch for recovery.
 
-    def __init__(self, resume: _Snapshot | bytes | WalletShard | None) -> None:
+    `finite`: the end of the input is the end of the feed, so bets still waiting for their
+    verdict are rejected then. A live flow's input ends only when the flow is stopped: a
+    restart goes on with them (from the snapshot, or from the lines read again)."""
+
+    def __init__(self, finite: bool, resume: _Snapshot | bytes | WalletShard | None) -> None:
+        self.finite = finite
         self.shard = cast(WalletShard | None, _resume(resume)) or WalletShard()
         self.snapshots = _Snapshots()
 
@@ -187,6 +192,8 @@ class _WalletLogic(StatefulBatchLogic[list[RawLine | WalletMessage], list[Row], 
         return ([rows] if rows else [], StatefulBatchLogic.RETAIN)
 
     def on_eof(self) -> tuple[list[list[Row]], bool]:
+        if not self.finite:
+            return [], StatefulBatchLogic.RETAIN
         self.snapshots.changing()
         rows = self.shard.finish()
         return ([rows] if rows else [], StatefulBatchLogic.RETAIN)
@@ -201,13 +208,14 @@ def market_sync(
     lines: Stream[RawLine],
     rules: Rules = DEFAULT_RULES,
     clock: Clock | None = None,
+    finite: bool = True,
 ) -> Stream[tuple[str, Sequence[object]]]:
     """Raw feed and bet lines in; per line, the rows it causes, keyed.
 
     In: `RawLine(source, bytes)`, in arrival order. Out: `(key, [row, ...])`, one item per
     key and batch of lines (the rows of several lines, in order); match lists also carry
     the wallet messages, which sinks skip. `clock`: live flows only (see
-    `_MatchLogic`).
+    `_MatchLogic`). `finite`: whether the input's end is the feed's (see `_WalletLogic`).
     """
     keyed = op.flat_map_batch("route", lines, _by_key)  # shape: (key, [RawLine]) per batch
     split = op.branch("split", keyed, lambda kv: not is_wallet_key(kv[0]))
@@ -219,6 +227,7 @@ def market_sync(
         KeyedStream[list[RawLine | WalletMessage]],
         op.merge("to_wallets", split.falses, messages),
     )
-    wallets = op.stateful_batch("wallet", to_wallets, _WalletLogic)  # shape: (shard, [Row])
+    # shape: (shard, [Row])
+    wallets = op.stateful_batch("wallet", to_wallets, partial(_WalletLogic, finite))
     rows = op.merge("rows", matched, wallets)
     return cast(Stream[tuple[str, Sequence[object]]], rows)  # lists of rows (and messages)

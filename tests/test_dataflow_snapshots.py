@@ -12,7 +12,7 @@ from operators.dataflow import _MatchLogic, _WalletLogic
 from operators.parse import RawLine
 from operators.settings import DEFAULT_RULES
 from operators.wallets import WalletShard
-from tests.feedkit import KICKOFF, Feed, deposit_line
+from tests.feedkit import KICKOFF, Feed, bet_line, deposit_line
 
 
 def match_logic(lines: list[bytes]) -> _MatchLogic:
@@ -43,19 +43,36 @@ def test_a_held_match_snapshot_keeps_the_state_it_was_taken_at() -> None:
 
 
 def test_a_held_wallet_snapshot_keeps_the_balances_it_was_taken_at() -> None:
-    logic = _WalletLogic(None)
+    logic = _WalletLogic(True, None)
     logic.on_batch([[RawLine("t:1", deposit_line(KICKOFF, 0, "u1", "10.00"))]])
     snap = logic.snapshot()
     logic.on_batch([[RawLine("t:2", deposit_line(KICKOFF, 1, "u1", "5.00"))]])
     for resume in (snap, pickle.loads(pickle.dumps(snap))):
-        shard = _WalletLogic(resume).shard
+        shard = _WalletLogic(True, resume).shard
         assert isinstance(shard, WalletShard)
         assert str(shard.wallets["u1"].balance) == "10.00"
     assert str(logic.shard.wallets["u1"].balance) == "15.00"
 
 
 def test_a_wallet_shard_stored_by_an_earlier_version_resumes_as_is() -> None:
-    logic = _WalletLogic(None)
+    logic = _WalletLogic(True, None)
     logic.on_batch([[RawLine("t:1", deposit_line(KICKOFF, 0, "u1", "10.00"))]])
-    resumed = _WalletLogic(logic.shard)  # what a store written before lazy snapshots holds
+    resumed = _WalletLogic(True, logic.shard)  # what a store written before lazy snapshots holds
     assert str(resumed.shard.wallets["u1"].balance) == "10.00"
+
+
+def test_a_bet_awaiting_its_verdict_is_rejected_at_the_end_of_a_finite_input_only() -> None:
+    """A replay's input ends with the feed: a bet whose verdict never came is `undecided`.
+    A live flow's input ends when the flow is stopped: the bet stays pending for the
+    restart (its state is in the snapshot)."""
+    lines = [
+        RawLine("t:1", deposit_line(KICKOFF, 0, "u1", "10.00")),
+        RawLine("t:2", bet_line(KICKOFF, 1, "b1", "u1", "1x2", "home", "2.00", "1.90")),
+    ]
+    for finite in (True, False):
+        logic = _WalletLogic(finite, None)
+        logic.on_batch([lines])
+        rows, _ = logic.on_eof()
+        undecided = [r for batch in rows for r in batch if getattr(r, "reason", "") == "undecided"]
+        assert len(undecided) == (1 if finite else 0)
+        assert len(logic.shard.queue) == (0 if finite else 1)

@@ -341,14 +341,18 @@ def run_live_until_done(
 # --- the tests ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_live_flow_gives_the_replay_outputs(
-    kafka_settings: KafkaSettings, feed10: Path, replay10: Path, tmp_path: Path
+    kafka_settings: KafkaSettings, feed10: Path, replay10: Path, tmp_path: Path, workers: str
 ) -> None:
+    """One worker runs in the main thread, several under Bytewax's cluster_main: both
+    stop on SIGINT once everything read is written."""
     ensure_topics(kafka_settings, ALL_TOPICS)
     lines = publish_as_arrived(kafka_settings, feed10)
     live_db = tmp_path / "live.duckdb"
 
-    live = run_live_until_done(kafka_settings, live_db, expected_counts(replay10))
+    options = ("--workers", workers)
+    live = run_live_until_done(kafka_settings, live_db, expected_counts(replay10), *options)
 
     outputs = read_outputs(kafka_settings)
     assert_outputs_equal_tables(outputs, replay10)  # Kafka: the replay's markets, bets, ...
