@@ -410,8 +410,13 @@ def test_unreachable_broker_fails_fast_with_one_line(tmp_path: Path) -> None:
 
 
 # Where the live run of the 100-match feed is killed: when the markets topic holds this
-# share of the messages an uninterrupted run sends (duplicates of earlier runs count too).
+# share of the messages an uninterrupted run sends (duplicates of earlier runs count too),
+# and the run has sent for at least `SENDING_S`, so it has committed a snapshot at
+# --snapshot-s 0.5 (here the first came ~0.6 s after the first message). A run killed
+# before its first commit leaves the next to resume from the same snapshot as it did:
+# three in a row left the last run to read everything (3 of 14 runs failed so).
 KILL_AT = (0.20, 0.45, 0.70)
+SENDING_S = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -422,12 +427,23 @@ def feed100(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def kill_when(settings: KafkaSettings, live: LiveProcess, topic: str, count: int) -> int:
-    """SIGKILL `live` as soon as `topic` holds `count` messages; the count seen then."""
+def kill_when(
+    settings: KafkaSettings, live: LiveProcess, topic: str, count: int, sending_s: float
+) -> int:
+    """SIGKILL `live` as soon as `topic` holds `count` messages and `live` has sent to it
+    for `sending_s`; the count seen then."""
     deadline = time.monotonic() + 180
-    while (seen := output_counts(settings)[topic]) < count:
+    before = output_counts(settings)[topic]
+    first_sent: float | None = None
+    while True:
+        seen = output_counts(settings)[topic]
+        now = time.monotonic()
+        if first_sent is None and seen > before:
+            first_sent = now
+        if seen >= count and first_sent is not None and now - first_sent >= sending_s:
+            break
         assert live.running(), f"the run ended before {count:,} messages:\n{live.stderr()}"
-        assert time.monotonic() < deadline, f"{count:,} messages not sent in 180 s"
+        assert now < deadline, f"{count:,} messages not sent in 180 s"
         time.sleep(0.05)
     live.proc.kill()
     assert live.proc.wait(30) == -signal.SIGKILL
@@ -453,7 +469,7 @@ def test_live_run_killed_three_times_and_resumed_loses_nothing(
     for fraction in KILL_AT:
         live = LiveProcess(kafka_settings, live_db, *options)
         target = max(int(expected[MARKETS] * fraction), seen[-1] + 1)
-        seen.append(kill_when(kafka_settings, live, MARKETS, target))
+        seen.append(kill_when(kafka_settings, live, MARKETS, target, SENDING_S))
     assert seen[-1] < expected[MARKETS], f"every kill came mid-run: {seen}"
 
     live = run_live_until_done(kafka_settings, live_db, expected, *options)

@@ -135,3 +135,36 @@ def test_killed_three_times_and_resumed_equals_an_uninterrupted_run(
     # A finished run resumes at the end of its input: nothing is read or changed again.
     assert lines_read(run_to_the_end(command)) == 0
     assert differing_tables(dump(db), expected) == []
+
+
+def test_a_new_run_drops_the_snapshots_a_killed_run_left_uncommitted(tmp_path: Path) -> None:
+    """Snapshots past the epoch every partition committed are a dead run's: the next run
+    numbers those epochs again, and a key it leaves alone there would keep the dead run's
+    state for the resume after it. Committed ones (and older, for --backup-s) stay."""
+    import sqlite3
+
+    from bytewax.recovery import init_db_dir
+
+    from flows.cli import _init_recovery
+
+    init_db_dir(tmp_path, 2)
+    for part, committed in enumerate((5, 3)):
+        with sqlite3.connect(tmp_path / f"part-{part}.sqlite3") as con:
+            con.execute(
+                "INSERT INTO commits (part_index, commit_epoch) VALUES (?, ?)", (part, committed)
+            )
+            for epoch in (2, 3, 4, 6):
+                con.execute(
+                    "INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) "
+                    "VALUES (?, ?, ?, ?)",
+                    ("flow.sync.match", f"m{part}", epoch, b"state"),
+                )
+        con.close()
+
+    _init_recovery(tmp_path, 2)  # what `oddsflow live/replay --recovery-dir` runs first
+
+    for part in (0, 1):
+        with sqlite3.connect(tmp_path / f"part-{part}.sqlite3") as con:
+            epochs = [e for (e,) in con.execute("SELECT snap_epoch FROM snaps ORDER BY 1")]
+        con.close()
+        assert epochs == [2, 3], part
