@@ -97,6 +97,9 @@ class DuckDBWriter:
         # Chunks handed over and not committed yet, oldest first: the flow's thread
         # appends, the sending thread drops them once committed.
         self.uncommitted: deque[Chunk] = deque()
+        # Chunks a resumed run hands over again (by id, while uncommitted): rows of lines
+        # an earlier run read, which `STATS` (this run's summary) leaves out.
+        self.resent: set[int] = set()
         self.failure: BaseException | None = None
         self.pipe, self.process = start_store(db, publish_every_s, lock_wait_s)
         self.thread = threading.Thread(target=self._run, name="duckdb-writer", daemon=True)
@@ -132,6 +135,7 @@ class DuckDBWriter:
     def resend(self, chunks: Unsaved) -> None:
         """Hand over again what a snapshot found `unsaved` (a resumed run)."""
         for chunk in chunks:
+            self.resent.add(id(chunk))
             self._hand_over(chunk)
 
     def _hand_over(self, chunk: Chunk) -> None:
@@ -202,7 +206,10 @@ class DuckDBWriter:
         self._answer("committed")
         for chunk, written in sent:
             self.uncommitted.popleft()
-            _count(chunk, written)
+            if id(chunk) in self.resent:
+                self.resent.discard(id(chunk))
+            else:
+                _count(chunk, written)
 
     def _send(self, message: tuple[str, Batch] | tuple[str] | None) -> None:
         try:
@@ -298,7 +305,7 @@ LADDER_ARROW = pa.array(LADDER, type=pa.decimal128(7, 2))
 
 
 def _count(chunk: Chunk, written: Counter[str]) -> None:
-    """Add a committed chunk to `STATS`."""
+    """Add a committed chunk of this run's rows to `STATS`."""
     STATS.rows.update(written)
     rejects = cast(list[Reject], chunk.get(Reject, []))
     STATS.rejects.update(r.reason.split(":", 1)[0] for r in rejects)

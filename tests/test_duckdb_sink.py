@@ -148,3 +148,22 @@ def test_decimal_columns_convert_exactly_by_ladder_index_or_one_by_one() -> None
         column = _column(values, kind)
         assert column.type == kind
         assert column.to_pylist() == values
+
+
+def test_rows_sent_again_from_a_snapshot_are_written_but_not_counted_as_this_runs(
+    tmp_path: Path,
+) -> None:
+    """A resumed run's summary counts the rows of the lines it read, not the rows an
+    earlier run computed that the snapshot hands over again (it said "accepted -56")."""
+    from sinks.duckdb_sink import STATS
+
+    reject = Reject("f:1", "duplicate", "seen before", "{}", 1, "p", "m")
+    row = FeedEventRow("p", "m", 1, 1, "clock", "{}", "f:2")
+    before = sum(STATS.rejects.values()), STATS.rows["feed_events"]
+    writer = DuckDBWriter(tmp_path / "resumed.duckdb")
+    writer.resend([{Reject: [reject]}])
+    writer.add([row])
+    writer.close()
+    assert count(tmp_path / "resumed.duckdb", "rejects") == 1  # written
+    assert sum(STATS.rejects.values()) == before[0]  # not this run's
+    assert STATS.rows["feed_events"] == before[1] + 1
