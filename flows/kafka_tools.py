@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 from confluent_kafka.admin import ClusterMetadata
 
 from flows.sources import bounded_lines, open_feed
@@ -49,7 +49,7 @@ from sinks.kafka_config import (
     ensure_topics,
     fetch_metadata,
 )
-from sinks.kafka_sink import KafkaDeliveryError, KafkaSinkPartition, SinkItem
+from sinks.kafka_sink import Headers, KafkaDeliveryError, KafkaSinkPartition, SinkItem
 
 # Both commands ask the broker for metadata first, so an unreachable bootstrap fails
 # within this many seconds with one line, instead of librdkafka retrying forever.
@@ -188,23 +188,16 @@ class _Publisher(KafkaSinkPartition):
     def write_placed(self, batch: list[Placed]) -> None:
         """Queue the batch in order; raises like `write_batch`."""
         self._raise_if_failed()
-        produce = self._producer.produce
         for (suffix, key, value), position, signature in batch:
-            topic = self._prefix + suffix
-            headers: list[tuple[str, str | bytes | None]] = [
-                (POSITION_HEADER, str(position).encode())
-            ]
-            if signature:
-                headers.append((SIGNATURE_HEADER, signature.encode()))
-            while True:
-                try:
-                    produce(topic, value, key, headers=headers)
-                    break
-                except BufferError:  # local queue full: wait for deliveries to make room
-                    self.poll(0.1)
-                except KafkaException as exc:
-                    raise KafkaDeliveryError(topic, key, exc.args[0]) from exc
+            self._produce(self._prefix + suffix, key, value, _headers(position, signature))
         self.poll(0)
+
+
+def _headers(position: int, signature: str) -> Headers:
+    headers: Headers = [(POSITION_HEADER, str(position).encode())]
+    if signature:
+        headers.append((SIGNATURE_HEADER, signature.encode()))
+    return headers
 
 
 class _Pacer:

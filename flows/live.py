@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -60,7 +60,7 @@ from operators.dataflow import market_sync
 from operators.parse import REJECTS_KEY, RawLine
 from operators.rows import Reject, Row
 from operators.settings import DEFAULT_RULES, Rules
-from operators.signing import header_signature
+from operators.signing import MessageHeaders, header_signature, header_value
 from sinks.duckdb_sink import DuckDBSink
 from sinks.kafka_config import (
     ALL_TOPICS,
@@ -174,8 +174,6 @@ class InputStalledError(RuntimeError):
 
 
 Order = tuple[int, int, int]  # Kafka timestamp (ms), oddsflow-pos header, event time
-# A Kafka message's headers, as confluent-kafka gives them.
-Headers = Mapping[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None
 
 
 @dataclass(eq=False)
@@ -350,16 +348,12 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
         self.consumer.close()
 
 
-def header_position(headers: Headers) -> int:
+def header_position(headers: MessageHeaders) -> int:
     """The `oddsflow-pos` header of an input message; 0 when it has none."""
-    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
-    for key, value in pairs:
-        if key == POSITION_HEADER and value:
-            try:
-                return int(value)
-            except ValueError:
-                return 0
-    return 0
+    try:
+        return int(header_value(headers, POSITION_HEADER) or 0)
+    except ValueError:
+        return 0
 
 
 def _consumer_reject(where: str, err: KafkaError) -> Reject:

@@ -142,15 +142,22 @@ def split_signed(line: bytes) -> tuple[bytes, str]:
     return line, ""
 
 
-def header_signature(
-    headers: Mapping[str, bytes | str | None] | Iterable[tuple[str, bytes | str | None]] | None,
-) -> str:
-    """The `oddsflow-sig` header of a Kafka message, "" when it has none."""
+# A Kafka message's headers, as confluent-kafka gives them.
+MessageHeaders = Mapping[str, bytes | str | None] | Iterable[tuple[str, bytes | str | None]] | None
+
+
+def header_value(headers: MessageHeaders, name: str) -> str:
+    """The header `name` of a Kafka message as text, "" when it has none."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
     for key, value in pairs:
-        if key == SIGNATURE_HEADER and value is not None:
+        if key == name and value is not None:
             return value.decode("ascii", "replace") if isinstance(value, bytes) else value
     return ""
+
+
+def header_signature(headers: MessageHeaders) -> str:
+    """The `oddsflow-sig` header of a Kafka message, "" when it has none."""
+    return header_value(headers, SIGNATURE_HEADER)
 
 
 # --- loading (once per process) -----------------------------------------------------------------

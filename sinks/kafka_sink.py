@@ -21,6 +21,7 @@ from sinks.kafka_config import KafkaSettings
 
 SinkItem = tuple[str, str, bytes]
 """`(topic_suffix, key, value)`: topic without the prefix, message key, message value."""
+Headers = list[tuple[str, str | bytes | None]]
 
 # How long `write_batch` waits for room when librdkafka's local queue is full, per try.
 _QUEUE_FULL_WAIT_S = 0.1
@@ -84,24 +85,35 @@ class KafkaSinkPartition(StatelessSinkPartition[SinkItem]):
         `message.max.bytes`).
         """
         self._raise_if_failed()
-        produce = self._producer.produce
-        topics = self._topics
+        topics, produce = self._topics, self._producer.produce
         for suffix, key, value in items:
             topic = topics.get(suffix) or topics.setdefault(suffix, self._prefix + suffix)
-            while True:
-                try:
-                    produce(topic, value, key)
-                    break
-                except BufferError:  # local queue full: wait for deliveries to make room
-                    self._producer.poll(_QUEUE_FULL_WAIT_S)
-                    self._raise_if_failed()
-                except KafkaException as exc:
-                    raise KafkaDeliveryError(topic, key, exc.args[0]) from exc
+            try:
+                produce(topic, value, key)  # the usual case, without a call of ours per message
+            except (BufferError, KafkaException):
+                self._produce(topic, key, value)  # tries again, waiting for room; or raises
         if self._flush_every_batch:
             self._flush()
         else:
             self._producer.poll(0)
         self._raise_if_failed()
+
+    def _produce(self, topic: str, key: str, value: bytes, headers: Headers | None = None) -> None:
+        """Queue one message, waiting for room while librdkafka's local queue is full;
+        raises like `write_batch`."""
+        while True:
+            try:
+                # `headers=None` is not free: it took produce() from ~1.0 to ~1.4 µs.
+                if headers is None:
+                    self._producer.produce(topic, value, key)
+                else:
+                    self._producer.produce(topic, value, key, headers=headers)
+                return
+            except BufferError:  # local queue full: wait for deliveries to make room
+                self._producer.poll(_QUEUE_FULL_WAIT_S)
+                self._raise_if_failed()
+            except KafkaException as exc:
+                raise KafkaDeliveryError(topic, key, exc.args[0]) from exc
 
     def poll(self, timeout_s: float) -> None:
         """Serve delivery reports for up to `timeout_s` (for callers pacing their writes)."""
