@@ -12,7 +12,7 @@ import pytest
 
 from operators.ladder import LADDER
 from operators.rows import FeedEventRow, MatchRow, Reject
-from sinks.duckdb_sink import DuckDBWriter, _column, writer_path
+from sinks.duckdb_sink import STATS, DuckDBWriter, _column, writer_path
 from sinks.duckdb_store import _by_table
 
 
@@ -155,8 +155,6 @@ def test_rows_sent_again_from_a_snapshot_are_written_but_not_counted_as_this_run
 ) -> None:
     """A resumed run's summary counts the rows of the lines it read, not the rows an
     earlier run computed that the snapshot hands over again (it said "accepted -56")."""
-    from sinks.duckdb_sink import STATS
-
     reject = Reject("f:1", "duplicate", "seen before", "{}", 1, "p", "m")
     row = FeedEventRow("p", "m", 1, 1, "clock", "{}", "f:2")
     before = sum(STATS.rejects.values()), STATS.rows["feed_events"]

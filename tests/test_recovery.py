@@ -12,6 +12,7 @@ import gzip
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from bytewax.recovery import init_db_dir
 
+from flows.cli import _init_recovery
 from tests.conftest import replay, table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,12 +144,6 @@ def test_a_new_run_drops_the_snapshots_a_killed_run_left_uncommitted(tmp_path: P
     """Snapshots past the epoch every partition committed are a dead run's: the next run
     numbers those epochs again, and a key it leaves alone there would keep the dead run's
     state for the resume after it. Committed ones (and older, for --backup-s) stay."""
-    import sqlite3
-
-    from bytewax.recovery import init_db_dir
-
-    from flows.cli import _init_recovery
-
     init_db_dir(tmp_path, 2)
     for part, committed in enumerate((5, 3)):
         with sqlite3.connect(tmp_path / f"part-{part}.sqlite3") as con:
