@@ -74,6 +74,7 @@ from sinks.kafka_config import (
 )
 from sinks.kafka_rows import FLOW_FAILED, kafka_output
 from sinks.kafka_sink import KafkaDeliveryError
+from sinks.workers import learn_worker_index
 
 log = logging.getLogger("oddsflow.live")
 
@@ -124,6 +125,7 @@ def get_flow(
     """
     tune_interpreter(live=True)
     flow = Dataflow("oddsflow_live")
+    learn_worker_index(flow)  # for the per-worker sinks
     source = LiveSource(settings, group_id, from_beginning, stop=stop)
     inputs = op.input("read", flow, source)
     # shape: RawLine | Reject

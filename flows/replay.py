@@ -18,6 +18,7 @@ from operators.settings import DEFAULT_RULES, Rules
 from sinks.duckdb_sink import DuckDBSink
 from sinks.kafka_config import KafkaSettings
 from sinks.kafka_rows import kafka_output
+from sinks.workers import learn_worker_index
 
 REPLAY_BATCH_ROWS = 150_000  # rows per DuckDB commit at most (a few tens of MB)
 
@@ -34,6 +35,7 @@ def get_flow(
 ) -> Dataflow:
     tune_interpreter()
     flow = Dataflow("oddsflow_replay")
+    learn_worker_index(flow)  # for the per-worker sinks
     source = ReplaySource([Path(f) for f in files], speed, fmt=fmt, merge=merge)
     lines = op.input("read", flow, source)
     rows = market_sync("sync", lines, rules)  # shape: (key, [Row])

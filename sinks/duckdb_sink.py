@@ -1,10 +1,10 @@
-"""DuckDB sink: batched, idempotent upserts of output rows, plus a published read-only copy.
+"""DuckDB sink: every worker writes its own rows, in batches, idempotently; readers open one
+published DuckDB file that shows every worker's rows.
 
-The flow owns the writer database (`<db>.writer<suffix>`, next to `--db`), through a writer
-process of its own (`sinks/duckdb_store.py`); readers (the dashboard, analysts, tests) open
-the published file at `--db`, which is replaced atomically every `publish_every_s` seconds
-while rows arrive, and at the end. DuckDB allows one writer or many readers per file, never
-both, so nobody ever waits on the flow's lock.
+Each worker has a writer process of its own (`sinks/duckdb_store.py`) that stores its rows
+as Parquet segments next to `--db`; the published file at `--db` holds views over every
+worker's segments and is replaced atomically every `publish_every_s` seconds while rows
+arrive, and at the end. Readers (the dashboard, analysts, tests) never meet a writer's lock.
 """
 
 from __future__ import annotations
@@ -17,21 +17,22 @@ import subprocess
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 import numpy as np
 import pyarrow as pa
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from bytewax.outputs import StatefulSinkPartition
 
 from operators.ladder import LADDER
 from operators.rows import TABLE_OF, MarketStatusRow, MatchRow, Reject, Row
-from sinks.duckdb_store import Batch, Marks, start_store, writer_path
+from sinks.duckdb_store import Batch, Marks, data_dir, start_store
 from sinks.tables import Table, tables
+from sinks.workers import PerWorkerSink, this_worker
 
-__all__ = ["STATS", "DuckDBSink", "DuckDBWriter", "writer_path"]
+__all__ = ["STATS", "DuckDBSink", "DuckDBWriter", "data_dir"]
 
 # Row types that feed more than their own table.
 EXTRA_TABLES: dict[type, tuple[str, ...]] = {MarketStatusRow: ("market_history",)}
@@ -78,6 +79,7 @@ class DuckDBWriter:
     def __init__(
         self,
         db: Path,
+        worker: int = 0,
         batch_rows: int = 50_000,
         flush_every_s: float = 0.5,
         commit_every_s: float = 0.0,
@@ -101,7 +103,7 @@ class DuckDBWriter:
         # an earlier run read, which `STATS` (this run's summary) leaves out.
         self.resent: set[int] = set()
         self.failure: BaseException | None = None
-        self.pipe, self.process = start_store(db, publish_every_s, lock_wait_s)
+        self.pipe, self.process = start_store(db, worker, publish_every_s, lock_wait_s)
         self.thread = threading.Thread(target=self._run, name="duckdb-writer", daemon=True)
         self.thread.start()
 
@@ -312,14 +314,50 @@ def _count(chunk: Chunk, written: Counter[str]) -> None:
     STATS.matches.update(r.match_id for r in cast(list[MatchRow], chunk.get(MatchRow, [])))
 
 
+class _Writers:
+    """This process's writers, one per worker, shared by the worker's partitions (its own,
+    and those of workers a resumed run lost); each closes with its last partition."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.open: dict[int, tuple[DuckDBWriter, int]] = {}  # worker -> (writer, users)
+
+    def take(self, worker: int, start: Callable[[], DuckDBWriter]) -> DuckDBWriter:
+        with self.lock:
+            writer, users = self.open.get(worker) or (start(), 0)
+            self.open[worker] = (writer, users + 1)
+            return writer
+
+    def give_back(self, worker: int) -> None:
+        with self.lock:
+            writer, users = self.open[worker]
+            if users > 1:
+                self.open[worker] = (writer, users - 1)
+                return
+            del self.open[worker]
+        writer.close()
+
+
+_WRITERS = _Writers()
+
+
 class _Partition(StatefulSinkPartition[Sequence[object], Unsaved]):
-    def __init__(self, writer: DuckDBWriter, resume: Unsaved | None) -> None:
+    """One worker's partition, or one a resumed run took over from a worker it lost: its
+    snapshot was the rows it had not committed, which go to this worker's writer."""
+
+    def __init__(
+        self, worker: int, own: bool, writer: DuckDBWriter, resume: Unsaved | None
+    ) -> None:
+        self.worker = worker
+        self.own = own
         self.writer = writer
+        self.handed: list[Chunk] = list(resume or ())
         if resume:
             writer.resend(resume)
 
     def write_batch(self, values: list[Sequence[object]]) -> None:
-        """Called by Bytewax with each batch of per-line row lists."""
+        """Called by Bytewax with each batch of per-line row lists (a worker's own
+        partition only)."""
         for rows in values:
             self.writer.add(rows)
 
@@ -327,17 +365,24 @@ class _Partition(StatefulSinkPartition[Sequence[object], Unsaved]):
         """Called at the end of every epoch: the rows received and not committed yet,
         without waiting for DuckDB (waiting stalled a live flow for a whole commit, up to
         300 ms, every epoch). A resumed run writes them first, then what Bytewax emits
-        again after the snapshot; upserts and high-water marks absorb whatever was
-        committed after all."""
-        return self.writer.unsaved()
+        again after the snapshot; the views and high-water marks absorb whatever was
+        committed after all. A lost worker's partition keeps only what it handed over."""
+        unsaved = self.writer.unsaved()
+        if self.own:
+            return unsaved
+        handed = {id(chunk) for chunk in self.handed}
+        self.handed = [chunk for chunk in unsaved if id(chunk) in handed]
+        return self.handed
 
     def close(self) -> None:
-        """Called once when the input is exhausted: final flush and publish."""
-        self.writer.close()
+        """Called once when the input is exhausted: the last partition of the worker to
+        close has its writer commit and publish."""
+        _WRITERS.give_back(self.worker)
 
 
-class DuckDBSink(FixedPartitionedSink[Sequence[object], Unsaved]):
-    """One partition, so exactly one worker (in one process) holds the writer connection.
+class DuckDBSink(PerWorkerSink[Sequence[object], Unsaved]):
+    """One partition per worker, each written by its worker (`sinks/workers.py`): rows never
+    change worker to be written.
 
     In: `(key, [Row, ...])` from `market_sync`.
     """
@@ -346,12 +391,10 @@ class DuckDBSink(FixedPartitionedSink[Sequence[object], Unsaved]):
         self.db = db
         self.options = writer_options
 
-    def list_parts(self) -> list[str]:
-        return ["duckdb"]
+    def build_worker_part(self, index: int, resume_state: Unsaved | None) -> _Partition:
+        worker = this_worker()[0]
 
-    def part_fn(self, item_key: str) -> int:
-        return 0
+        def start() -> DuckDBWriter:
+            return DuckDBWriter(self.db, worker, **self.options)  # type: ignore[arg-type]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Unsaved | None) -> _Partition:
-        writer = DuckDBWriter(self.db, **self.options)  # type: ignore[arg-type]
-        return _Partition(writer, resume_state)
+        return _Partition(worker, index == worker, _WRITERS.take(worker, start), resume_state)

@@ -1,103 +1,278 @@
-"""The DuckDB writer process: the one holder of the writer database's connection.
+"""A worker's writer process: its rows as Parquet segments, and the published DuckDB file.
 
-`DuckDBWriter` (the flow's side, `sinks/duckdb_sink.py`) starts `serve` in a process of its
-own and sends it Arrow batches; here they are upserted, one transaction per batch, and the
-read-only copy is published. Running DuckDB's statements in another process keeps them off
-the flow's interpreter lock: a commit and a publish cost tens to hundreds of milliseconds,
-much of it holding the lock of the process they run in, and a live flow's latency target is
-25 ms. No Bytewax and no row types here, only tables.
+Every worker of a flow has one (`DuckDBWriter`, `sinks/duckdb_sink.py`, starts `serve` in a
+process of its own and sends it Arrow batches), so no row changes worker on its way out and
+DuckDB's one-writer-per-file rule never meets a second worker. For `--db out/x.duckdb`:
 
-The conversation over the pipe, flow -> store: `(db, publish_every_s, lock_wait_s)` once,
-then chunks of rows `("rows", [(table, Arrow table), ...])` and, now and then,
-`("commit",)` to commit every chunk since the last one in one transaction; None to close.
-Store -> flow: `("ready", marks)` once, then `("committed",)` per commit, `("closed",)` at
-the end, or `("failed", cause)` at any time, after which it takes nothing. Chunks and
-commits are separate so that the flow's side converts and sends rows in small pieces (each
-holds the flow's interpreter lock for a moment only) while commits, which cost a fixed
-amount per table, stay rare.
+- `out/x.data/<table>/w0003-<seq>.parquet`: worker 3's committed rows of a table, one
+  segment per commit, each with `_commit` (when, in ns, rising) and `_pos` (the rows' order).
+- `out/x.data/w0003.json`: worker 3's manifest, its live segments. A commit writes the
+  segments, then replaces the manifest (atomically): rows are committed once listed there.
+  Every `FANOUT` segments of one size are merged into one of the next (`_compact`), so a
+  long run keeps a few segments per level; merged ones are deleted `RETAIN_S` later.
+- `out/x.duckdb`: the published file readers open. It holds views, one per table of
+  schema.sql, over the segments every manifest lists: append-only tables as they are;
+  tables that keep the latest state per key take the newest `version`, then the last row
+  (`rejects`, `feed_gaps`: the first). It is rebuilt and replaced atomically under a lock
+  of the folder (`publish`): by worker 0's writer every `publish_every_s` when some
+  manifest changed, and by every writer at its end, so the last one to end lists them all.
+
+The views name the segments by absolute path: keep `x.duckdb` with its `x.data` folder.
+
+The conversation over the pipe, flow -> store: `(db, worker, publish_every_s, lock_wait_s)`
+once, then chunks of rows `("rows", [(table, Arrow table), ...])` and, now and then,
+`("commit",)` to commit every chunk since the last one together; None to close. Store ->
+flow: `("ready", marks)` once, then `("committed",)` per commit, `("closed",)` at the end, or
+`("failed", cause)` at any time, after which it takes nothing. No Bytewax and no row types
+here, only tables.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import IO
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from sinks.publish import Publisher
-from sinks.tables import Table, schema_sql, tables
+from sinks.tables import Table, tables, views_sql
 
-# Tables that hold the latest state per key: the newest `version` wins (None: the last row).
+# Tables that hold the latest state per key: the newest `version` wins (None: the last
+# row; "": the first row).
 LATEST: dict[str, str | None] = {
     "matches": None,
     "market_status": "version",
     "bets": "version",
     "wallets": "version",
+    "rejects": "",
+    "feed_gaps": "",
 }
+FANOUT = 8  # segments of one level merged into one of the next
+RETAIN_S = 60.0  # a merged segment stays this long for readers of an older published file
 
 # Per append-only table, per group: the highest `rising` number stored (see HighWaterMarks).
 Marks = dict[str, dict[object, int]]
 Batch = list[tuple[str, pa.Table]]
 
 
-def writer_path(db: Path) -> Path:
-    """Where the flow keeps its own read-write database for the published file `db`."""
-    return db.with_name(f"{db.stem}.writer{db.suffix or '.duckdb'}")
+def data_dir(db: Path) -> Path:
+    """The folder of the segments behind the published file `db`."""
+    return db.with_name(f"{db.stem}.data")
+
+
+def worker_name(worker: int) -> str:
+    return f"w{worker:04d}"
+
+
+@dataclass
+class Manifest:
+    """One worker's live segments per table (name, level), the next segment number, and
+    the merged-away segments with when they were retired."""
+
+    seq: int = 0
+    live: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    retired: list[tuple[str, float]] = field(default_factory=list)
+
+    @staticmethod
+    def load(path: Path) -> Manifest:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return Manifest()
+        return Manifest(
+            data["seq"],
+            {t: [(n, lv) for n, lv in segs] for t, segs in data["live"].items()},
+            [(n, at) for n, at in data["retired"]],
+        )
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        data = {"seq": self.seq, "live": self.live, "retired": self.retired}
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+
+def live_segments(folder: Path) -> dict[str, list[Path]]:
+    """Every worker's live segments per table, oldest first within a worker."""
+    found: dict[str, list[Path]] = {}
+    for manifest in sorted(folder.glob("w*.json")):
+        for name, segments in Manifest.load(manifest).live.items():
+            found.setdefault(name, []).extend(folder / name / seg for seg, _ in segments)
+    return found
 
 
 class Store:
-    """The writer database: schema, idempotent upserts, publication of the read-only copy."""
+    """One worker's segments and manifest; publication of the views file."""
 
-    def __init__(self, db: Path, publish_every_s: float, lock_wait_s: float) -> None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        self.con = _connect(writer_path(db), lock_wait_s)
-        self.con.execute("SET checkpoint_threshold = '1GB'")  # we checkpoint when publishing
-        # One thread: the flow has the other core of a small machine; DuckDB's pool would
-        # take CPU from it for little gain on these batches.
-        self.con.execute("SET threads = 1")
-        self.con.execute(schema_sql())
+    def __init__(self, db: Path, worker: int, publish_every_s: float, lock_wait_s: float) -> None:
+        self.db = db.resolve()
+        self.folder = data_dir(self.db)
+        self.name = worker_name(worker)
+        self.publish_every_s = publish_every_s
+        self.periodic = worker == 0
         self.tables = tables()
-        self.publisher = Publisher(self.con, writer_path(db), db, publish_every_s)
+        for name in self.tables:
+            (self.folder / name).mkdir(parents=True, exist_ok=True)
+        self.lock = _lock(self.folder / f"{self.name}.lock", lock_wait_s, db, worker)
+        self.manifest_path = self.folder / f"{self.name}.json"
+        self.manifest = Manifest.load(self.manifest_path)
+        self._clean()
+        self.last_commit = 0
+        self.published: object = None  # the manifests' state at the last publication
+        self.last_publish = float("-inf")
 
     def marks(self) -> Marks:
-        """The high-water marks of every append-only table, for the flow's side to skip rows
+        """The high-water marks of every append-only table over every worker's segments
+        (a resumed run may give a worker another's keys), for the flow's side to skip rows
         written before a restart (their key rises within the group)."""
         found: Marks = {}
-        for table in self.tables.values():
-            if table.rising:
-                cols = ", ".join(table.group)
-                rows = self.con.sql(
-                    f"SELECT {cols}, max({table.rising}) FROM {table.name} GROUP BY ALL"
-                ).fetchall()
-                found[table.name] = {(r[0] if len(r) == 2 else tuple(r[:-1])): r[-1] for r in rows}
+        segments = live_segments(self.folder)
+        con = duckdb.connect()
+        try:
+            for table in self.tables.values():
+                files = segments.get(table.name)
+                if table.rising and files:
+                    cols = ", ".join(table.group)
+                    rows = con.sql(
+                        f"SELECT {cols}, max({table.rising}) FROM read_parquet({_list(files)}) "
+                        "GROUP BY ALL"
+                    ).fetchall()
+                    found[table.name] = {
+                        (r[0] if len(r) == 2 else tuple(r[:-1])): r[-1] for r in rows
+                    }
+        finally:
+            con.close()
         return found
 
     def commit(self, chunks: list[Batch]) -> None:
-        """Upsert `chunks`, in order, in one transaction."""
-        self.con.execute("BEGIN")
-        try:
-            for name, arrow in _by_table(chunks):
-                self.con.register("batch", arrow)
-                try:
-                    self.con.execute(_upsert_sql(self.tables[name], LATEST.get(name, "")))
-                finally:
-                    self.con.unregister("batch")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
+        """Write `chunks` as one segment per table, then list them in the manifest."""
+        stamp = self.last_commit = max(time.time_ns(), self.last_commit + 1)
+        for name, arrow in _by_table(chunks):
+            if len(arrow) == 0:
+                continue
+            commit = pa.array(np.full(len(arrow), stamp, dtype=np.int64))
+            self._add(name, arrow.append_column("_commit", commit), 0)
+        for name in list(self.manifest.live):
+            self._compact(name)
+        self._forget_retired()
+        self.manifest.save(self.manifest_path)
+
+    def _add(self, table: str, arrow: pa.Table, level: int) -> None:
+        seg = f"{self.name}-{self.manifest.seq:08d}.parquet"
+        self.manifest.seq += 1
+        path = self.folder / table / seg
+        tmp = path.with_name(seg + ".tmp")
+        pq.write_table(arrow, tmp)
+        os.replace(tmp, path)
+        self.manifest.live.setdefault(table, []).append((seg, level))
+
+    def _compact(self, table: str) -> None:
+        """Merge `FANOUT` segments of one level into one of the next, as often as it takes:
+        a table of n segments' rows is rewritten about log(n) times in all."""
+        while True:
+            live = self.manifest.live[table]
+            levels = [level for _, level in live]
+            full = next((lv for lv in sorted(set(levels)) if levels.count(lv) >= FANOUT), None)
+            if full is None:
+                return
+            merged = [seg for seg, level in live if level == full]
+            arrow = pa.concat_tables(pq.read_table(self.folder / table / s) for s in merged)
+            self.manifest.live[table] = [(s, lv) for s, lv in live if lv != full]
+            self._add(table, arrow, full + 1)
+            now = time.time()
+            self.manifest.retired.extend((f"{table}/{s}", now) for s in merged)
+
+    def _forget_retired(self, older_than_s: float = RETAIN_S) -> None:
+        now, kept = time.time(), []
+        for rel, at in self.manifest.retired:
+            if now - at >= older_than_s:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.folder / rel).unlink()
+            else:
+                kept.append((rel, at))
+        self.manifest.retired = kept
+
+    def _clean(self) -> None:
+        """Delete this worker's segments no manifest lists (a killed commit's), and those
+        retired long enough."""
+        listed = {(t, s) for t, segs in self.manifest.live.items() for s, _ in segs}
+        listed |= {tuple(rel.split("/", 1)) for rel, _ in self.manifest.retired}
+        for name in self.tables:
+            for path in (self.folder / name).glob(f"{self.name}-*"):
+                if (name, path.name) not in listed:
+                    path.unlink()
+        self._forget_retired()
+
+    def due_in(self) -> float | None:
+        """Seconds until this writer publishes again (None: only at its end)."""
+        if not self.periodic:
+            return None
+        return max(0.0, self.last_publish + self.publish_every_s - time.monotonic())
+
+    def publish(self, only_if_changed: bool = False) -> None:
+        """Rebuild the views file over every worker's live segments and put it in place of
+        the published one, atomically; under the folder's lock, so publications never
+        overtake each other."""
+        self.last_publish = time.monotonic()
+        with _locked(self.folder / "publish.lock"):
+            state = [(p.name, p.stat().st_mtime_ns) for p in sorted(self.folder.glob("w*.json"))]
+            if only_if_changed and state == self.published:
+                return
+            tmp = self.db.with_name(f"{self.db.name}.{self.name}.tmp")
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            con = duckdb.connect(str(tmp))
+            try:
+                segments = live_segments(self.folder)
+                for table in self.tables.values():
+                    con.execute(_view_sql(table, segments.get(table.name, [])))
+                con.execute(views_sql())
+            finally:
+                con.close()
+            os.replace(tmp, self.db)
+            self.published = state
 
     def close(self) -> None:
-        self.publisher.publish()
-        self.con.close()
+        self.publish()
+        self.lock.close()
+
+
+def _view_sql(table: Table, files: list[Path]) -> str:
+    cols = ", ".join(table.columns)
+    if not files:
+        typed = zip(table.columns, table.sql_types, strict=True)
+        empty = ", ".join(f"NULL::{t} AS {c}" for c, t in typed)
+        return f"CREATE VIEW {table.name} AS SELECT {empty} LIMIT 0"
+    body = f"SELECT {cols} FROM read_parquet({_list(files)})"
+    latest = LATEST.get(table.name, False)
+    if latest is not False and table.key:
+        keys = ", ".join(table.key)
+        if latest == "":
+            order = "_commit, _pos"
+        else:
+            order = (
+                f"{latest} DESC, _commit DESC, _pos DESC" if latest else "_commit DESC, _pos DESC"
+            )
+        body += f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
+    return f"CREATE VIEW {table.name} AS {body}"
+
+
+def _list(files: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
 
 
 def _by_table(chunks: list[Batch]) -> Batch:
@@ -119,44 +294,37 @@ def _by_table(chunks: list[Batch]) -> Batch:
     return out
 
 
-def _connect(path: Path, lock_wait_s: float) -> duckdb.DuckDBPyConnection:
-    """The writer's connection. A writer whose flow just died ends at its next read of the
-    pipe, so it may hold the file's lock for the rest of a commit or a publish (a second
-    or so): a restarted flow waits up to `lock_wait_s` for it before giving up."""
-    deadline = time.monotonic() + lock_wait_s
+def _lock(path: Path, wait_s: float, db: Path, worker: int) -> IO[bytes]:
+    """This worker's lock of the folder, for the writer's life. A writer whose flow just
+    died ends at its next read of the pipe, so it may hold it for the rest of a commit: a
+    restarted flow waits up to `wait_s` for it before giving up."""
+    f = path.open("ab")
+    deadline = time.monotonic() + wait_s
     while True:
         try:
-            return duckdb.connect(str(path))
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc) or time.monotonic() >= deadline:
-                raise
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                f.close()
+                raise RuntimeError(
+                    f"another flow is writing {db} (worker {worker} of it holds {path})"
+                ) from None
             time.sleep(0.1)
 
 
-def _upsert_sql(table: Table, version: str | None) -> str:
-    """Insert the local Arrow table `batch` into `table`, idempotently.
-
-    Facts (history, events, rejects) are inserted once and never changed; latest-state
-    tables take the incoming row, or only a newer `version` when the table has one. A
-    batch may hold several rows of one key there: the newest version wins, then the last
-    (`_pos`, the rows' order).
-    """
-    cols = ", ".join(table.columns)
-    head = f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM batch "
-    if not table.key:
-        return head  # append-only: the high-water marks already dropped repeated rows
-    keys = ", ".join(table.key)
-    if version == "":
-        return head + f"ON CONFLICT ({keys}) DO NOTHING"
-    newest = f"{version} DESC, _pos DESC" if version else "_pos DESC"
-    head += f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {newest}) = 1 "
-    sets = ", ".join(f"{c} = excluded.{c}" for c in table.columns if c not in table.key)
-    where = f" WHERE excluded.{version} > {table.name}.{version}" if version else ""
-    return head + f"ON CONFLICT ({keys}) DO UPDATE SET {sets}{where}"
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("ab") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def start_store(
-    db: Path, publish_every_s: float, lock_wait_s: float
+    db: Path, worker: int, publish_every_s: float, lock_wait_s: float
 ) -> tuple[Connection, subprocess.Popen[bytes]]:
     """Start `serve` in a fresh interpreter: our end of its pipe, and the process.
 
@@ -175,30 +343,29 @@ def start_store(
             env={**os.environ, "PYTHONPATH": path},
         )
     pipe = Connection(ours.detach())
-    pipe.send((db, publish_every_s, lock_wait_s))
+    pipe.send((db, worker, publish_every_s, lock_wait_s))
     return pipe, process
 
 
 def serve(conn: Connection) -> None:
-    """The writer process: keep the chunks that come, commit them when asked; publish when
-    due, also while nothing comes (so the last rows of a quiet live feed are published within
-    `publish_every_s`). Signals are the flow's business: a Ctrl-C or SIGTERM sent to the
-    whole process group must not kill the writer before the flow's final commit; it ends
-    when the flow says so, or when the flow's end of the pipe closes."""
+    """The writer process: keep the chunks that come, commit them when asked; worker 0's
+    also publishes when due, while nothing comes too (so the last rows of a quiet live feed
+    are published within `publish_every_s`). Signals are the flow's business: a Ctrl-C or
+    SIGTERM sent to the whole process group must not kill the writer before the flow's final
+    commit; it ends when the flow says so, or when the flow's end of the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        db, publish_every_s, lock_wait_s = conn.recv()
-        store = Store(db, publish_every_s, lock_wait_s)
+        db, worker, publish_every_s, lock_wait_s = conn.recv()
+        store = Store(db, worker, publish_every_s, lock_wait_s)
         conn.send(("ready", store.marks()))
     except Exception as exc:
         conn.send(("failed", _cause(exc)))
         return
-    dirty = False
     chunks: list[Batch] = []  # received, not committed yet
     try:
         while True:
-            if conn.poll(store.publisher.due_in() if dirty else None):
+            if conn.poll(store.due_in()):
                 message = conn.recv()
                 if message is None:
                     store.close()
@@ -210,10 +377,8 @@ def serve(conn: Connection) -> None:
                     store.commit(chunks)
                     chunks = []
                     conn.send(("committed",))
-                    dirty = True
-            if dirty and store.publisher.due():
-                store.publisher.publish()
-                dirty = False
+            if store.due_in() == 0.0:
+                store.publish(only_if_changed=True)
     except EOFError:
         return  # the flow is gone: nobody to answer
     except Exception as exc:

@@ -34,11 +34,12 @@ from typing import Any
 import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Stream, operator
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from bytewax.outputs import StatefulSinkPartition
 
 from operators.rows import BetRow, MarketStatusRow, MatchRow, PriceRow, Reject, WalletRow
 from sinks.kafka_config import BETS, MARKETS, MATCHES, PRICES, REJECTS, WALLETS, KafkaSettings
 from sinks.kafka_sink import KafkaSink, KafkaSinkPartition, SinkItem
+from sinks.workers import PerWorkerSink, this_worker
 
 _encode = msgspec.json.Encoder(decimal_format="string").encode
 
@@ -153,18 +154,28 @@ class _Partition(StatefulSinkPartition[list[SinkItem], None]):
             self.inner.close()
 
 
-class _SnapshotFlushedSink(FixedPartitionedSink[list[SinkItem], None]):
-    """One partition, so one worker holds the producer (as the DuckDB sink's writer)."""
+class _Idle(StatefulSinkPartition[list[SinkItem], None]):
+    """The partition of a worker a resumed run lost: it held no state, and gets no items."""
+
+    def write_batch(self, values: list[list[SinkItem]]) -> None:
+        raise AssertionError("items go to each worker's own partition")
+
+    def snapshot(self) -> None:
+        return None
+
+
+class _SnapshotFlushedSink(PerWorkerSink[list[SinkItem], None]):
+    """One partition per worker, each with its own producer: messages never change worker
+    to be sent (`sinks/workers.py`)."""
 
     def __init__(self, settings: KafkaSettings, recoverable: bool) -> None:
         self.sink = KafkaSink(settings)
         self.recoverable = recoverable
 
-    def list_parts(self) -> list[str]:
-        return [_PART]
-
-    def part_fn(self, item_key: str) -> int:
-        return 0
-
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition:
-        return _Partition(self.sink.build(step_id, 0, 1), self.recoverable)
+    def build_worker_part(
+        self, index: int, resume_state: None
+    ) -> StatefulSinkPartition[list[SinkItem], None]:
+        worker, count = this_worker()
+        if index != worker:
+            return _Idle()
+        return _Partition(self.sink.build("send", worker, count), self.recoverable)

@@ -1,6 +1,6 @@
 """The DuckDB schema (`schema.sql`), read once: table names, columns and Arrow types.
 
-The one place the sink and the dashboard learn what the tables look like.
+The one place the sink and the tests learn what the tables look like.
 """
 
 from __future__ import annotations
@@ -28,12 +28,21 @@ class Table:
     columns: tuple[str, ...]
     key: tuple[str, ...]  # the primary key, for upserted tables
     arrow_types: tuple[pa.DataType, ...]  # one per column
+    sql_types: tuple[str, ...]  # one per column, as DuckDB names them
     group: tuple[str, ...] = ()  # append-only tables: `-- key: (group) rising`
     rising: str = ""
 
 
 def schema_sql() -> str:
     return resources.files("sinks").joinpath("schema.sql").read_text()
+
+
+def views_sql() -> str:
+    """The views of schema.sql (over its tables), on their own."""
+    return "\n".join(_VIEW.findall(schema_sql()))
+
+
+_VIEW = re.compile(r"^CREATE OR REPLACE VIEW .*?;$", re.S | re.M)
 
 
 @cache
@@ -61,6 +70,7 @@ def tables() -> dict[str, Table]:
             columns=tuple(c for c, _ in cols),
             key=tuple(key[0]) if key else (),
             arrow_types=tuple(_arrow_type(t) for _, t in cols),
+            sql_types=tuple(t for _, t in cols),
             group=group,
             rising=rising,
         )
