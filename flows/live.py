@@ -55,8 +55,9 @@ from confluent_kafka import (
 )
 
 from flows.runtime import tune_interpreter
-from flows.sources import Progress, line_ts
-from operators.dataflow import market_sync
+from flows.sources import Progress
+from operators.dataflow import market_sync, route_lines
+from operators.ordering import line_ts
 from operators.parse import REJECTS_KEY, RawLine
 from operators.rows import Reject, Row
 from operators.settings import DEFAULT_RULES, Rules
@@ -132,7 +133,8 @@ def get_flow(
     split = op.branch("split", inputs, is_line)
     clock = wall_clock_now if wall_clock else None
     # The input ends only when the flow is stopped: bets awaiting a verdict stay pending.
-    rows = market_sync("sync", split.trues, rules, clock, finite=False)  # (key, [Row])
+    keyed = route_lines("route", split.trues)  # shape: (key, [line]) per key and batch
+    rows = market_sync("sync", keyed, rules, clock, finite=False)  # (key, [Row])
     errors = op.map("errors", split.falses, as_reject_rows)  # shape: ("", [Reject])
     out = op.merge("out", rows, errors)
     # Rows go to the writer process in chunks of 0.1 s (converting a second's worth at once

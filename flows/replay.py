@@ -37,8 +37,8 @@ def get_flow(
     flow = Dataflow("oddsflow_replay")
     learn_worker_index(flow)  # for the per-worker sinks
     source = ReplaySource([Path(f) for f in files], speed, fmt=fmt, merge=merge)
-    lines = op.input("read", flow, source)
-    rows = market_sync("sync", lines, rules)  # shape: (key, [Row])
+    keyed = op.input("read", flow, source)  # shape: (key, [line]) per key and batch
+    rows = market_sync("sync", keyed, rules)  # shape: (key, [Row])
     # Readers see only published copies: committing more often than publishing buys them
     # nothing, and each commit has a fixed cost per table (several ms for upserts).
     sink = DuckDBSink(

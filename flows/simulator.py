@@ -25,6 +25,7 @@ How a feed is made:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import heapq
 import math
@@ -111,6 +112,28 @@ def simulate(
     fault_rate: float = 0.005,
 ) -> Iterator[SimLine]:
     """Every line of the recorded feed in arrival order (all matches interleaved by ts)."""
+    streams = simulate_streams(
+        matches,
+        seed,
+        start_ts=start_ts,
+        users=users,
+        bets_per_match=bets_per_match,
+        fault_rate=fault_rate,
+    )
+    return (line for _, line in streams)
+
+
+def simulate_streams(
+    matches: int,
+    seed: int,
+    *,
+    start_ts: int = DEFAULT_START_TS,
+    users: int = 100,
+    bets_per_match: int = 20,
+    fault_rate: float = 0.005,
+) -> Iterator[tuple[int, SimLine]]:
+    """`simulate`'s lines, each with its stream: 0 for the deposits, n + 1 for match n (its
+    feed lines, bets and faulty lines)."""
     if matches < 0 or users < 0 or bets_per_match < 0:
         raise ValueError("matches, users and bets_per_match must be >= 0")
     if not 0.0 <= fault_rate < 1.0:
@@ -132,31 +155,54 @@ def simulate(
     return _merge(ledger.lines(), matches, earliest, build)
 
 
-def write_feed(path: Path, matches: int, seed: int, **kwargs: Any) -> SimSummary:
+def write_feed(
+    path: Path, matches: int, seed: int, partitions: int = 1, **kwargs: Any
+) -> SimSummary:
     """Write simulate(...) to path (gzip if path ends with .gz), return counts.
 
-    The gzip header carries no name and no time, so the same arguments give the same bytes.
+    `partitions` > 1: split by match into that many files instead (`partition_paths`):
+    match n's lines (feed, bets, faults) in file n % partitions, every deposit in the first;
+    each file in arrival order. The gzip header carries no name and no time, so the same
+    arguments give the same bytes.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     faults: Counter[str] = Counter()
     lines = bets = deposits = 0
-    batch: list[str] = []
-    with path.open("wb") as raw, _compressed(raw, path) as out:
-        for sim in simulate(matches, seed, **kwargs):
+    paths = partition_paths(path, partitions)
+    batches: list[list[str]] = [[] for _ in paths]
+    with contextlib.ExitStack() as files:
+        outs = [
+            files.enter_context(_compressed(files.enter_context(p.open("wb")), p)) for p in paths
+        ]
+        for stream, sim in simulate_streams(matches, seed, **kwargs):
             lines += 1
             if sim.fault is not None:
                 faults[sim.fault] += 1
             elif sim.line.startswith('{"v":1,"ts"'):  # bet-stream lines have no provider
                 bets += '"type":"bet"' in sim.line
                 deposits += '"type":"deposit"' in sim.line
+            part = (stream - 1) % len(paths) if stream else 0
+            batch = batches[part]
             batch.append(sim.line)
             if len(batch) >= 4096:
-                out.write(("\n".join(batch) + "\n").encode())
+                outs[part].write(("\n".join(batch) + "\n").encode())
                 batch.clear()
-        if batch:
-            out.write(("\n".join(batch) + "\n").encode())
+        for out, batch in zip(outs, batches, strict=True):
+            if batch:
+                out.write(("\n".join(batch) + "\n").encode())
     return SimSummary(path, lines, matches, bets, deposits, dict(sorted(faults.items())))
+
+
+def partition_paths(path: Path, partitions: int) -> list[Path]:
+    """The files of a feed split into `partitions`: `feed.jsonl.gz` -> `feed-00.jsonl.gz`, ...
+    (just `path` for one)."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    if partitions == 1:
+        return [path]
+    stem, dot, suffixes = path.name.partition(".")
+    return [path.with_name(f"{stem}-{i:02d}{dot}{suffixes}") for i in range(partitions)]
 
 
 def _compressed(raw: BufferedIOBase, path: Path) -> AbstractContextManager[BufferedIOBase]:
@@ -175,14 +221,17 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         args.matches,
         args.seed,
+        partitions=args.partitions,
         users=args.users,
         bets_per_match=args.bets_per_match,
         fault_rate=args.fault_rate,
     )
     seconds = time.monotonic() - started
     faults = ", ".join(f"{k} {v}" for k, v in summary.faults.items()) or "none"
+    files = partition_paths(summary.path, args.partitions)
+    where = f"{len(files)} files {files[0]} .. {files[-1].name}" if len(files) > 1 else files[0]
     print(
-        f"wrote {summary.path}: {summary.lines} lines, {summary.matches} matches, "
+        f"wrote {where}: {summary.lines} lines, {summary.matches} matches, "
         f"{summary.bets} bets, {summary.deposits} deposits, {summary.fault_lines} faults "
         f"({faults}) in {seconds:.1f}s ({summary.lines / max(seconds, 1e-9):,.0f} lines/s)"
     )
@@ -201,6 +250,14 @@ def _parser() -> argparse.ArgumentParser:
     arg("--matches", type=int, required=True, metavar="N", help="number of matches")
     arg("--seed", type=int, required=True, metavar="S", help="random seed: same seed, same file")
     arg("--out", type=Path, required=True, metavar="FILE", help="output, .jsonl or .jsonl.gz")
+    arg(
+        "--partitions",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split by match into N files FILE-00 ... (match n in file n %% N, deposits in "
+        "the first), for replays with one partition per file (default 1: one file)",
+    )
     arg("--users", type=int, default=100, metavar="U", help="bettors u0001... (default 100)")
     arg(
         "--bets-per-match",
@@ -228,10 +285,11 @@ def _merge(
     count: int,
     earliest: Callable[[int], int],
     build: Callable[[int], list[tuple[int, SimLine]]],
-) -> Iterator[SimLine]:
+) -> Iterator[tuple[int, SimLine]]:
     """Merge `first` and the `count` match streams by sort ts, stable (stream order breaks
-    ties, each stream keeps its own order). Match n is built only once the merge reaches
-    `earliest(n)`, a bound below its first line's ts that never decreases with n."""
+    ties, each stream keeps its own order); each line with its stream's number. Match n is
+    built only once the merge reaches `earliest(n)`, a bound below its first line's ts that
+    never decreases with n."""
     streams: dict[int, list[tuple[int, SimLine]]] = {}
     heap: list[tuple[int, int, int]] = []  # (sort ts, stream, position)
 
@@ -250,7 +308,7 @@ def _merge(
             continue
         _, stream, pos = heapq.heappop(heap)
         lines = streams[stream]
-        yield lines[pos][1]
+        yield stream, lines[pos][1]
         if pos + 1 < len(lines):
             heapq.heappush(heap, (lines[pos + 1][0], stream, pos + 1))
         else:

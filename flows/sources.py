@@ -1,5 +1,5 @@
 """Replay source: recorded files, each a partition (or all merged into one by event time),
-resumable by the number of lines already emitted."""
+each routing its own lines (`operators.ordering.Router`), resumable by its position."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, cast
 
-import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from operators.ordering import Group, Router, line_ts
 from operators.parse import LIMITS, RawLine
 from operators.providers import FILE_FORMATS, sniff
 from operators.signing import SIGNATURE_HEX, split_signed
@@ -27,14 +27,6 @@ MAX_PACE_JUMP_MS = 60_000  # event time a paced replay waits for at most between
 FORMATS = ("auto", "native", "betfair", *FILE_FORMATS)
 
 
-class _Time(msgspec.Struct):
-    ts: object = None
-    pt: object = None  # Betfair's publish time
-
-
-_time_decoder = msgspec.json.Decoder(_Time)
-
-
 def open_feed(path: Path) -> IO[bytes]:
     """Open a recorded feed, decompressing `.gz` and `.bz2` transparently."""
     if path.suffix == ".gz":  # a C-level line reader over the decompressor's Python one
@@ -42,18 +34,6 @@ def open_feed(path: Path) -> IO[bytes]:
     if path.suffix == ".bz2":
         return cast(IO[bytes], io.BufferedReader(bz2.open(path, "rb"), READ_BUFFER))
     return path.open("rb")
-
-
-def line_ts(data: bytes) -> int | None:
-    """The line's event time (`ts`, or Betfair's `pt`), if it has a readable one."""
-    try:
-        line = _time_decoder.decode(data)
-    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
-        return None
-    for value in (line.ts, line.pt):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
 
 
 def file_format(path: Path, fmt: str = "auto") -> str:
@@ -94,17 +74,19 @@ def bounded_lines(f: IO[bytes], limit: int | None = None) -> Iterator[bytes]:
 
 
 def merged_lines(paths: list[Path], fmt: str = "auto") -> Iterator[RawLine]:
-    """Several files as one stream in event-time order (stable: a line without a readable
-    time keeps its place after the line before it)."""
+    """Several files as one stream in event-time order: by the largest time read so far in
+    each file (a line without a readable time, or with an earlier one, keeps its place after
+    the line before it), then by the files' order (`operators/ordering.py`)."""
 
-    def timed(path: Path) -> Iterator[tuple[int, int, RawLine]]:
+    def timed(path: Path) -> Iterator[tuple[int, RawLine]]:
         last = 0
-        for n, raw in enumerate(read_lines(path, fmt)):
-            last = line_ts(raw.data) or last
-            yield last, n, raw
+        for raw in read_lines(path, fmt):
+            ts = line_ts(raw.data)
+            if ts is not None and ts > last:
+                last = ts
+            yield last, raw
 
-    streams = [timed(p) for p in paths]
-    for _, _, raw in heapq.merge(*streams, key=lambda t: (t[0], t[1])):
+    for _, raw in heapq.merge(*(timed(p) for p in paths), key=lambda t: t[0]):
         yield raw
 
 
@@ -114,10 +96,16 @@ class Progress:
     lines = 0
 
 
-class _Partition(StatefulSourcePartition[RawLine, int]):
-    def __init__(self, lines: Iterator[RawLine], skip: int, speed: float, batch_lines: int) -> None:
-        self.lines = itertools.islice(lines, skip, None)
-        self.emitted = skip
+Position = tuple[int, int]  # lines emitted, order time of the last (`Router.position`)
+
+
+class _Partition(StatefulSourcePartition[Group, Position]):
+    def __init__(
+        self, lines: Iterator[RawLine], router: Router, speed: float, batch_lines: int
+    ) -> None:
+        self.router = router
+        self.lines = itertools.islice(lines, router.n, None)
+        self.ended = False
         self.speed = speed
         self.batch_lines = batch_lines
         self.pending: RawLine | None = None
@@ -126,23 +114,26 @@ class _Partition(StatefulSourcePartition[RawLine, int]):
         self.started = time.monotonic()
         self.wake_at: datetime | None = None
 
-    def next_batch(self) -> list[RawLine]:
-        """Called by Bytewax whenever it wants more input: up to `batch_lines` lines."""
+    def next_batch(self) -> list[Group]:
+        """Called by Bytewax whenever it wants more input: up to `batch_lines` lines, routed
+        (one item per key); after the last line, the partition's end (`Router.end`)."""
         batch: list[RawLine] = []
         while len(batch) < self.batch_lines:
             raw = self.pending if self.pending is not None else next(self.lines, None)
             self.pending = None
             if raw is None:
-                if not batch:
+                if batch:
+                    break
+                if self.ended:
                     raise StopIteration
-                break
+                self.ended = True
+                return self.router.end()
             if self.speed > 0 and self._not_yet(raw):
                 self.pending = raw
                 break
             batch.append(raw)
-        self.emitted += len(batch)
         Progress.lines += len(batch)
-        return batch
+        return self.router.route(batch) if batch else []
 
     def _not_yet(self, raw: RawLine) -> bool:
         """Pacing by event time: is this line due later than now at `speed`x?
@@ -169,17 +160,19 @@ class _Partition(StatefulSourcePartition[RawLine, int]):
         wake, self.wake_at = self.wake_at, None
         return wake
 
-    def snapshot(self) -> int:
-        """Lines emitted so far (a line held back by pacing is not among them)."""
-        return self.emitted
+    def snapshot(self) -> Position:
+        """Lines emitted so far (a line held back by pacing is not among them), and the
+        order time of the last."""
+        return self.router.position()
 
 
-class ReplaySource(FixedPartitionedSource[RawLine, int]):
+class ReplaySource(FixedPartitionedSource[Group, Position]):
     """Recorded feed files read in order: one partition per file, or with `merge` one
     partition of all files in event-time order (a feed and its bets, a Betfair market and
-    its sports-data stream). Each partition is read by one worker.
+    its sports-data stream). Each partition is read by one worker and routes its own lines.
 
-    Out: `RawLine("<file name>:<line number>", bytes)`.
+    Out: `(key, [item, ...])` per key and batch (`operators.ordering.Router`); lines are
+    `RawLine("<file name>:<line number>", bytes)`.
     """
 
     def __init__(
@@ -199,9 +192,15 @@ class ReplaySource(FixedPartitionedSource[RawLine, int]):
     def list_parts(self) -> list[str]:
         return list(self.parts)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Position | int | None
+    ) -> _Partition:
+        index = self.parts.index(for_part)
         if for_part == "merged":
             lines = merged_lines(self.paths, self.fmt)
         else:
-            lines = read_lines(self.paths[self.parts.index(for_part)], self.fmt)
-        return _Partition(lines, resume_state or 0, self.speed, self.batch_lines)
+            lines = read_lines(self.paths[index], self.fmt)
+        if isinstance(resume_state, int):  # a store of a version before positions
+            resume_state = (resume_state, 0)
+        router = Router(index, len(self.parts), resume_state or (0, 0))
+        return _Partition(lines, router, self.speed, self.batch_lines)

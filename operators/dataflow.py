@@ -20,8 +20,9 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from operators.bets import BetDecision, SettlementNotice, WalletMessage, wallet_shard_of
 from operators.engine import MatchProcessor, Output
+from operators.ordering import Ordered, PartitionMark, Router
 from operators.parse import RawLine, is_wallet_key
-from operators.providers import Processor, new_processor, route_line
+from operators.providers import Processor, new_processor
 from operators.rows import Row
 from operators.settings import DEFAULT_RULES, Rules
 from operators.wallets import WalletShard
@@ -137,20 +138,6 @@ class _MatchLogic(StatefulBatchLogic[list[RawLine], list[Output], _Snapshot]):
         return None if due is None else max(0, due - self.proc.last_ts)
 
 
-def _by_key(lines: list[RawLine]) -> list[tuple[str, list[RawLine]]]:
-    """A batch of lines -> one `(key, [line, ...])` per key, each key's lines in order:
-    Bytewax then pays its per-item cost once per key and batch, not per line."""
-    groups: dict[str, list[RawLine]] = {}
-    for raw in lines:
-        for key, item in route_line(raw):
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [item]
-            else:
-                group.append(item)
-    return list(groups.items())
-
-
 _MESSAGES = (BetDecision, SettlementNotice)
 
 
@@ -166,7 +153,10 @@ def _for_wallets(
     return list(groups.items())
 
 
-class _WalletLogic(StatefulBatchLogic[list[RawLine | WalletMessage], list[Row], _Snapshot]):
+WalletInput = Ordered | PartitionMark | WalletMessage
+
+
+class _WalletLogic(StatefulBatchLogic[list[WalletInput], list[Row], _Snapshot]):
     """Bytewax calls `on_batch` with the groups of lines and messages that reached this
     shard, `on_eof` at the end of the input, `snapshot` at each epoch for recovery.
 
@@ -179,14 +169,16 @@ class _WalletLogic(StatefulBatchLogic[list[RawLine | WalletMessage], list[Row], 
         self.shard = cast(WalletShard | None, _resume(resume)) or WalletShard()
         self.snapshots = _Snapshots()
 
-    def on_batch(self, values: list[list[RawLine | WalletMessage]]) -> tuple[list[list[Row]], bool]:
+    def on_batch(self, values: list[list[WalletInput]]) -> tuple[list[list[Row]], bool]:
         self.snapshots.changing()
         shard = self.shard
         rows: list[Row] = []
         for group in values:
             for value in group:
-                if isinstance(value, RawLine):
-                    rows.extend(shard.line(value))
+                if isinstance(value, Ordered):
+                    rows.extend(shard.ordered(value))
+                elif isinstance(value, PartitionMark):
+                    rows.extend(shard.mark(value))
                 else:
                     rows.extend(shard.message(value))
         return ([rows] if rows else [], StatefulBatchLogic.RETAIN)
@@ -203,28 +195,39 @@ class _WalletLogic(StatefulBatchLogic[list[RawLine | WalletMessage], list[Row], 
 
 
 @operator
+def route_lines(step_id: str, lines: Stream[RawLine]) -> KeyedStream[list]:
+    """The lines of a source with one partition, keyed for `market_sync`.
+
+    In: `RawLine(source, bytes)`, in arrival order. Out: `(key, [item, ...])` per key and
+    batch (`operators.ordering.Router`). Sources with several partitions route in each
+    partition instead (flows/sources.py), where each knows its place in event-time order.
+    """
+    return cast(KeyedStream[list], op.flat_map_batch("route", lines, Router(0, 1).route))
+
+
+@operator
 def market_sync(
     step_id: str,
-    lines: Stream[RawLine],
+    keyed: KeyedStream[list],
     rules: Rules = DEFAULT_RULES,
     clock: Clock | None = None,
     finite: bool = True,
 ) -> Stream[tuple[str, Sequence[object]]]:
-    """Raw feed and bet lines in; per line, the rows it causes, keyed.
+    """Routed lines in; per line, the rows it causes, keyed.
 
-    In: `RawLine(source, bytes)`, in arrival order. Out: `(key, [row, ...])`, one item per
-    key and batch of lines (the rows of several lines, in order); match lists also carry
-    the wallet messages, which sinks skip. `clock`: live flows only (see
-    `_MatchLogic`). `finite`: whether the input's end is the feed's (see `_WalletLogic`).
+    In: `(key, [item, ...])` from a `Router`: raw lines for each match, ordered lines and
+    partition marks for each wallet shard. Out: `(key, [row, ...])`, one item per key and
+    batch of lines (the rows of several lines, in order); match lists also carry the wallet
+    messages, which sinks skip. `clock`: live flows only (see `_MatchLogic`). `finite`:
+    whether the input's end is the feed's (see `_WalletLogic`).
     """
-    keyed = op.flat_map_batch("route", lines, _by_key)  # shape: (key, [RawLine]) per batch
     split = op.branch("split", keyed, lambda kv: not is_wallet_key(kv[0]))
     matched = op.stateful_batch("match", split.trues, partial(_MatchLogic, rules, clock))
     # shape: (match key, [Row | WalletMessage])
     messages = op.flat_map_batch("verdicts", matched, _for_wallets)
     # shape: (shard, [WalletMessage])
     to_wallets = cast(
-        KeyedStream[list[RawLine | WalletMessage]],
+        KeyedStream[list[WalletInput]],
         op.merge("to_wallets", split.falses, messages),
     )
     # shape: (shard, [Row])

@@ -8,8 +8,8 @@ and queues them; the match's verdict (`BetDecision`) and the settlement of a mat
 later, from the match side. The shard applies its queue strictly in feed order: a bet waits
 at the head until its verdict is in, a `match_end` waits until its settlement is in (if the
 shard holds bets on it). So every balance check sees exactly the deposits, stakes and
-payouts that precede the bet in the feed, whatever the arrival order of messages between
-workers: the result is the same with one worker or many.
+payouts that precede the bet in the feed, whatever the arrival order of lines and messages
+between workers: the result is the same with one worker or many, one process or many.
 
 The funds check is the last rule: a bet passes the market first, and is accepted only if
 the balance covers its stake. Balances are exact `Decimal`s and never go negative; every
@@ -25,6 +25,7 @@ from decimal import ROUND_DOWN, Decimal
 
 from operators.bets import BetDecision, SettlementNotice, WalletMessage
 from operators.events import Bet, Deposit, MatchEnd
+from operators.ordering import EventTimeOrder, Ordered, PartitionMark
 from operators.parse import RawLine, has_match, parse_line
 from operators.rows import BetRow, LedgerRow, Reject, Row, WalletRow, new_row
 
@@ -52,19 +53,36 @@ class WalletShard:
 
     wallets: dict[str, Wallet] = field(default_factory=dict)
     queue: deque[_Waiting] = field(default_factory=deque)
+    order: EventTimeOrder[_Waiting] = field(default_factory=EventTimeOrder)  # not queued yet
     verdicts: dict[str, BetDecision] = field(default_factory=dict)  # by bet line source
     notices: dict[str, SettlementNotice] = field(default_factory=dict)  # by match_end source
     open_bets: dict[str, dict[str, Bet]] = field(default_factory=dict)  # match -> bet_id -> bet
     decided: set[str] = field(default_factory=set)  # bet ids with a final decision
 
     def line(self, raw: RawLine) -> list[Row]:
-        """A feed line routed here: queue what concerns wallets; in order, apply what can be.
-        Rejects of lines that also went to a match are that match's to report."""
+        """A feed line routed here, from the one input stream: queue what concerns wallets;
+        in order, apply what can be. Rejects of lines that also went to a match are that
+        match's to report."""
         ev = parse_line(raw)
         if isinstance(ev, Reject):
             return [] if has_match(raw) else [ev]
         if isinstance(ev, (Deposit, Bet, MatchEnd)):
             self.queue.append(_Waiting(raw.source, ev))
+        return self._drain()
+
+    def ordered(self, item: Ordered) -> list[Row]:
+        """A feed line from one of several input partitions: it joins the queue in event-time
+        order (`operators/ordering.py`), once no partition can send one before it."""
+        ev = parse_line(item.raw)
+        if isinstance(ev, Reject):
+            return [] if has_match(item.raw) else [ev]
+        if isinstance(ev, (Deposit, Bet, MatchEnd)):
+            self.order.add(item, _Waiting(item.raw.source, ev))
+        return self._drain()
+
+    def mark(self, mark: PartitionMark) -> list[Row]:
+        """How far a partition has come: lines before it may join the queue."""
+        self.order.mark(mark)
         return self._drain()
 
     def message(self, msg: WalletMessage) -> list[Row]:
@@ -78,6 +96,7 @@ class WalletShard:
     def finish(self) -> list[Row]:
         """End of input: bets whose verdict never came are rejected (`undecided`), a
         `match_end` whose settlement never came is passed over."""
+        self.queue.extend(self.order.drain())
         out = self._drain()
         while self.queue:
             head = self.queue[0]
@@ -92,6 +111,7 @@ class WalletShard:
 
     def _drain(self) -> list[Row]:
         out: list[Row] = []
+        self.queue.extend(self.order.ready())
         while self.queue:
             head = self.queue[0]
             ev = head.event

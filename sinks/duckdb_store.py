@@ -210,7 +210,7 @@ class Store:
         """Delete this worker's segments no manifest lists (a killed commit's), and those
         retired long enough."""
         listed = {(t, s) for t, segs in self.manifest.live.items() for s, _ in segs}
-        listed |= {tuple(rel.split("/", 1)) for rel, _ in self.manifest.retired}
+        listed |= {(rel.split("/")[0], rel.split("/")[-1]) for rel, _ in self.manifest.retired}
         for name in self.tables:
             for path in (self.folder / name).glob(f"{self.name}-*"):
                 if (name, path.name) not in listed:

@@ -38,11 +38,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from flows.sources import line_ts
 from operators.adapters import statsbomb
 from operators.adapters.betfair import BetfairProcessor, is_betfair_line
 from operators.engine import LocalEngine
 from operators.events import Bet, Deposit
+from operators.ordering import line_ts
 from operators.parse import RawLine, parse_line
 from operators.rows import TABLE_OF, BetRow, LedgerRow, Reject, Row, WalletRow
 from sinks.tables import schema_sql

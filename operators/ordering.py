@@ -1,0 +1,154 @@
+"""Event-time order across input partitions, for what needs one: a wallet's deposits, bets
+and settlements come from several partitions (bets and match ends with their match,
+deposits with their user) and must be applied in the same order at any scale.
+
+The order is that of the input read as one stream (`oddsflow replay --merge`): a line's
+order time is the largest `ts` (Betfair: `pt`) read so far in its partition, so a line
+without a readable time, or with an earlier one, keeps its place after the line before it;
+lines of equal order time go by partition index (the files in the order given), then by
+their place in the partition. `Router` gives every line routed to a wallet shard its place
+(`Ordered`), and after every batch tells every shard how far its partition has come
+(`PartitionMark`); `EventTimeOrder` releases a shard's lines in that order once no
+partition can still send one that goes before. A match's lines need no such order as long
+as they all come from one partition (a file split by match, a topic keyed by match): they
+keep the order of their partition.
+
+Plain Python: no Bytewax here.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sys
+from collections.abc import Iterator
+from typing import Generic, NamedTuple, TypeVar
+
+import msgspec
+
+from operators.parse import WALLET_SHARD_KEYS, RawLine, is_wallet_key
+from operators.providers import route_line
+
+END = sys.maxsize  # the order time of a partition that has ended
+T = TypeVar("T")
+
+
+class _Time(msgspec.Struct):
+    ts: object = None
+    pt: object = None  # Betfair's publish time
+
+
+_time_decoder = msgspec.json.Decoder(_Time)
+
+
+def line_ts(data: bytes) -> int | None:
+    """The line's event time (`ts`, or Betfair's `pt`), if it has a readable one."""
+    try:
+        line = _time_decoder.decode(data)
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+        return None
+    for value in (line.ts, line.pt):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+class Ordered(NamedTuple):
+    """A line routed to a wallet shard, with its place in the order: (ts, part, n)."""
+
+    ts: int
+    part: int
+    n: int
+    raw: RawLine
+
+
+class PartitionMark(NamedTuple):
+    """Partition `part` of `parts` has sent every line up to order time `ts` (END: all)."""
+
+    part: int
+    parts: int
+    ts: int
+
+
+Group = tuple[str, list]  # (match key, [RawLine]) or (shard key, [Ordered | PartitionMark])
+
+
+class Router:
+    """One input partition's lines -> `(key, [item, ...])` groups, one per key and batch:
+    raw lines for matches, `Ordered` lines and a closing `PartitionMark` for every wallet
+    shard. Resumable from `position()`."""
+
+    def __init__(self, part: int, parts: int, position: tuple[int, int] = (0, 0)) -> None:
+        self.part = part
+        self.parts = parts
+        self.n, self.ts = position  # lines routed, order time of the last one
+
+    def position(self) -> tuple[int, int]:
+        return self.n, self.ts
+
+    def route(self, lines: list[RawLine]) -> list[Group]:
+        groups: dict[str, list] = {}
+        part, n, order = self.part, self.n, self.ts
+        for raw in lines:
+            routed = route_line(raw)
+            event = routed[0][1].event if routed else None
+            ts = getattr(event, "ts", None) if event is not None else line_ts(raw.data)
+            if type(ts) is int and ts > order:
+                order = ts
+            for key, item in routed:
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = []
+                if is_wallet_key(key):
+                    group.append(Ordered(order, part, n, item))
+                else:
+                    group.append(item)
+            n += 1
+        self.n, self.ts = n, order
+        mark = PartitionMark(part, self.parts, order)
+        for shard in WALLET_SHARD_KEYS:
+            groups.setdefault(shard, []).append(mark)
+        return list(groups.items())
+
+    def end(self) -> list[Group]:
+        """The partition has ended: every shard may go past it."""
+        mark = PartitionMark(self.part, self.parts, END)
+        return [(shard, [mark]) for shard in WALLET_SHARD_KEYS]
+
+
+class EventTimeOrder(Generic[T]):
+    """Items of several partitions, released in (ts, part, n) order: an item goes once
+    every other partition has sent a mark past it (each partition's items come in order)."""
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, int, int, T]] = []
+        self.marks: dict[int, int] = {}
+        self.parts = 0  # unknown until the first mark
+
+    def add(self, place: Ordered, item: T) -> None:
+        """`item` at the place of the line `place`."""
+        heapq.heappush(self.heap, (place.ts, place.part, place.n, item))
+
+    def mark(self, mark: PartitionMark) -> None:
+        self.parts = mark.parts
+        if mark.ts > self.marks.get(mark.part, -1):
+            self.marks[mark.part] = mark.ts
+
+    def ready(self) -> Iterator[T]:
+        """Pop the items no partition can still send one before, in order."""
+        heap = self.heap
+        if not heap:
+            return
+        if not self.parts or len(self.marks) < self.parts:
+            return  # a partition not heard from yet could send anything
+        lowest = sorted((ts, part) for part, ts in self.marks.items())[:2]
+        while heap:
+            ts, part, _, _ = heap[0]
+            others = [m for m in lowest if m[1] != part][:1]
+            if others and others[0] <= (ts, part):
+                break
+            yield heapq.heappop(heap)[3]
+
+    def drain(self) -> Iterator[T]:
+        """Every item still held, in order (the input has ended)."""
+        while self.heap:
+            yield heapq.heappop(self.heap)[3]
