@@ -2,7 +2,7 @@
 
     python -m benchmarks.replay_bench [--matches 400] [--rounds 2] [--feed FILE]
 
-The ceiling is the same source over the same lines with the same batch size, `key_on` +
+The ceiling is the same lines read in batches of the same size, `key_on` +
 `stateful_map` passthrough into a sink that drops everything: what Bytewax alone costs.
 The core is the real replay flow: parse, validate, match state, markets and pricing, and
 the DuckDB sink with its published copy. Each run is a fresh child process (fork), so its
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import multiprocessing as mp
 import resource
 import statistics
@@ -26,12 +27,13 @@ from pathlib import Path
 import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
 from flows.replay import get_flow
 from flows.runtime import freeze_startup_heap, tune_interpreter
-from flows.sources import ReplaySource
+from flows.sources import BATCH_LINES, read_lines
 from operators.engine import LocalEngine
 from operators.parse import RawLine
 
@@ -44,6 +46,33 @@ class _Drop(StatelessSinkPartition[object]):
 class DropSink(DynamicSink[object]):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Drop:
         return _Drop()
+
+
+class _Lines(StatefulSourcePartition[RawLine, None]):
+    def __init__(self, path: Path) -> None:
+        self.lines = read_lines(path)
+
+    def next_batch(self) -> list[RawLine]:
+        batch = list(itertools.islice(self.lines, BATCH_LINES))
+        if not batch:
+            raise StopIteration
+        return batch
+
+    def snapshot(self) -> None:
+        return None
+
+
+class LineSource(FixedPartitionedSource[RawLine, None]):
+    """The file's lines in batches of the replay's size, and nothing else."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def list_parts(self) -> list[str]:
+        return ["lines"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Lines:
+        return _Lines(self.path)
 
 
 def _passthrough(state: object, raw: RawLine) -> tuple[object, RawLine]:
@@ -68,7 +97,7 @@ def bare_key(raw: RawLine) -> str:
 
 def ceiling_flow(feed: Path) -> Dataflow:
     flow = Dataflow("ceiling")
-    lines = op.input("read", flow, ReplaySource([feed]))
+    lines = op.input("read", flow, LineSource(feed))
     keyed = op.key_on("key", lines, bare_key)
     out = op.stateful_map("pass", keyed, _passthrough)
     op.output("drop", out, DropSink())

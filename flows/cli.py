@@ -67,10 +67,10 @@ def _replay(args: argparse.Namespace) -> int:
             epoch_interval=timedelta(seconds=args.epoch_s),
             recovery_config=recovery,
         )
-    if args.process_id is not None:
-        print(f"process {args.process_id} of {len(addresses or ())}:")
-    print(summary(time.monotonic() - started, cluster_member=args.process_id is not None))
-    print(f"published  {args.db}   (open it with: oddsflow dashboard --db {args.db})")
+    report = summary(time.monotonic() - started, cluster_member=args.process_id is not None)
+    if args.process_id is not None:  # one write: the members of a local cluster share stdout
+        report = f"process {args.process_id} of {len(addresses or ())}:\n{report}"
+    print(f"{report}\npublished  {args.db}   (open it with: oddsflow dashboard --db {args.db})")
     return 0
 
 

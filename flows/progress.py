@@ -43,13 +43,16 @@ class ProgressBar:
 
 def summary(wall_s: float, cluster_member: bool = False) -> str:
     """What this process read and wrote: lines, accepted, rejects by reason, matches, time.
-    A member of a cluster that does not hold the DuckDB writer knows only what it read."""
+    A member of a cluster reads some lines and writes the rows of others (those of the keys
+    its workers hold): it says what it read and what it wrote."""
     lines = Progress.lines
-    if cluster_member and not STATS.rows:
+    if cluster_member:
+        rejected = sum(STATS.rejects.values())
+        reasons = ", ".join(f"{r} {n:,}" for r, n in STATS.rejects.most_common()) or "none"
         return (
             f"lines read   {lines:,} ({lines / max(wall_s, 1e-9):,.0f}/s)\n"
-            "(accepted, rejected and matches: in the summary of the process that writes "
-            "DuckDB)\n"
+            f"rows written {sum(STATS.rows.values()):,}, of {len(STATS.matches):,} matches\n"
+            f"rejects      {rejected:,} written ({reasons})\n"
             f"wall time    {wall_s:.1f} s"
         )
     rejected = sum(STATS.rejects.values())

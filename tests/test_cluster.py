@@ -1,7 +1,10 @@
 """Clustered runs: one worker, two workers, two processes (and two of each) replay the same
-feed into the same tables; a two-process run killed mid-feed resumes on one process.
+feed into the same tables; a two-process run killed mid-feed resumes on one process. A feed
+split by match into several files (one partition each) gives the tables of the same files
+read as one stream (`--merge`) at every scale, resumed at another scale too; every process
+of a cluster writes its own rows.
 
-Every run but the reference is a real `oddsflow replay` command: `--processes 2` starts a
+Every run but the references is a real `oddsflow replay` command: `--processes 2` starts a
 cluster of two processes on localhost, which read each line once and pickle every item that
 changes worker between them.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from sinks.duckdb_store import Manifest, data_dir
 from tests.conftest import replay
 from tests.test_recovery import (
     REPO,
@@ -139,3 +144,93 @@ def test_killing_the_command_ends_its_local_cluster(feed: Path, tmp_path: Path) 
     while any(_alive(m) for m in members) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(m) for m in members)
+
+
+# ---- A feed split by match into files: the same tables at every scale ------------------------
+
+
+@pytest.fixture(scope="module")
+def split_feed(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """A 40-match feed split by match into 3 files, every deposit in the first."""
+    from flows.simulator import partition_paths, write_feed
+
+    path = tmp_path_factory.mktemp("split") / "split.jsonl.gz"
+    write_feed(path, matches=40, seed=44, partitions=3)
+    return partition_paths(path, 3)
+
+
+@pytest.fixture(scope="module")
+def merged(split_feed: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference: the files read as one stream in event-time order, by one worker."""
+    return replay(split_feed, tmp_path_factory.mktemp("merged") / "merged.duckdb", merge=True)
+
+
+def split_command(files: list[Path], db: Path, *options: str) -> list[str]:
+    command = replay_command(files[0], db, *options)
+    return [*command[:5], *map(str, files[1:]), *command[5:]]
+
+
+def test_the_split_files_hold_every_match_in_one_file_and_the_deposits_in_the_first(
+    split_feed: list[Path],
+) -> None:
+    holders: dict[str, set[int]] = {}
+    for i, path in enumerate(split_feed):
+        with gzip.open(path, "rt") as f:
+            for line in f:
+                if '"type":"deposit"' in line:
+                    assert i == 0, line
+                for match in re.findall(r'"match_id":"([^"]+)"', line):
+                    holders.setdefault(match, set()).add(i)
+    assert len(holders) >= 40
+    assert all(len(files) == 1 for files in holders.values())
+
+
+@pytest.mark.parametrize(
+    "scale",
+    [[], ["--processes", "2"], ["--processes", "2", "--workers", "2"]],
+    ids=["1-process", "2-processes", "2-processes-2-workers"],
+)
+def test_split_files_give_the_merged_tables_at_every_scale(
+    split_feed: list[Path],
+    merged: Path,
+    scale: list[str],
+    tmp_path: Path,
+    dump: Callable[[Path], dict],
+) -> None:
+    db = tmp_path / "split.duckdb"
+    run_to_the_end(split_command(split_feed, db, *scale))
+    assert differing_tables(dump(db), dump(merged)) == []
+
+
+def test_every_process_of_a_cluster_writes_its_own_rows(
+    split_feed: list[Path], tmp_path: Path
+) -> None:
+    db = tmp_path / "own.duckdb"
+    out = run_to_the_end(split_command(split_feed, db, "--processes", "2"))
+    written = re.findall(r"^rows written\s+([\d,]+)", out, re.MULTILINE)
+    assert len(written) == 2 and all(int(n.replace(",", "")) > 0 for n in written), out
+    for worker in ("w0000", "w0001"):  # process 0 runs worker 0, process 1 worker 1
+        manifest = Manifest.load(data_dir(db) / f"{worker}.json")
+        assert manifest.live.get("feed_events"), f"{worker} wrote no feed events"
+
+
+def test_a_killed_two_process_run_resumed_at_another_scale_gives_the_merged_tables(
+    split_feed: list[Path], merged: Path, tmp_path: Path, dump: Callable[[Path], dict]
+) -> None:
+    expected = dump(merged)
+    db, store = tmp_path / "rescaled.duckdb", tmp_path / "recovery"
+    options = ["--recovery-dir", str(store), "--snapshot-s", "1", "--speed", SPEED]
+    killed_at = run_until_killed(
+        split_command(split_feed, db, *options, "--processes", "2"),
+        db,
+        len(expected["feed_events"]) // 3,
+        tmp_path / "log",
+    )
+    assert killed_at < len(expected["feed_events"])
+    out = run_to_the_end(split_command(split_feed, db, *options, "--workers", "3"))
+    total = 0
+    for path in split_feed:
+        with gzip.open(path) as f:
+            total += sum(1 for _ in f)
+    assert 0 < lines_read(out) < total
+    assert differing_tables(dump(db), expected) == []

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import queries
 from dashboard.run import build_parser, main, streamlit_args
-from sinks.tables import schema_sql
+from sinks.tables import schema_sql, views_sql
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboard" / "app.py"
@@ -271,7 +271,14 @@ def test_markets_page_shows_every_market_with_its_latest_prices(
     row = board[(board["match_id"] == match_id) & (board["market"] == market)]
     assert row[selection].iloc[0] == pytest.approx(price)
     notes = texts(at.info)
-    tables = {t for (t,) in sql(db, "SELECT table_name FROM duckdb_tables()")}
+    tables = {
+        t
+        for (t,) in sql(
+            db,
+            "SELECT table_name FROM duckdb_tables() UNION "
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal",
+        )
+    }
     for table in ("bets", "wallets"):  # a note while the flow does not write the table yet
         assert (f"`{table}`" in notes) == (table not in tables)
 
@@ -319,6 +326,8 @@ def db_with_bets(db: Path, tmp_path: Path) -> Path:
     shutil.copyfile(db, path)
     match_id = one(db, "SELECT min(match_id) FROM matches")
     con = duckdb.connect(str(path))
+    # The published tables are views over the flow's segments: these become tables here.
+    con.execute("DROP VIEW exposure; DROP VIEW bets; DROP VIEW wallets")
     con.execute(
         """
         CREATE TABLE IF NOT EXISTS bets (bet_id VARCHAR, user_id VARCHAR, match_id VARCHAR,
@@ -329,6 +338,7 @@ def db_with_bets(db: Path, tmp_path: Path) -> Path:
         DELETE FROM bets; DELETE FROM wallets; DELETE FROM latency;
         """
     )
+    con.execute(views_sql())  # `exposure`, over this `bets`
     insert(
         con,
         "bets",

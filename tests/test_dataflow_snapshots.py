@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pickle
 
-from operators.dataflow import _MatchLogic, _WalletLogic
-from operators.parse import RawLine
+from operators.dataflow import WalletInput, _MatchLogic, _WalletLogic
+from operators.ordering import Router
+from operators.parse import RawLine, wallet_key
 from operators.settings import DEFAULT_RULES
 from operators.wallets import WalletShard
 from tests.feedkit import KICKOFF, Feed, bet_line, deposit_line
@@ -19,6 +20,11 @@ def match_logic(lines: list[bytes]) -> _MatchLogic:
     logic = _MatchLogic(DEFAULT_RULES, None, None)
     logic.on_batch([[RawLine(f"t:{i}", line) for i, line in enumerate(lines)]])
     return logic
+
+
+def for_wallet(*lines: RawLine, user: str = "u1") -> list[WalletInput]:
+    """What the wallet shard of `user` gets of these lines from one input partition."""
+    return dict(Router(0, 1).route(list(lines)))[wallet_key(user)]
 
 
 def test_taking_a_snapshot_pickles_nothing_until_bytewax_pickles_it() -> None:
@@ -44,9 +50,9 @@ def test_a_held_match_snapshot_keeps_the_state_it_was_taken_at() -> None:
 
 def test_a_held_wallet_snapshot_keeps_the_balances_it_was_taken_at() -> None:
     logic = _WalletLogic(True, None)
-    logic.on_batch([[RawLine("t:1", deposit_line(KICKOFF, 0, "u1", "10.00"))]])
+    logic.on_batch([for_wallet(RawLine("t:1", deposit_line(KICKOFF, 0, "u1", "10.00")))])
     snap = logic.snapshot()
-    logic.on_batch([[RawLine("t:2", deposit_line(KICKOFF, 1, "u1", "5.00"))]])
+    logic.on_batch([for_wallet(RawLine("t:2", deposit_line(KICKOFF, 1, "u1", "5.00")))])
     for resume in (snap, pickle.loads(pickle.dumps(snap))):
         shard = _WalletLogic(True, resume).shard
         assert isinstance(shard, WalletShard)
@@ -56,7 +62,7 @@ def test_a_held_wallet_snapshot_keeps_the_balances_it_was_taken_at() -> None:
 
 def test_a_wallet_shard_stored_by_an_earlier_version_resumes_as_is() -> None:
     logic = _WalletLogic(True, None)
-    logic.on_batch([[RawLine("t:1", deposit_line(KICKOFF, 0, "u1", "10.00"))]])
+    logic.on_batch([for_wallet(RawLine("t:1", deposit_line(KICKOFF, 0, "u1", "10.00")))])
     resumed = _WalletLogic(True, logic.shard)  # what a store written before lazy snapshots holds
     assert str(resumed.shard.wallets["u1"].balance) == "10.00"
 
@@ -71,7 +77,7 @@ def test_a_bet_awaiting_its_verdict_is_rejected_at_the_end_of_a_finite_input_onl
     ]
     for finite in (True, False):
         logic = _WalletLogic(finite, None)
-        logic.on_batch([lines])
+        logic.on_batch([for_wallet(*lines)])
         rows, _ = logic.on_eof()
         undecided = [r for batch in rows for r in batch if getattr(r, "reason", "") == "undecided"]
         assert len(undecided) == (1 if finite else 0)

@@ -1,7 +1,10 @@
-"""The DuckDB writer on its own: publication while the input is quiet, idempotent appends."""
+"""The DuckDB writer on its own: publication while the input is quiet, idempotent appends,
+the published views over Parquet segments, their merging."""
 
 from __future__ import annotations
 
+import fcntl
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -12,8 +15,8 @@ import pytest
 
 from operators.ladder import LADDER
 from operators.rows import FeedEventRow, MatchRow, Reject
-from sinks.duckdb_sink import STATS, DuckDBWriter, _column, writer_path
-from sinks.duckdb_store import _by_table
+from sinks.duckdb_sink import STATS, DuckDBWriter, _column
+from sinks.duckdb_store import FANOUT, Manifest, _by_table, data_dir
 
 
 def count(db: Path, table: str) -> int:
@@ -67,28 +70,82 @@ def test_a_failed_writer_leaves_no_commit_pending_to_spin_on(tmp_path: Path) -> 
         writer.sync()
 
 
-def test_a_database_another_process_writes_is_refused_at_the_first_write(tmp_path: Path) -> None:
+def hold_lock(db: Path, worker: int = 0) -> object:
+    """What a running writer of `worker` holds for its life."""
+    path = data_dir(db) / f"w{worker:04d}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = path.open("ab")
+    fcntl.flock(f, fcntl.LOCK_EX)
+    return f
+
+
+def test_a_database_another_flow_writes_is_refused_at_the_first_write(tmp_path: Path) -> None:
     db = tmp_path / "taken.duckdb"
-    holder = duckdb.connect(str(writer_path(db)))  # DuckDB allows one writer per file
+    holder = hold_lock(db)
     try:
         writer = DuckDBWriter(db, lock_wait_s=0.5)
         writer.add([Reject("f:1", "bad", "", "", 1, None, None)])
-        with pytest.raises(RuntimeError, match=r"DuckDB write failed: IOException: .*lock"):
+        with pytest.raises(RuntimeError, match=r"another flow is writing .*taken.duckdb"):
             writer.sync()
     finally:
-        holder.close()
+        holder.close()  # type: ignore[attr-defined]
 
 
 def test_a_lock_released_within_the_wait_is_taken(tmp_path: Path) -> None:
     """A restart right after a crash: the old writer finishes its commit, then lets go."""
     db = tmp_path / "released.duckdb"
-    holder = duckdb.connect(str(writer_path(db)))
+    holder = hold_lock(db)
+    threading.Timer(1.0, holder.close).start()  # type: ignore[attr-defined]
     writer = DuckDBWriter(db, lock_wait_s=10)
-    time.sleep(1.0)
-    holder.close()
     writer.add([Reject("f:1", "bad", "", "", 1, None, None)])
     writer.close()
     assert count(db, "rejects") == 1
+
+
+def test_workers_write_their_own_segments_and_the_views_show_all_of_them(
+    tmp_path: Path,
+) -> None:
+    """Two workers' writers: one published file; a key's newest version wins whoever wrote
+    it (a resumed run may move a key to another worker); the first reject of a key stays."""
+    db = tmp_path / "two.duckdb"
+    first, second = DuckDBWriter(db, 0), DuckDBWriter(db, 1)
+    first.add([MatchRow("m1", "A", "B", 0, 1, 5, 1, 0, 0, 0, "live", 10)])
+    first.add([Reject("f:1", "bad", "first", "", 1, None, None)])
+    second.add([MatchRow("m2", "C", "D", 0, 1, 5, 0, 2, 0, 0, "live", 10)])
+    first.close()
+    second.add([MatchRow("m1", "A", "B", 0, 2, 80, 3, 0, 0, 0, "live", 20)])  # m1 moved
+    second.add([Reject("f:1", "bad", "again", "", 1, None, None)])
+    second.close()
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("SELECT match_id, home_score FROM matches ORDER BY 1").fetchall() == [
+            ("m1", 3),
+            ("m2", 0),
+        ]
+        assert con.execute("SELECT detail FROM rejects").fetchall() == [("first",)]
+        assert con.execute("SELECT count(*) FROM bets").fetchone() == (0,)  # none: empty view
+    finally:
+        con.close()
+    assert sorted(p.name for p in data_dir(db).glob("w*.json")) == ["w0000.json", "w0001.json"]
+
+
+def test_segments_of_one_size_merge_and_the_merged_ones_go_later(tmp_path: Path) -> None:
+    db = tmp_path / "merge.duckdb"
+    writer = DuckDBWriter(db, flush_every_s=0.0)
+    commits = FANOUT * 2 + 1
+    for seq in range(commits):  # one segment per commit
+        writer.add([FeedEventRow("p", "m", seq, seq, "clock", "{}", f"f:{seq}")])
+        writer.sync()
+    writer.close()
+    manifest = Manifest.load(data_dir(db) / "w0000.json")
+    assert sorted(level for _, level in manifest.live["feed_events"]) == [0, 1, 1]
+    assert len(manifest.retired) == 2 * FANOUT  # kept a while for readers of older copies
+    assert count(db, "feed_events") == commits
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT list(seq ORDER BY seq) FROM feed_events").fetchone() == (
+        list(range(commits)),
+    )
+    con.close()
 
 
 def test_rows_written_again_after_a_restart_are_skipped(tmp_path: Path) -> None:

@@ -120,9 +120,9 @@ def test_replaying_into_the_same_database_changes_nothing(
 ) -> None:
     import shutil
 
-    from sinks.duckdb_sink import writer_path
+    from sinks.duckdb_sink import data_dir
 
     db = tmp_path / "again.duckdb"
-    shutil.copy(writer_path(sim200_db), writer_path(db))  # the first run's own database
+    shutil.copytree(data_dir(sim200_db), data_dir(db))  # the first run's own segments
     cli_main(get_flow([sim200], db), workers_per_process=1)
     assert dump(db) == dump(sim200_db)
