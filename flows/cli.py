@@ -245,6 +245,23 @@ def _cluster_member(args: argparse.Namespace, parent: int) -> None:
     raise SystemExit(_replay(args))
 
 
+def _export(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from sinks.duckdb_store import export
+
+    if not args.db.is_file():
+        print(f"oddsflow export: no such file: {args.db}", file=sys.stderr)
+        return 2
+    try:
+        counts = export(args.db, args.out)
+    except duckdb.Error as exc:
+        print(f"oddsflow export: {args.db}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: {sum(counts.values()):,} rows in {len(counts)} tables")
+    return 0
+
+
 def _simulate(argv: list[str]) -> int:
     from flows.simulator import main as simulate_main
 
@@ -449,6 +466,16 @@ def build_parser() -> argparse.ArgumentParser:
         "match's next line, as in replay (the output then depends only on the lines)",
     )
     live.set_defaults(run=_live)
+    export = sub.add_parser(
+        "export",
+        help="copy a published DuckDB file into a self-contained one (tables, not views)",
+        description="The published file is views over the flow's segments (<name>.data/ "
+        "beside it): this writes every table's rows into a new DuckDB file of its own, to "
+        "move, share or modify.",
+    )
+    export.add_argument("--db", type=Path, required=True, help="the published file")
+    export.add_argument("--out", type=Path, required=True, help="the DuckDB file to write")
+    export.set_defaults(run=_export)
     for name, (_, help_text) in DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser

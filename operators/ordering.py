@@ -25,7 +25,7 @@ from typing import Generic, NamedTuple, TypeVar
 
 import msgspec
 
-from operators.parse import WALLET_SHARD_KEYS, RawLine, is_wallet_key
+from operators.parse import WALLET_SHARD_KEYS, RawLine
 from operators.providers import route_line
 
 END = sys.maxsize  # the order time of a partition that has ended
@@ -90,18 +90,19 @@ class Router:
         part, n, order = self.part, self.n, self.ts
         for raw in lines:
             routed = route_line(raw)
-            event = routed[0][1].event if routed else None
-            ts = getattr(event, "ts", None) if event is not None else line_ts(raw.data)
-            if type(ts) is int and ts > order:
+            if not routed:
+                n += 1
+                continue
+            event = routed[0][1].event  # decoded by `route` (native lines): every event has a ts
+            ts = event.ts if event is not None else line_ts(raw.data)
+            if ts is not None and ts > order:
                 order = ts
             for key, item in routed:
                 group = groups.get(key)
                 if group is None:
                     group = groups[key] = []
-                if is_wallet_key(key):
-                    group.append(Ordered(order, part, n, item))
-                else:
-                    group.append(item)
+                wallet = key[:1] == "$"  # is_wallet_key, inlined: this runs for every line
+                group.append(Ordered(order, part, n, item) if wallet else item)
             n += 1
         self.n, self.ts = n, order
         mark = PartitionMark(part, self.parts, order)

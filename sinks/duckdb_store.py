@@ -49,7 +49,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sinks.tables import Table, tables, views_sql
+from sinks.tables import Table, schema_sql, tables, views_sql
 
 # Tables that hold the latest state per key: the newest `version` wins (None: the last
 # row; "": the first row).
@@ -251,6 +251,29 @@ class Store:
         self.lock.close()
 
 
+def export(published: Path, target: Path) -> dict[str, int]:
+    """A self-contained copy of the published file: every table's rows as a table of its own
+    (schema.sql's types and keys) in a new DuckDB file `target`, written aside and renamed
+    into place; the rows per table."""
+    tmp = target.with_name(target.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(tmp))
+    try:
+        con.execute(schema_sql())
+        con.execute(f"ATTACH '{_quote(published)}' AS published (READ_ONLY)")
+        counts = {}
+        for name in tables():
+            con.execute(f"INSERT INTO {name} SELECT * FROM published.{name}")
+            counts[name] = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]  # type: ignore[index]
+        con.execute("DETACH published")
+    finally:
+        con.close()
+    os.replace(tmp, target)
+    return counts
+
+
 def _view_sql(table: Table, files: list[Path]) -> str:
     cols = ", ".join(table.columns)
     if not files:
@@ -272,7 +295,11 @@ def _view_sql(table: Table, files: list[Path]) -> str:
 
 
 def _list(files: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+    return "[" + ", ".join(f"'{_quote(f)}'" for f in files) + "]"
+
+
+def _quote(path: Path) -> str:
+    return str(path).replace("'", "''")
 
 
 def _by_table(chunks: list[Batch]) -> Batch:

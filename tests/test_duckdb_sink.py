@@ -4,6 +4,7 @@ the published views over Parquet segments, their merging."""
 from __future__ import annotations
 
 import fcntl
+import shutil
 import threading
 import time
 from decimal import Decimal
@@ -222,3 +223,27 @@ def test_rows_sent_again_from_a_snapshot_are_written_but_not_counted_as_this_run
     assert count(tmp_path / "resumed.duckdb", "rejects") == 1  # written
     assert sum(STATS.rejects.values()) == before[0]  # not this run's
     assert STATS.rows["feed_events"] == before[1] + 1
+
+
+def test_an_export_holds_the_published_rows_in_tables_of_its_own(tmp_path: Path) -> None:
+    from flows.cli import main
+
+    db = tmp_path / "pub.duckdb"
+    writer = DuckDBWriter(db)
+    writer.add([MatchRow("m1", "A", "B", 0, 1, 5, 1, 0, 0, 0, "live", 10)])
+    writer.add([Reject("f:1", "bad", "x", "", 1, None, None)])
+    writer.close()
+    out = tmp_path / "copy" / "standalone.duckdb"
+    assert main(["export", "--db", str(db), "--out", str(out)]) == 0
+    shutil.rmtree(data_dir(db))  # the copy needs nothing of the flow's
+    con = duckdb.connect(str(out), read_only=True)
+    try:
+        kinds = dict(
+            con.sql("SELECT table_name, table_type FROM information_schema.tables").fetchall()
+        )
+        assert kinds["matches"] == "BASE TABLE" and kinds["exposure"] == "VIEW"
+        assert con.execute("SELECT match_id, home_score FROM matches").fetchall() == [("m1", 1)]
+        assert con.execute("SELECT count(*) FROM rejects").fetchone() == (1,)
+    finally:
+        con.close()
+    assert main(["export", "--db", str(tmp_path / "missing.duckdb"), "--out", str(out)]) == 2
