@@ -181,9 +181,43 @@ def drop_uncommitted_snapshots(db_dir: Path) -> int:
             con.close()
 
 
+MAX_RESTARTS = 10  # a cluster whose members keep dying gives up after this many restarts
+
+
 def _local_cluster(args: argparse.Namespace) -> int:
     """`--processes N`: this command as N processes of one cluster on free localhost ports,
-    as `--process-id i --addresses ...` would run them on N machines."""
+    as `--process-id i --addresses ...` would run them on N machines.
+
+    With `--recovery-dir` the cluster heals itself: when a member is killed (by a signal:
+    SIGKILL, the OOM killer), the others are stopped and the whole cluster starts again from
+    the last snapshot (a Bytewax cluster cannot go on without a member). A member that fails
+    with an error stops the command: it would fail again."""
+    command = f"oddsflow {args.command}"
+    for restart in range(MAX_RESTARTS + 1):
+        died = _run_cluster(args)
+        if died is None:
+            return 0
+        name, code, at = died
+        if code > 0 or not args.recovery_dir:
+            print(f"{command}: {name} failed (exit code {code})", file=sys.stderr)
+            return 1
+        if restart == MAX_RESTARTS:
+            break
+        print(
+            f"{command}: {name} was killed (signal {-code}); restarting the cluster from the "
+            "last snapshot",
+            file=sys.stderr,
+            flush=True,
+        )
+        drop_uncommitted_snapshots(args.recovery_dir)
+        _report_first_output(args.db, at, command)
+    print(f"{command}: members kept dying; gave up after {MAX_RESTARTS} restarts", file=sys.stderr)
+    return 1
+
+
+def _run_cluster(args: argparse.Namespace) -> tuple[str, int, float] | None:
+    """Run the members until all end; None when all ended well, else the first to fail:
+    its name, exit code (negative: killed by that signal) and when it was seen to end."""
     import multiprocessing
     import os
     import socket
@@ -211,23 +245,45 @@ def _local_cluster(args: argparse.Namespace) -> int:
     ]
     for member in members:
         member.start()
+    died: tuple[str, int, float] | None = None
     try:
         running = list(members)
-        while running:
+        while running and died is None:
             wait([m.sentinel for m in running])
             running = [m for m in running if m.exitcode is None]
-            if any(m.exitcode for m in members if m.exitcode is not None):
-                break  # a member failed: the others would wait for it forever
+            failed = [m for m in members if m.exitcode]
+            if failed:  # the others would wait for it forever
+                died = (failed[0].name, failed[0].exitcode or 0, time.time())
     finally:
         for member in members:
             if member.exitcode is None:
-                member.terminate()
+                member.kill() if died is not None else member.terminate()
             member.join()
-    failed = [m.name for m in members if m.exitcode]
-    if failed:
-        print(f"oddsflow replay: {', '.join(failed)} failed", file=sys.stderr)
-        return 1
-    return 0
+    return died
+
+
+def _report_first_output(db: Path, since: float, command: str) -> None:
+    """Print, from a thread, how long after `since` (a member's death) the restarted cluster
+    committed rows again (a worker's manifest changed)."""
+    import threading
+
+    from sinks.duckdb_store import data_dir
+
+    def watch() -> None:
+        folder = data_dir(db)
+        while True:
+            stamps = [p.stat().st_mtime for p in folder.glob("w*.json") if p.exists()]
+            if stamps and max(stamps) > since:
+                print(
+                    f"{command}: rows committed again {max(stamps) - since:.1f} s after the "
+                    "member died",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _cluster_member(args: argparse.Namespace, parent: int) -> None:
@@ -242,7 +298,7 @@ def _cluster_member(args: argparse.Namespace, parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=orphaned, daemon=True).start()
-    raise SystemExit(_replay(args))
+    raise SystemExit(args.run(args))
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from tests.test_recovery import (
     SPEED,
     differing_tables,
     lines_read,
+    published_events,
     replay_command,
     run_to_the_end,
     run_until_killed,
@@ -233,4 +235,49 @@ def test_a_killed_two_process_run_resumed_at_another_scale_gives_the_merged_tabl
         with gzip.open(path) as f:
             total += sum(1 for _ in f)
     assert 0 < lines_read(out) < total
+    assert differing_tables(dump(db), expected) == []
+
+
+def _members(pid: int) -> list[int]:
+    """The cluster members among the children of `pid` (not multiprocessing's helpers)."""
+    members = []
+    for child in _children(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            members.append(child)
+    return members
+
+
+def test_a_cluster_with_a_recovery_store_restarts_itself_when_a_member_is_killed(
+    split_feed: list[Path], merged: Path, tmp_path: Path, dump: Callable[[Path], dict]
+) -> None:
+    expected = dump(merged)
+    db, store = tmp_path / "healed.duckdb", tmp_path / "recovery"
+    options = ["--recovery-dir", str(store), "--snapshot-s", "1", "--speed", SPEED]
+    proc = subprocess.Popen(
+        split_command(split_feed, db, *options, "--processes", "2"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while published_events(db) < len(expected["feed_events"]) // 3:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the cluster published too little"
+            time.sleep(0.05)
+        victim = max(_members(proc.pid))
+        os.kill(victim, signal.SIGKILL)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert re.search(r"oddsflow-\d was killed \(signal 9\); restarting the cluster", err), err
+    assert re.search(r"rows committed again [\d.]+ s after the member died", err), err
     assert differing_tables(dump(db), expected) == []
