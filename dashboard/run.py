@@ -28,9 +28,9 @@ Any other option goes to `streamlit run` (see `streamlit run --help`), e.g.:
   oddsflow dashboard --db out/oddsflow.duckdb --server.port 8601 --server.headless true
 It serves on 127.0.0.1 unless told otherwise (--server.address 0.0.0.0 for other machines).
 
-The dashboard reads only the published, read-only copy the flow keeps at --db (never the
-flow's <name>.writer.duckdb), opening it afresh on each refresh. It may be started before
-the flow: it waits for the file and shows how to produce data.
+The dashboard reads only the published file the flow keeps at --db (views over every
+worker's rows in <name>.data/ beside it), opening it afresh on each refresh. It may be
+started before the flow: it waits for the file and shows how to produce data.
 """
 
 

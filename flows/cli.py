@@ -93,16 +93,20 @@ def _live(args: argparse.Namespace) -> int:
     from flows.live import serve
     from sinks.kafka_config import KafkaConfigError, KafkaSettings
 
-    if args.workers < 1:
-        print("oddsflow live: --workers must be at least 1", file=sys.stderr)
+    problem = _cluster_problem(args)
+    if problem:
+        print(f"oddsflow live: {problem}", file=sys.stderr)
         return 2
     try:
         settings = KafkaSettings.from_env_and_args(args.kafka, args.kafka_config)
     except KafkaConfigError as exc:
         print(f"oddsflow live: {exc}", file=sys.stderr)
         return 2
-    if args.recovery_dir:
-        _init_recovery(args.recovery_dir, args.workers)
+    addresses = args.addresses.split(";") if args.addresses else None
+    if args.recovery_dir and not args.process_id:
+        _init_recovery(args.recovery_dir, args.workers * (len(addresses or ()) or args.processes))
+    if args.processes > 1:
+        return _local_cluster(args)
     return serve(
         settings,
         args.db,
@@ -112,6 +116,8 @@ def _live(args: argparse.Namespace) -> int:
         group_id=args.group_id,
         wall_clock=not args.event_time_only,
         recovery=_recovery_config(args),
+        process_id=args.process_id,
+        addresses=addresses,
     )
 
 
@@ -220,6 +226,7 @@ def _run_cluster(args: argparse.Namespace) -> tuple[str, int, float] | None:
     its name, exit code (negative: killed by that signal) and when it was seen to end."""
     import multiprocessing
     import os
+    import signal
     import socket
     from multiprocessing.connection import wait
 
@@ -245,6 +252,17 @@ def _run_cluster(args: argparse.Namespace) -> tuple[str, int, float] | None:
     ]
     for member in members:
         member.start()
+    signals: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        """Ctrl-C or SIGTERM: the members stop as they would alone (each in a process
+        group of its own, so this is the one signal they get); a second one kills them."""
+        signals.append(signum)
+        for m in members:
+            if m.exitcode is None and m.pid is not None:
+                os.kill(m.pid, signal.SIGTERM if len(signals) == 1 else signal.SIGKILL)
+
+    handlers = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     died: tuple[str, int, float] | None = None
     try:
         running = list(members)
@@ -252,13 +270,19 @@ def _run_cluster(args: argparse.Namespace) -> tuple[str, int, float] | None:
             wait([m.sentinel for m in running])
             running = [m for m in running if m.exitcode is None]
             failed = [m for m in members if m.exitcode]
-            if failed:  # the others would wait for it forever
+            if failed and not signals:  # the others would wait for it forever
                 died = (failed[0].name, failed[0].exitcode or 0, time.time())
     finally:
         for member in members:
             if member.exitcode is None:
                 member.kill() if died is not None else member.terminate()
             member.join()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if signals and died is None:
+        failed = [m for m in members if m.exitcode]
+        if failed:
+            died = (failed[0].name, 1, time.time())  # stopped: not to be restarted
     return died
 
 
@@ -296,6 +320,8 @@ def _cluster_member(args: argparse.Namespace, parent: int) -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
         os._exit(1)
+
+    os.setpgid(0, 0)  # signals come from the command (`_run_cluster`), once
 
     threading.Thread(target=orphaned, daemon=True).start()
     raise SystemExit(args.run(args))
@@ -381,6 +407,32 @@ def _recovery_options(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _cluster_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--workers", type=int, default=1, help="Bytewax worker threads per process"
+    )
+    command.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run as a cluster of N processes on this machine (default 1); with "
+        "--recovery-dir it restarts from the last snapshot when a process is killed",
+    )
+    command.add_argument(
+        "--process-id",
+        type=int,
+        metavar="I",
+        help="a cluster over several machines: this process's index in --addresses",
+    )
+    command.add_argument(
+        "--addresses",
+        metavar="HOST:PORT;...",
+        help="a cluster over several machines: every process's address, in id order, "
+        "separated by ';' (run the same command on each, with its own --process-id)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oddsflow",
@@ -402,8 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--db",
         type=Path,
         required=True,
-        help="the DuckDB file to publish (read-only copy for readers); the "
-        "flow writes <name>.writer.duckdb next to it",
+        help="the DuckDB file to publish (views over every worker's rows, for readers); "
+        "the workers write their rows in <name>.data/ next to it",
     )
     replay.add_argument(
         "--speed",
@@ -424,26 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="read all files as one stream in event-time order (a Betfair "
         "market with its sports-data stream); default: one partition per file",
     )
-    replay.add_argument("--workers", type=int, default=1, help="Bytewax worker threads per process")
-    replay.add_argument(
-        "--processes",
-        type=int,
-        default=1,
-        metavar="N",
-        help="run as a cluster of N processes on this machine (default 1)",
-    )
-    replay.add_argument(
-        "--process-id",
-        type=int,
-        metavar="I",
-        help="a cluster over several machines: this process's index in --addresses",
-    )
-    replay.add_argument(
-        "--addresses",
-        metavar="HOST:PORT;...",
-        help="a cluster over several machines: every process's address, in id order, "
-        "separated by ';' (run the same command on each, with its own --process-id)",
-    )
+    _cluster_options(replay)
     replay.add_argument(
         "--snapshot-s",
         "--epoch-s",
@@ -479,10 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--db",
         type=Path,
         required=True,
-        help="the DuckDB file to publish (read-only copy for readers); the "
-        "flow writes <name>.writer.duckdb next to it",
+        help="the DuckDB file to publish (views over every worker's rows, for readers); "
+        "the workers write their rows in <name>.data/ next to it",
     )
-    live.add_argument("--workers", type=int, default=1, help="Bytewax worker threads")
+    _cluster_options(live)
     live.add_argument("--secrets", type=Path, metavar="FILE", help=SECRETS_HELP)
     start = live.add_mutually_exclusive_group()
     start.add_argument(

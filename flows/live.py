@@ -427,8 +427,11 @@ def serve(
     group_id: str = DEFAULT_GROUP,
     wall_clock: bool = True,
     recovery: RecoveryConfig | None = None,
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
 ) -> int:
-    """`oddsflow live`: run until SIGINT or SIGTERM; the exit status.
+    """`oddsflow live`: run until SIGINT or SIGTERM; the exit status. `process_id` and
+    `addresses`: this process as a member of a cluster (`--process-id`, `--addresses`).
 
     With `recovery`, a run resumes from the last snapshot of the match and wallet state
     and the input offsets: outputs since then are sent again (same keys and versions).
@@ -473,13 +476,13 @@ def serve(
     epoch = timedelta(seconds=epoch_s)
     with ProgressBar(), _signals_stop(stop) as stopped:
         try:
-            if workers == 1:
+            if workers == 1 and addresses is None:
                 run_main(flow, epoch_interval=epoch, recovery_config=recovery)
             else:
                 cluster_main(
                     flow,
-                    None,
-                    0,
+                    addresses,
+                    process_id or 0,
                     epoch_interval=epoch,
                     worker_count_per_proc=workers,
                     recovery_config=recovery,
@@ -489,8 +492,10 @@ def serve(
         except Exception as exc:
             if len(stopped) < 2:
                 return _fail(_cause(exc))
-    print(summary(time.monotonic() - started))
-    print(f"published  {db}")
+    report = summary(time.monotonic() - started, cluster_member=process_id is not None)
+    if process_id is not None:  # one write: the members of a local cluster share stdout
+        report = f"process {process_id} of {len(addresses or ())}:\n{report}"
+    print(f"{report}\npublished  {db}")
     return 0
 
 
