@@ -486,6 +486,52 @@ def test_live_run_killed_three_times_and_resumed_loses_nothing(
     print(f"kills at {seen[1:]} markets messages; {resent:,} messages sent twice")
 
 
+def cluster_members(pid: int) -> list[int]:
+    """The members a `--processes` command started (multiprocessing's spawned children)."""
+    members = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            status = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(status[1]) == pid and b"spawn_main" in cmdline.read_bytes():
+                members.append(int(cmdline.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return members
+
+
+def test_a_two_process_live_cluster_heals_itself_when_a_member_is_killed(
+    kafka_settings: KafkaSettings, feed100: Path, tmp_path: Path
+) -> None:
+    """`oddsflow live --processes 2 --recovery-dir`: one member SIGKILLed mid-run; the
+    command restarts the cluster from the last snapshot by itself, and its outputs,
+    duplicates dropped, and DuckDB equal an uninterrupted run's (the replay's)."""
+    replayed = replay([feed100], tmp_path / "replay.duckdb")
+    expected = expected_counts(replayed)
+    ensure_topics(kafka_settings, ALL_TOPICS)
+    publish_as_arrived(kafka_settings, feed100)
+    live_db, store = tmp_path / "live.duckdb", tmp_path / "recovery"
+    options = ("--event-time-only", "--recovery-dir", str(store), "--snapshot-s", "0.5")
+    live = LiveProcess(kafka_settings, live_db, *options, "--processes", "2")
+    try:
+        deadline = time.monotonic() + 120
+        while output_counts(kafka_settings)[MARKETS] < expected[MARKETS] // 3:
+            assert live.running(), live.stderr()
+            assert time.monotonic() < deadline, "the cluster sent too little"
+            time.sleep(0.05)
+        time.sleep(SENDING_S)  # past a snapshot
+        os.kill(max(cluster_members(live.proc.pid)), signal.SIGKILL)
+        wait_for_outputs(kafka_settings, expected, live)
+    finally:
+        status = live.stop()
+    assert status == 0, live.stderr()
+    assert re.search(r"oddsflow-\d was killed \(signal 9\); restarting", live.stderr())
+    took = re.search(r"rows committed again ([\d.]+) s after the member died", live.stderr())
+    assert took is not None, live.stderr()
+    assert float(took[1]) < 10  # --snapshot-s 1 or less: the first output within 10 s
+    assert_outputs_equal_tables(read_outputs(kafka_settings), replayed)
+    assert tables_without_sources(live_db) == tables_without_sources(replayed)
+
+
 # --- keep last: stops the shared broker for a few seconds ----------------------------------
 
 
