@@ -102,25 +102,10 @@ class SimSummary:
 # Public API
 
 
-def simulate(
-    matches: int,
-    seed: int,
-    *,
-    start_ts: int = DEFAULT_START_TS,
-    users: int = 100,
-    bets_per_match: int = 20,
-    fault_rate: float = 0.005,
-) -> Iterator[SimLine]:
-    """Every line of the recorded feed in arrival order (all matches interleaved by ts)."""
-    streams = simulate_streams(
-        matches,
-        seed,
-        start_ts=start_ts,
-        users=users,
-        bets_per_match=bets_per_match,
-        fault_rate=fault_rate,
-    )
-    return (line for _, line in streams)
+def simulate(matches: int, seed: int, **options: Any) -> Iterator[SimLine]:
+    """Every line of the recorded feed in arrival order (all matches interleaved by ts);
+    `options` as `simulate_streams` takes them."""
+    return (line for _, line in simulate_streams(matches, seed, **options))
 
 
 def simulate_streams(

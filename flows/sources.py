@@ -52,12 +52,13 @@ def read_lines(path: Path, fmt: str = "auto") -> Iterator[RawLine]:
         yield from FILE_FORMATS[fmt](path)
         return
     name = path.name
+    new_line = tuple.__new__  # a RawLine from its fields, without NamedTuple's slower __new__
     with open_feed(path) as f:
         for n, data in enumerate(bounded_lines(f), 1):
             data = data.rstrip(b"\r\n")
             if data:
                 data, signature = split_signed(data)
-                yield RawLine(f"{name}:{n}", data, "", signature)
+                yield new_line(RawLine, (f"{name}:{n}", data, "", signature, None))
 
 
 def bounded_lines(f: IO[bytes], limit: int | None = None) -> Iterator[bytes]:
