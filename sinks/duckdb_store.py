@@ -20,7 +20,8 @@ DuckDB's one-writer-per-file rule never meets a second worker. For `--db out/x.d
 The views name the segments by absolute path: keep `x.duckdb` with its `x.data` folder.
 
 The conversation over the pipe, flow -> store: `(db, worker, publish_every_s, lock_wait_s)`
-once, then chunks of rows `("rows", [(table, Arrow table), ...])` and, now and then,
+once, then chunks of rows `("rows", [(table, table of the rows' type, MessagePack), ...])`
+(rows as arrays in their table's column order, decimals as text) and, now and then,
 `("commit",)` to commit every chunk since the last one together; None to close. Store ->
 flow: `("ready", marks)` once, then `("committed",)` per commit, `("closed",)` at the end, or
 `("failed", cause)` at any time, after which it takes nothing. No Bytewax and no row types
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import IO
 
 import duckdb
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,6 +69,25 @@ RETAIN_S = 60.0  # a merged segment stays this long for readers of an older publ
 # Per append-only table, per group: the highest `rising` number stored (see HighWaterMarks).
 Marks = dict[str, dict[object, int]]
 Batch = list[tuple[str, pa.Table]]
+Encoded = list[tuple[str, str, bytes]]  # (table, table of the rows' type, MessagePack rows)
+
+_decoder = msgspec.msgpack.Decoder()
+
+
+def to_arrow(table: Table, encoded: bytes) -> pa.Table:
+    """MessagePack rows of `table`'s columns as Arrow, plus `_pos` (their order). Decimals
+    come as text and are cast in C, exactly (a value with more places than the column's
+    scale is an error, never rounded)."""
+    rows = _decoder.decode(encoded)
+    values = zip(*rows, strict=True) if rows else ([] for _ in table.arrow_types)
+    columns = [
+        pa.array(column, pa.string()).cast(kind)
+        if pa.types.is_decimal(kind)
+        else pa.array(column, type=kind)
+        for column, kind in zip(values, table.arrow_types, strict=True)
+    ]
+    columns.append(pa.array(np.arange(len(rows), dtype=np.int64)))
+    return pa.Table.from_arrays(columns, names=[*table.columns, "_pos"])
 
 
 def data_dir(db: Path) -> Path:
@@ -157,6 +178,18 @@ class Store:
         finally:
             con.close()
         return found
+
+    def arrow(self, encoded: Encoded) -> Batch:
+        """A chunk from the flow as Arrow, per table (rows sent for two tables, converted
+        once: pickling keeps the one bytes object)."""
+        converted: dict[int, pa.Table] = {}
+        out: Batch = []
+        for name, own, data in encoded:
+            arrow = converted.get(id(data))
+            if arrow is None:
+                arrow = converted[id(data)] = to_arrow(self.tables[own], data)
+            out.append((name, arrow))
+        return out
 
     def commit(self, chunks: list[Batch]) -> None:
         """Write `chunks` as one segment per table, then list them in the manifest."""
@@ -399,7 +432,7 @@ def serve(conn: Connection) -> None:
                     conn.send(("closed",))
                     return
                 if message[0] == "rows":
-                    chunks.append(message[1])
+                    chunks.append(store.arrow(message[1]))
                 else:  # "commit"
                     store.commit(chunks)
                     chunks = []

@@ -15,9 +15,9 @@ import pyarrow as pa
 import pytest
 
 from operators.ladder import LADDER
-from operators.rows import FeedEventRow, MatchRow, Reject
-from sinks.duckdb_sink import STATS, DuckDBWriter, _column
-from sinks.duckdb_store import FANOUT, Manifest, _by_table, data_dir
+from operators.rows import BetRow, FeedEventRow, MatchRow, Reject
+from sinks.duckdb_sink import STATS, DuckDBWriter
+from sinks.duckdb_store import FANOUT, Manifest, _by_table, data_dir, to_arrow
 
 
 def count(db: Path, table: str) -> int:
@@ -192,20 +192,41 @@ def test_chunks_wait_for_the_commit_interval_and_commit_in_order(tmp_path: Path)
     assert merged.to_pydict() == {"x": [0, 0, 1, 1, 2, 2], "_pos": [0, 1, 2, 3, 4, 5]}
 
 
-def test_decimal_columns_convert_exactly_by_ladder_index_or_one_by_one() -> None:
-    """Ladder prices take the index shortcut, anything else (off the ladder, nulls, money
-    with more digits) the plain conversion: both give exactly the decimals handed in."""
-    ladder = [LADDER[0], LADDER[-1], Decimal("2.5"), Decimal("2.50"), *LADDER[100:140]]
-    off = [Decimal("3.33"), Decimal("123456789.01")]
-    for values, kind in (
-        (ladder, pa.decimal128(7, 2)),
-        (ladder, pa.decimal128(12, 2)),
-        ([*ladder, *off], pa.decimal128(14, 2)),
-        ([None, Decimal("2.50")], pa.decimal128(7, 2)),
-    ):
-        column = _column(values, kind)
-        assert column.type == kind
-        assert column.to_pylist() == values
+def test_rows_reach_arrow_in_the_writer_exactly() -> None:
+    """What the flow's side sends (MessagePack, decimals as text) is what the writer's
+    Arrow columns hold: ladder prices, money with more digits, nulls, floats, text."""
+    from sinks.duckdb_sink import _encoder
+    from sinks.tables import tables
+
+    prices = [LADDER[0], LADDER[-1], Decimal("2.5"), Decimal("2.50"), *LADDER[100:140]]
+    stakes = [Decimal("123456789.01"), Decimal("0.10"), Decimal("7")]  # DECIMAL(12, 2)
+    rows = [
+        BetRow(
+            f"b{i}",
+            "u1",
+            "m1",
+            "1x2",
+            "home",
+            stakes[i % 3],
+            price,
+            "accepted",
+            "",
+            Decimal("0.00"),
+            10 + i,
+            1,
+        )
+        for i, price in enumerate(prices)
+    ]
+    arrow = to_arrow(tables()["bets"], _encoder.encode(rows))
+    assert arrow.column("price").type == pa.decimal128(7, 2)
+    assert arrow.column("price").to_pylist() == prices
+    assert arrow.column("stake").to_pylist() == [r.stake for r in rows]
+    assert arrow.column("_pos").to_pylist() == list(range(len(rows)))
+    reject = Reject("f:1", "bad", "détail", "{}", None, None, "m")
+    got = to_arrow(tables()["rejects"], _encoder.encode([reject])).to_pylist()
+    assert got == [{**reject._asdict(), "_pos": 0}]
+    with pytest.raises(pa.ArrowInvalid):  # never rounded
+        to_arrow(tables()["bets"], _encoder.encode([rows[0]._replace(price=Decimal("1.955"))]))
 
 
 def test_rows_sent_again_from_a_snapshot_are_written_but_not_counted_as_this_runs(
