@@ -4,10 +4,10 @@
     .venv/bin/python benchmarks/live_latency_bench.py [--rates 2000 10000] [--seconds 60]
 
 For each rate: fresh topics, `oddsflow live` started as a subprocess (one worker unless
-`--workers`) and warmed up with one fixture line, then a simulated feed (with bets and
-faults) published into the input topics at that many lines per second of wall time for
-`--seconds`, with the project's producer settings (idempotent, acks=all, linger 1 ms),
-the way `oddsflow publish` sends lines.
+`--workers`, one process unless `--processes`) and warmed up with one fixture line, then
+a simulated feed (with bets and faults) published into the input topics at that many
+lines per second of wall time for `--seconds`, with the project's producer settings
+(idempotent, acks=all, linger 1 ms), the way `oddsflow publish` sends lines.
 
 Latency: from the moment the benchmark hands a `goal possible` line to its producer to
 the moment a consumer in another process receives a `markets` message with reason
@@ -398,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rates", type=int, nargs="+", default=[2_000, 10_000])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="the flow's --processes (a local cluster)"
+    )
     parser.add_argument("--epoch-s", type=float, default=1.0, help="the flow's --epoch-s")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--kafka", default="127.0.0.1:9092")
@@ -408,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"simulated feed: {len(lines):,} lines; {os.cpu_count()} CPUs", flush=True)
     for rate in args.rates:
         options = ["--workers", str(args.workers), "--epoch-s", str(args.epoch_s)]
+        options += ["--processes", str(args.processes)]
         sent = lines[: int(rate * args.seconds)]
         bare = run_bare(base, sent, rate)
         relayed = run_bare(base, sent, rate, hops=2)
