@@ -14,8 +14,9 @@ DuckDB's one-writer-per-file rule never meets a second worker. For `--db out/x.d
   schema.sql, over the segments every manifest lists: append-only tables as they are;
   tables that keep the latest state per key take the newest `version`, then the last row
   (`rejects`, `feed_gaps`: the first). It is rebuilt and replaced atomically under a lock
-  of the folder (`publish`): by worker 0's writer every `publish_every_s` when some
-  manifest changed, and by every writer at its end, so the last one to end lists them all.
+  of the folder (`publish`), by a writer whose commit is `publish_every_s` old and not
+  listed yet (`published.json` says which manifests the file lists), and by every writer
+  at its end, so the last one to end lists them all.
 
 The views name the segments by absolute path: keep `x.duckdb` with its `x.data` folder.
 
@@ -144,7 +145,7 @@ class Store:
         self.folder = data_dir(self.db)
         self.name = worker_name(worker)
         self.publish_every_s = publish_every_s
-        self.periodic = worker == 0
+        self.dirty = False  # committed since this writer's rows were last published
         self.tables = tables()
         for name in self.tables:
             (self.folder / name).mkdir(parents=True, exist_ok=True)
@@ -153,7 +154,6 @@ class Store:
         self.manifest = Manifest.load(self.manifest_path)
         self._clean()
         self.last_commit = 0
-        self.published: object = None  # the manifests' state at the last publication
         self.last_publish = float("-inf")
 
     def marks(self) -> Marks:
@@ -203,6 +203,7 @@ class Store:
             self._compact(name)
         self._forget_retired()
         self.manifest.save(self.manifest_path)
+        self.dirty = True
 
     def _add(self, table: str, arrow: pa.Table, level: int) -> None:
         seg = f"{self.name}-{self.manifest.seq:08d}.parquet"
@@ -251,19 +252,24 @@ class Store:
         self._forget_retired()
 
     def due_in(self) -> float | None:
-        """Seconds until this writer publishes again (None: only at its end)."""
-        if not self.periodic:
+        """Seconds until this writer's committed rows are due to be published (None: none
+        are waiting)."""
+        if not self.dirty:
             return None
         return max(0.0, self.last_publish + self.publish_every_s - time.monotonic())
 
-    def publish(self, only_if_changed: bool = False) -> None:
+    def publish(self, unless_published: bool = False) -> None:
         """Rebuild the views file over every worker's live segments and put it in place of
         the published one, atomically; under the folder's lock, so publications never
-        overtake each other."""
+        overtake each other. `unless_published`: not when another writer's publication
+        already listed this writer's manifest as it is (so the writers of a cluster publish
+        about once per interval between them, whichever of them is busy)."""
         self.last_publish = time.monotonic()
+        self.dirty = False
         with _locked(self.folder / "publish.lock"):
-            state = [(p.name, p.stat().st_mtime_ns) for p in sorted(self.folder.glob("w*.json"))]
-            if only_if_changed and state == self.published:
+            listed = self.folder / "published.json"  # the manifests the published file lists
+            state = {p.stem: p.stat().st_mtime_ns for p in self.folder.glob("w*.json")}
+            if unless_published and _read_json(listed).get(self.name) == state.get(self.name):
                 return
             tmp = self.db.with_name(f"{self.db.name}.{self.name}.tmp")
             with contextlib.suppress(FileNotFoundError):
@@ -277,7 +283,7 @@ class Store:
             finally:
                 con.close()
             os.replace(tmp, self.db)
-            self.published = state
+            listed.write_text(json.dumps(state))
 
     def close(self) -> None:
         self.publish()
@@ -305,6 +311,15 @@ def export(published: Path, target: Path) -> dict[str, int]:
         con.close()
     os.replace(tmp, target)
     return counts
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    """A small JSON object file; empty when missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _view_sql(table: Table, files: list[Path]) -> str:
@@ -408,9 +423,9 @@ def start_store(
 
 
 def serve(conn: Connection) -> None:
-    """The writer process: keep the chunks that come, commit them when asked; worker 0's
-    also publishes when due, while nothing comes too (so the last rows of a quiet live feed
-    are published within `publish_every_s`). Signals are the flow's business: a Ctrl-C or
+    """The writer process: keep the chunks that come, commit them when asked; publish when
+    due, while nothing comes too (so the last rows of a quiet live feed are published
+    within `publish_every_s`). Signals are the flow's business: a Ctrl-C or
     SIGTERM sent to the whole process group must not kill the writer before the flow's final
     commit; it ends when the flow says so, or when the flow's end of the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -438,7 +453,7 @@ def serve(conn: Connection) -> None:
                     chunks = []
                     conn.send(("committed",))
             if store.due_in() == 0.0:
-                store.publish(only_if_changed=True)
+                store.publish(unless_published=True)
     except EOFError:
         return  # the flow is gone: nobody to answer
     except Exception as exc:
