@@ -16,7 +16,7 @@ from typing import IO, cast
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from operators.ordering import Group, Router, line_ts
+from operators.ordering import Group, Router, line_ts, order_time
 from operators.parse import LIMITS, RawLine
 from operators.providers import FILE_FORMATS, sniff
 from operators.signing import SIGNATURE_HEX, split_signed
@@ -75,16 +75,13 @@ def bounded_lines(f: IO[bytes], limit: int | None = None) -> Iterator[bytes]:
 
 
 def merged_lines(paths: list[Path], fmt: str = "auto") -> Iterator[RawLine]:
-    """Several files as one stream in event-time order: by the largest time read so far in
-    each file (a line without a readable time, or with an earlier one, keeps its place after
-    the line before it), then by the files' order (`operators/ordering.py`)."""
+    """Several files as one stream in event-time order: by each file's order time (the
+    largest time read so far in it, `operators/ordering.py`), then by the files' order."""
 
     def timed(path: Path) -> Iterator[tuple[int, RawLine]]:
         last = 0
         for raw in read_lines(path, fmt):
-            ts = line_ts(raw.data)
-            if ts is not None and ts > last:
-                last = ts
+            last = order_time(last, line_ts(raw.data))
             yield last, raw
 
     for _, raw in heapq.merge(*(timed(p) for p in paths), key=lambda t: t[0]):

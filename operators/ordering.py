@@ -4,7 +4,9 @@ deposits with their user) and must be applied in the same order at any scale.
 
 The order is that of the input read as one stream (`oddsflow replay --merge`): a line's
 order time is the largest `ts` (Betfair: `pt`) read so far in its partition, so a line
-without a readable time, or with an earlier one, keeps its place after the line before it;
+without a readable time, or with an earlier one, keeps its place after the line before it
+(and so does a line more than `MAX_ORDER_JUMP_MS` ahead of it, which the flow rejects as
+`ts_out_of_range`: one such line would otherwise hold the rest of its partition back);
 lines of equal order time go by partition index (the files in the order given), then by
 their place in the partition. `Router` gives every line routed to a wallet shard its place
 (`Ordered`), and after every batch tells every shard how far its partition has come
@@ -29,6 +31,16 @@ from operators.parse import WALLET_SHARD_KEYS, RawLine
 from operators.providers import route_line
 
 END = sys.maxsize  # the order time of a partition that has ended
+MAX_ORDER_JUMP_MS = 86_400_000  # a day: how far a line's time may move its partition's on
+
+
+def order_time(order: int, ts: int | None) -> int:
+    """A partition's order time after a line with time `ts` (None: none readable)."""
+    if ts is None or ts <= order or (order and ts - order > MAX_ORDER_JUMP_MS):
+        return order
+    return ts
+
+
 T = TypeVar("T")
 
 
@@ -94,9 +106,7 @@ class Router:
                 n += 1
                 continue
             event = routed[0][1].event  # decoded by `route` (native lines): every event has a ts
-            ts = event.ts if event is not None else line_ts(raw.data)
-            if ts is not None and ts > order:
-                order = ts
+            order = order_time(order, event.ts if event is not None else line_ts(raw.data))
             for key, item in routed:
                 group = groups.get(key)
                 if group is None:
