@@ -54,10 +54,12 @@ import pyarrow.parquet as pq
 
 from sinks.tables import Table, schema_sql, tables, views_sql
 
-# Tables that hold the latest state per key: the newest `version` wins (None: the last
-# row; "": the first row).
-LATEST: dict[str, str | None] = {
-    "matches": None,
+# Tables that hold the latest state per key: the row of the newest `version` wins ("": the
+# first row). A match row has no version: its event `ts` serves, as in the `matches` topic
+# (the last row would not do: rows a resumed run hands over again from its snapshot are
+# committed by whichever worker takes over, maybe after newer rows of the key).
+LATEST: dict[str, str] = {
+    "matches": "ts",
     "market_status": "version",
     "bets": "version",
     "wallets": "version",
@@ -329,15 +331,10 @@ def _view_sql(table: Table, files: list[Path]) -> str:
         empty = ", ".join(f"NULL::{t} AS {c}" for c, t in typed)
         return f"CREATE VIEW {table.name} AS SELECT {empty} LIMIT 0"
     body = f"SELECT {cols} FROM read_parquet({_list(files)})"
-    latest = LATEST.get(table.name, False)
-    if latest is not False and table.key:
+    latest = LATEST.get(table.name)
+    if latest is not None and table.key:
         keys = ", ".join(table.key)
-        if latest == "":
-            order = "_commit, _pos"
-        else:
-            order = (
-                f"{latest} DESC, _commit DESC, _pos DESC" if latest else "_commit DESC, _pos DESC"
-            )
+        order = f"{latest} DESC, _commit DESC, _pos DESC" if latest else "_commit, _pos"
         body += f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
     return f"CREATE VIEW {table.name} AS {body}"
 

@@ -109,8 +109,9 @@ def test_a_lock_released_within_the_wait_is_taken(tmp_path: Path) -> None:
 def test_workers_write_their_own_segments_and_the_views_show_all_of_them(
     tmp_path: Path,
 ) -> None:
-    """Two workers' writers: one published file; a key's newest version wins whoever wrote
-    it (a resumed run may move a key to another worker); the first reject of a key stays."""
+    """Two workers' writers: one published file; a key's newest version (a match: its
+    `ts`) wins whoever wrote it and whenever (a resumed run may move a key to another
+    worker, and hand an older row over again); the first reject of a key stays."""
     db = tmp_path / "two.duckdb"
     first, second = DuckDBWriter(db, 0), DuckDBWriter(db, 1)
     first.add([MatchRow("m1", "A", "B", 0, 1, 5, 1, 0, 0, 0, "live", 10)])
@@ -122,6 +123,7 @@ def test_workers_write_their_own_segments_and_the_views_show_all_of_them(
     assert sorted(listed) == ["w0000", "w0001"]  # the first to end published both
     second.add([MatchRow("m1", "A", "B", 0, 2, 80, 3, 0, 0, 0, "live", 20)])  # m1 moved
     second.add([Reject("f:1", "bad", "again", "", 1, None, None)])
+    second.add([MatchRow("m2", "C", "D", 0, 1, 4, 9, 1, 0, 0, "live", 9)])  # handed over again
     second.close()
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -176,14 +178,14 @@ def test_rows_written_again_after_a_restart_are_skipped(tmp_path: Path) -> None:
 
 
 def test_chunks_wait_for_the_commit_interval_and_commit_in_order(tmp_path: Path) -> None:
-    """Chunks sent between commits are committed in one transaction, each row in its
-    place: the last of several rows of one key wins (`matches` keeps the latest)."""
+    """Chunks sent between commits are committed in one segment, each row in its place:
+    of several rows of one key and `ts`, the last wins (`matches` keeps the latest)."""
     db = tmp_path / "chunks.duckdb"
     writer = DuckDBWriter(db, flush_every_s=0.0, commit_every_s=60.0)
     try:
         for chunk in range(4):  # four chunks of two rows: every add flushes
             goals = (chunk, 7 - chunk)
-            writer.add([MatchRow("m", "A", "B", 0, 1, g, g, 0, 0, 0, "live", g) for g in goals])
+            writer.add([MatchRow("m", "A", "B", 0, 1, g, g, 0, 0, 0, "live", 9) for g in goals])
         time.sleep(0.5)
         assert len(writer.unsaved()) == 4  # sent, not committed: the interval is 60 s
         writer.sync()  # commits at once
@@ -191,7 +193,7 @@ def test_chunks_wait_for_the_commit_interval_and_commit_in_order(tmp_path: Path)
     finally:
         writer.close()
     con = duckdb.connect(str(db), read_only=True)
-    assert con.execute("SELECT home_score, ts FROM matches").fetchall() == [(4, 4)]
+    assert con.execute("SELECT home_score, ts FROM matches").fetchall() == [(4, 9)]
     con.close()
     chunks = [[("t", pa.table({"x": [i, i], "_pos": [0, 1]}))] for i in range(3)]
     [(_, merged)] = _by_table(chunks)

@@ -532,6 +532,42 @@ def test_a_two_process_live_cluster_heals_itself_when_a_member_is_killed(
     assert tables_without_sources(live_db) == tables_without_sources(replayed)
 
 
+def test_a_killed_two_process_live_cluster_resumed_as_one_process_loses_nothing(
+    kafka_settings: KafkaSettings, feed100: Path, tmp_path: Path
+) -> None:
+    """A resume at another scale: `live --processes 2` killed whole (the command and its
+    members) mid-run, then `live` as one process with the same store: the outputs,
+    duplicates dropped, and DuckDB equal the replay's, and the second run read only the
+    rest."""
+    replayed = replay([feed100], tmp_path / "replay.duckdb")
+    expected = expected_counts(replayed)
+    ensure_topics(kafka_settings, ALL_TOPICS)
+    lines = publish_as_arrived(kafka_settings, feed100)
+    live_db, store = tmp_path / "live.duckdb", tmp_path / "recovery"
+    options = ("--event-time-only", "--recovery-dir", str(store), "--snapshot-s", "0.5")
+    cluster = LiveProcess(kafka_settings, live_db, *options, "--processes", "2")
+    members = []
+    try:
+        deadline = time.monotonic() + 120
+        while output_counts(kafka_settings)[MARKETS] < expected[MARKETS] // 3:
+            assert cluster.running(), cluster.stderr()
+            assert time.monotonic() < deadline, "the cluster sent too little"
+            members = cluster_members(cluster.proc.pid) or members
+            time.sleep(0.05)
+        time.sleep(SENDING_S)  # past a snapshot
+        members = cluster_members(cluster.proc.pid)
+    finally:
+        cluster.proc.kill()
+        for member in members:
+            os.kill(member, signal.SIGKILL)
+        cluster.proc.wait()
+    live = run_live_until_done(kafka_settings, live_db, expected, *options)
+    read = int(re.findall(r"^lines read\s+([\d,]+)", live.stdout(), re.M)[0].replace(",", ""))
+    assert 0 < read < lines, f"the resumed run read {read:,} of {lines:,} lines"
+    assert_outputs_equal_tables(read_outputs(kafka_settings), replayed)
+    assert tables_without_sources(live_db) == tables_without_sources(replayed)
+
+
 # --- keep last: stops the shared broker for a few seconds ----------------------------------
 
 
