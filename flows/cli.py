@@ -47,9 +47,7 @@ def _replay(args: argparse.Namespace) -> int:
         kafka = _kafka_settings(args.kafka)
         if kafka is None:
             return 1
-    addresses = args.addresses.split(";") if args.addresses else None
-    if args.recovery_dir and not args.process_id:
-        _init_recovery(args.recovery_dir, args.workers * (len(addresses or ()) or args.processes))
+    addresses = _cluster_setup(args)
     if args.processes > 1:
         return _local_cluster(args)
     recovery = _recovery_config(args)
@@ -102,9 +100,7 @@ def _live(args: argparse.Namespace) -> int:
     except KafkaConfigError as exc:
         print(f"oddsflow live: {exc}", file=sys.stderr)
         return 2
-    addresses = args.addresses.split(";") if args.addresses else None
-    if args.recovery_dir and not args.process_id:
-        _init_recovery(args.recovery_dir, args.workers * (len(addresses or ()) or args.processes))
+    addresses = _cluster_setup(args)
     if args.processes > 1:
         return _local_cluster(args)
     return serve(
@@ -131,6 +127,15 @@ def _cluster_problem(args: argparse.Namespace) -> str | None:
     if args.addresses and not 0 <= args.process_id < len(args.addresses.split(";")):
         return f"--process-id {args.process_id} is not an index of --addresses"
     return None
+
+
+def _cluster_setup(args: argparse.Namespace) -> list[str] | None:
+    """The cluster's addresses (None: not a member of one); the recovery store created or
+    cleaned up, by the first process only (its peers wait for it to connect)."""
+    addresses = args.addresses.split(";") if args.addresses else None
+    if args.recovery_dir and not args.process_id:
+        _init_recovery(args.recovery_dir, args.workers * (len(addresses or ()) or args.processes))
+    return addresses
 
 
 def _recovery_config(args: argparse.Namespace) -> RecoveryConfig | None:
@@ -204,6 +209,9 @@ def _local_cluster(args: argparse.Namespace) -> int:
         if died is None:
             return 0
         name, code, at = died
+        if not name:  # Ctrl-C or SIGTERM: the members were told to stop
+            print(f"{command}: stopped", file=sys.stderr)
+            return 130
         if code > 0 or not args.recovery_dir:
             print(f"{command}: {name} failed (exit code {code})", file=sys.stderr)
             return 1
@@ -223,7 +231,8 @@ def _local_cluster(args: argparse.Namespace) -> int:
 
 def _run_cluster(args: argparse.Namespace) -> tuple[str, int, float] | None:
     """Run the members until all end; None when all ended well, else the first to fail:
-    its name, exit code (negative: killed by that signal) and when it was seen to end."""
+    its name, exit code (negative: killed by that signal) and when it was seen to end (no
+    name: the command was told to stop, and a member ended badly meanwhile)."""
     import multiprocessing
     import os
     import signal
@@ -279,10 +288,8 @@ def _run_cluster(args: argparse.Namespace) -> tuple[str, int, float] | None:
             member.join()
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    if signals and died is None:
-        failed = [m for m in members if m.exitcode]
-        if failed:
-            died = (failed[0].name, 1, time.time())  # stopped: not to be restarted
+    if signals and died is None and any(m.exitcode for m in members):
+        died = ("", 1, time.time())  # stopped: not to be restarted
     return died
 
 
