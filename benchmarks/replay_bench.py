@@ -5,7 +5,7 @@
 The ceiling is the same lines read in batches of the same size, `key_on` +
 `stateful_map` passthrough into a sink that drops everything: what Bytewax alone costs.
 The core is the real replay flow: parse, validate, match state, markets and pricing, and
-the DuckDB sink with its published copy. Each run is a fresh child process (fork), so its
+the DuckDB sink with its published file. Each run is a fresh child process (fork), so its
 peak RSS is its own (the core's: plus its DuckDB writer process's); rounds alternate
 ceiling/core and the best of each is kept.
 """

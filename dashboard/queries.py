@@ -38,7 +38,8 @@ def db_path_from_env() -> Path | None:
 
 
 def is_writer_file(path: Path) -> bool:
-    """The flow's private read-write file (`<name>.writer.duckdb`): never to be opened here."""
+    """A flow's private read-write file (`<name>.writer.duckdb`, written by oddsflow before
+    the per-worker segments): never to be opened here."""
     return path.stem.endswith(".writer")
 
 
