@@ -20,6 +20,7 @@ version.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 
@@ -63,21 +64,19 @@ class WalletShard:
         """A feed line routed here, from the one input stream: queue what concerns wallets;
         in order, apply what can be. Rejects of lines that also went to a match are that
         match's to report."""
-        ev = parse_line(raw)
-        if isinstance(ev, Reject):
-            return [] if has_match(raw) else [ev]
-        if isinstance(ev, (Deposit, Bet, MatchEnd)):
-            self.queue.append(_Waiting(raw.source, ev))
-        return self._drain()
+        return self._take(raw, self.queue.append)
 
     def ordered(self, item: Ordered) -> list[Row]:
         """A feed line from one of several input partitions: it joins the queue in event-time
         order (`operators/ordering.py`), once no partition can send one before it."""
-        ev = parse_line(item.raw)
+        return self._take(item.raw, lambda waiting: self.order.add(item, waiting))
+
+    def _take(self, raw: RawLine, put: Callable[[_Waiting], None]) -> list[Row]:
+        ev = parse_line(raw)
         if isinstance(ev, Reject):
-            return [] if has_match(item.raw) else [ev]
+            return [] if has_match(raw) else [ev]
         if isinstance(ev, (Deposit, Bet, MatchEnd)):
-            self.order.add(item, _Waiting(item.raw.source, ev))
+            put(_Waiting(raw.source, ev))
         return self._drain()
 
     def mark(self, mark: PartitionMark) -> list[Row]:
