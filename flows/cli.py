@@ -30,7 +30,7 @@ examples:
 def _replay(args: argparse.Namespace) -> int:
     from bytewax.run import cli_main
 
-    from flows.progress import ProgressBar, summary
+    from flows.progress import ProgressBar, member_summary
     from flows.replay import get_flow
     from flows.runtime import freeze_startup_heap
 
@@ -65,9 +65,7 @@ def _replay(args: argparse.Namespace) -> int:
             epoch_interval=timedelta(seconds=args.epoch_s),
             recovery_config=recovery,
         )
-    report = summary(time.monotonic() - started, cluster_member=args.process_id is not None)
-    if args.process_id is not None:  # one write: the members of a local cluster share stdout
-        report = f"process {args.process_id} of {len(addresses or ())}:\n{report}"
+    report = member_summary(time.monotonic() - started, args.process_id, len(addresses or ()))
     print(f"{report}\npublished  {args.db}   (open it with: oddsflow dashboard --db {args.db})")
     return 0
 

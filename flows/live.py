@@ -448,7 +448,7 @@ def serve(
     """
     from bytewax.testing import cluster_main, run_main
 
-    from flows.progress import ProgressBar, summary
+    from flows.progress import ProgressBar, member_summary
     from flows.runtime import freeze_startup_heap
 
     try:
@@ -492,9 +492,7 @@ def serve(
         except Exception as exc:
             if len(stopped) < 2:
                 return _fail(_cause(exc))
-    report = summary(time.monotonic() - started, cluster_member=process_id is not None)
-    if process_id is not None:  # one write: the members of a local cluster share stdout
-        report = f"process {process_id} of {len(addresses or ())}:\n{report}"
+    report = member_summary(time.monotonic() - started, process_id, len(addresses or ()))
     print(f"{report}\npublished  {db}")
     return 0
 

@@ -41,6 +41,14 @@ class ProgressBar:
             last_lines, last_t = lines, now
 
 
+def member_summary(wall_s: float, process_id: int | None, processes: int) -> str:
+    """`summary`, headed by the process's place when it is a member of a cluster, as one
+    string: the members of a local cluster share stdout, and one write keeps it whole."""
+    if process_id is None:
+        return summary(wall_s)
+    return f"process {process_id} of {processes}:\n{summary(wall_s, cluster_member=True)}"
+
+
 def summary(wall_s: float, cluster_member: bool = False) -> str:
     """What this process read and wrote: lines, accepted, rejects by reason, matches, time.
     A member of a cluster reads some lines and writes the rows of others (those of the keys
