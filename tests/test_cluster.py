@@ -238,7 +238,7 @@ def test_a_killed_two_process_run_resumed_at_another_scale_gives_the_merged_tabl
     assert differing_tables(dump(db), expected) == []
 
 
-def _members(pid: int) -> list[int]:
+def cluster_members(pid: int) -> list[int]:
     """The cluster members among the children of `pid` (not multiprocessing's helpers)."""
     members = []
     for child in _children(pid):
@@ -270,7 +270,7 @@ def test_a_cluster_with_a_recovery_store_restarts_itself_when_a_member_is_killed
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the cluster published too little"
             time.sleep(0.05)
-        victim = max(_members(proc.pid))
+        victim = max(cluster_members(proc.pid))
         os.kill(victim, signal.SIGKILL)
         _, err = proc.communicate(timeout=180)
     finally:

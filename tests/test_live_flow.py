@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from sinks.kafka_config import (
     ensure_topics,
 )
 from tests.conftest import replay, table
+from tests.test_cluster import cluster_members
 
 pytestmark = pytest.mark.kafka
 pytest_plugins = ("tests.kafka_fixtures",)  # kafka_bootstrap, kafka_settings
@@ -450,6 +452,41 @@ def kill_when(
     return seen
 
 
+@dataclass(frozen=True)
+class RecoverableRun:
+    """A feed published into the test's topics, its replay (what an uninterrupted run
+    gives), and where and how a live run with a recovery store writes."""
+
+    replayed: Path
+    expected: dict[str, int]  # the fewest messages per topic (`expected_counts`)
+    lines: int
+    db: Path
+    options: tuple[str, ...]
+
+
+def recoverable_run(settings: KafkaSettings, feed: Path, tmp_path: Path) -> RecoverableRun:
+    replayed = replay([feed], tmp_path / "replay.duckdb")
+    ensure_topics(settings, ALL_TOPICS)
+    lines = publish_as_arrived(settings, feed)
+    store = tmp_path / "recovery"
+    options = ("--event-time-only", "--recovery-dir", str(store), "--snapshot-s", "0.5")
+    return RecoverableRun(
+        replayed, expected_counts(replayed), lines, tmp_path / "live.duckdb", options
+    )
+
+
+def past_a_third(settings: KafkaSettings, expected: dict[str, int], live: LiveProcess) -> list[int]:
+    """Wait until the markets topic holds a third of an uninterrupted run's messages, and
+    for a snapshot more; the members of `live`'s cluster then."""
+    deadline = time.monotonic() + 120
+    while output_counts(settings)[MARKETS] < expected[MARKETS] // 3:
+        assert live.running(), live.stderr()
+        assert time.monotonic() < deadline, "the cluster sent too little"
+        time.sleep(0.05)
+    time.sleep(SENDING_S)  # past a snapshot
+    return cluster_members(live.proc.pid)
+
+
 def test_live_run_killed_three_times_and_resumed_loses_nothing(
     kafka_settings: KafkaSettings, feed100: Path, tmp_path: Path
 ) -> None:
@@ -458,12 +495,14 @@ def test_live_run_killed_three_times_and_resumed_loses_nothing(
     topics, duplicates (by key and version) dropped, and the DuckDB file equal the
     uninterrupted run's (a replay of the same file, which `test_live_flow_gives_the_replay_
     outputs` shows equal to a live run), and the last run read only what was left."""
-    replayed = replay([feed100], tmp_path / "replay.duckdb")
-    expected = expected_counts(replayed)
-    ensure_topics(kafka_settings, ALL_TOPICS)
-    lines = publish_as_arrived(kafka_settings, feed100)
-    live_db, store = tmp_path / "live.duckdb", tmp_path / "recovery"
-    options = ("--event-time-only", "--recovery-dir", str(store), "--snapshot-s", "0.5")
+    run = recoverable_run(kafka_settings, feed100, tmp_path)
+    replayed, expected, lines, live_db, options = (
+        run.replayed,
+        run.expected,
+        run.lines,
+        run.db,
+        run.options,
+    )
 
     seen = [0]
     for fraction in KILL_AT:
@@ -486,41 +525,17 @@ def test_live_run_killed_three_times_and_resumed_loses_nothing(
     print(f"kills at {seen[1:]} markets messages; {resent:,} messages sent twice")
 
 
-def cluster_members(pid: int) -> list[int]:
-    """The members a `--processes` command started (multiprocessing's spawned children)."""
-    members = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            status = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(status[1]) == pid and b"spawn_main" in cmdline.read_bytes():
-                members.append(int(cmdline.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return members
-
-
 def test_a_two_process_live_cluster_heals_itself_when_a_member_is_killed(
     kafka_settings: KafkaSettings, feed100: Path, tmp_path: Path
 ) -> None:
     """`oddsflow live --processes 2 --recovery-dir`: one member SIGKILLed mid-run; the
     command restarts the cluster from the last snapshot by itself, and its outputs,
     duplicates dropped, and DuckDB equal an uninterrupted run's (the replay's)."""
-    replayed = replay([feed100], tmp_path / "replay.duckdb")
-    expected = expected_counts(replayed)
-    ensure_topics(kafka_settings, ALL_TOPICS)
-    publish_as_arrived(kafka_settings, feed100)
-    live_db, store = tmp_path / "live.duckdb", tmp_path / "recovery"
-    options = ("--event-time-only", "--recovery-dir", str(store), "--snapshot-s", "0.5")
-    live = LiveProcess(kafka_settings, live_db, *options, "--processes", "2")
+    run = recoverable_run(kafka_settings, feed100, tmp_path)
+    live = LiveProcess(kafka_settings, run.db, *run.options, "--processes", "2")
     try:
-        deadline = time.monotonic() + 120
-        while output_counts(kafka_settings)[MARKETS] < expected[MARKETS] // 3:
-            assert live.running(), live.stderr()
-            assert time.monotonic() < deadline, "the cluster sent too little"
-            time.sleep(0.05)
-        time.sleep(SENDING_S)  # past a snapshot
-        os.kill(max(cluster_members(live.proc.pid)), signal.SIGKILL)
-        wait_for_outputs(kafka_settings, expected, live)
+        os.kill(max(past_a_third(kafka_settings, run.expected, live)), signal.SIGKILL)
+        wait_for_outputs(kafka_settings, run.expected, live)
     finally:
         status = live.stop()
     assert status == 0, live.stderr()
@@ -528,8 +543,8 @@ def test_a_two_process_live_cluster_heals_itself_when_a_member_is_killed(
     took = re.search(r"rows committed again ([\d.]+) s after the member died", live.stderr())
     assert took is not None, live.stderr()
     assert float(took[1]) < 10  # --snapshot-s 1 or less: the first output within 10 s
-    assert_outputs_equal_tables(read_outputs(kafka_settings), replayed)
-    assert tables_without_sources(live_db) == tables_without_sources(replayed)
+    assert_outputs_equal_tables(read_outputs(kafka_settings), run.replayed)
+    assert tables_without_sources(run.db) == tables_without_sources(run.replayed)
 
 
 def test_a_killed_two_process_live_cluster_resumed_as_one_process_loses_nothing(
@@ -539,33 +554,21 @@ def test_a_killed_two_process_live_cluster_resumed_as_one_process_loses_nothing(
     members) mid-run, then `live` as one process with the same store: the outputs,
     duplicates dropped, and DuckDB equal the replay's, and the second run read only the
     rest."""
-    replayed = replay([feed100], tmp_path / "replay.duckdb")
-    expected = expected_counts(replayed)
-    ensure_topics(kafka_settings, ALL_TOPICS)
-    lines = publish_as_arrived(kafka_settings, feed100)
-    live_db, store = tmp_path / "live.duckdb", tmp_path / "recovery"
-    options = ("--event-time-only", "--recovery-dir", str(store), "--snapshot-s", "0.5")
-    cluster = LiveProcess(kafka_settings, live_db, *options, "--processes", "2")
-    members = []
+    run = recoverable_run(kafka_settings, feed100, tmp_path)
+    cluster = LiveProcess(kafka_settings, run.db, *run.options, "--processes", "2")
+    members: list[int] = []
     try:
-        deadline = time.monotonic() + 120
-        while output_counts(kafka_settings)[MARKETS] < expected[MARKETS] // 3:
-            assert cluster.running(), cluster.stderr()
-            assert time.monotonic() < deadline, "the cluster sent too little"
-            members = cluster_members(cluster.proc.pid) or members
-            time.sleep(0.05)
-        time.sleep(SENDING_S)  # past a snapshot
-        members = cluster_members(cluster.proc.pid)
-    finally:
+        members = past_a_third(kafka_settings, run.expected, cluster)
+    finally:  # members left alone end with their parent too, within half a second
         cluster.proc.kill()
         for member in members:
             os.kill(member, signal.SIGKILL)
         cluster.proc.wait()
-    live = run_live_until_done(kafka_settings, live_db, expected, *options)
+    live = run_live_until_done(kafka_settings, run.db, run.expected, *run.options)
     read = int(re.findall(r"^lines read\s+([\d,]+)", live.stdout(), re.M)[0].replace(",", ""))
-    assert 0 < read < lines, f"the resumed run read {read:,} of {lines:,} lines"
-    assert_outputs_equal_tables(read_outputs(kafka_settings), replayed)
-    assert tables_without_sources(live_db) == tables_without_sources(replayed)
+    assert 0 < read < run.lines, f"the resumed run read {read:,} of {run.lines:,} lines"
+    assert_outputs_equal_tables(read_outputs(kafka_settings), run.replayed)
+    assert tables_without_sources(run.db) == tables_without_sources(run.replayed)
 
 
 # --- keep last: stops the shared broker for a few seconds ----------------------------------
