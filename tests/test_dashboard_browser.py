@@ -170,6 +170,20 @@ def selected(page: Any, label: str) -> str:
     return f"{box.inner_text()} {inputs}"
 
 
+def wait_for_selected(page: Any, label: str, text: str, timeout: float = 30) -> None:
+    """Until the select box labelled `label` shows `text`: while a page reruns, Streamlit
+    may show the box for a moment with nothing in it (seen once in CI, read as 'Match ')."""
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        no_exception(page)
+        seen = selected(page, label)
+        if text in seen:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{label}: expected {text!r} in it, last saw {seen!r}")
+
+
 def no_exception(page: Any) -> None:
     boxes = page.locator(EXCEPTION)
     assert boxes.count() == 0, boxes.first.inner_text()
@@ -253,7 +267,7 @@ def test_every_page_shows_the_final_numbers(live: Live, page: Any) -> None:
     page.goto(live.url + "/match")
     wait_for_metric(page, "Suspensions", str(suspensions))
     wait_for_charts(page, 1)
-    assert f"({first})" in selected(page, "Match")
+    wait_for_selected(page, "Match", f"({first})")
     screenshot(page, "match")
 
     # A choice survives the page's own refreshes.
@@ -271,7 +285,7 @@ def test_every_page_shows_the_final_numbers(live: Live, page: Any) -> None:
     )
     wait_for_metric(page, "Suspensions", str(held))
     time.sleep(5)  # two refreshes
-    assert f"({last})" in selected(page, "Match")
+    wait_for_selected(page, "Match", f"({last})")  # still the choice, never the first again
     assert metric(page, "Suspensions") == str(held)
 
     settled = one(live.db, "SELECT count(*) FROM market_status WHERE status = 'SETTLED'")
