@@ -1,8 +1,11 @@
 """`oddsflow publish` (a recorded file into the input topics) and `oddsflow tail` (print a
 topic's messages).
 
-publish: feed lines go to the feed topic keyed by `match_id`, `deposit` and `bet` lines
-to the bets_in topic keyed by `user_id`; each value is the line's exact bytes. A line
+publish: feed lines go to the feed topic keyed by `match_id`, `bet` lines to the bets_in
+topic keyed by their `match_id` too (so a bet lands in the bets_in partition with the same
+index as its match's feed partition: the live flow reads the two together, see
+flows/live.py), `deposit` lines to bets_in keyed by `user_id`; each value is the line's
+exact bytes. A line
 that is not JSON is still sent (to the feed topic, with an empty key): rejecting it is
 the flow's job, and it lands in `rejects` with a reason. Every message carries its
 line's position in the file (`oddsflow-pos` header), which the live flow uses to keep
@@ -84,6 +87,8 @@ def route(line: bytes) -> Routed:
     except msgspec.MsgspecError:
         return Routed((FEED, "", line), None, False)
     ts = fields.ts if isinstance(fields.ts, int) else None
+    if fields.type == "bet":  # with its match: what must meet, meets (flows/live.py)
+        return Routed((BETS_IN, _text(fields.match_id) or _text(fields.user_id), line), ts, True)
     if fields.type in BET_TYPES:
         return Routed((BETS_IN, _text(fields.user_id), line), ts, True)
     return Routed((FEED, _text(fields.match_id), line), ts, True)

@@ -37,11 +37,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import TypeGuard
+from typing import Any, TypeGuard, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.operators import KeyedStream
 from bytewax.recovery import RecoveryConfig
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -56,8 +57,8 @@ from confluent_kafka import (
 
 from flows.runtime import tune_interpreter
 from flows.sources import Progress
-from operators.dataflow import market_sync, route_lines
-from operators.ordering import line_ts
+from operators.dataflow import market_sync
+from operators.ordering import Group, Router, line_ts
 from operators.parse import REJECTS_KEY, RawLine
 from operators.rows import Reject, Row
 from operators.settings import DEFAULT_RULES, Rules
@@ -82,11 +83,10 @@ log = logging.getLogger("oddsflow.live")
 DEFAULT_GROUP = "oddsflow-live"
 CHECK_TIMEOUT_S = 5.0  # an unreachable broker fails `oddsflow live` within this
 BATCH_SIZE = 1000  # messages taken from the consumer per call
-# When the last call had nothing to give, the next one waits this long for a message
-# (returning as soon as one comes) instead of Bytewax calling again every millisecond:
-# an idle flow then costs ~nothing, and a line is taken the moment it arrives. Timers and
-# epochs wait at most this long.
-IDLE_WAIT_S = 0.01
+# When the last call had nothing to give, Bytewax asks again this much later (its worker
+# sleeps meanwhile, whatever partitions it reads; a blocking poll per partition would add
+# up): an idle flow costs little, and a line waits at most this long to be taken.
+IDLE_WAIT_S = 0.002
 # How long the merge waits for a partition that is neither caught up nor delivering (at
 # start, or while the broker is away) before the flow stops: going on without it would
 # take lines out of arrival order. Longer than a broker restart; the Kafka sink gives up
@@ -129,11 +129,11 @@ def get_flow(
     learn_worker_index(flow)  # for the per-worker sinks
     source = LiveSource(settings, group_id, from_beginning, stop=stop)
     inputs = op.input("read", flow, source)
-    # shape: RawLine | Reject
-    split = op.branch("split", inputs, is_line)
+    # shape: (key, [line]) per key and batch, or Reject
+    split = op.branch("split", inputs, is_group)
     clock = wall_clock_now if wall_clock else None
     # The input ends only when the flow is stopped: bets awaiting a verdict stay pending.
-    keyed = route_lines("route", split.trues)  # shape: (key, [line]) per key and batch
+    keyed = cast(KeyedStream[list], split.trues)
     rows = market_sync("sync", keyed, rules, clock, finite=False)  # (key, [Row])
     errors = op.map("errors", split.falses, as_reject_rows)  # shape: ("", [Reject])
     out = op.merge("out", rows, errors)
@@ -153,11 +153,11 @@ def wall_clock_now() -> datetime:
     return datetime.now(UTC)
 
 
-def is_line(item: RawLine | Reject) -> TypeGuard[RawLine]:
-    return isinstance(item, RawLine)
+def is_group(item: Group | Reject) -> TypeGuard[Group]:
+    return not isinstance(item, Reject)
 
 
-def as_reject_rows(item: RawLine | Reject) -> tuple[str, list[Row]]:
+def as_reject_rows(item: Group | Reject) -> tuple[str, list[Row]]:
     return REJECTS_KEY, [item] if isinstance(item, Reject) else []
 
 
@@ -188,23 +188,36 @@ class _Lane:
     partition: TopicPartition
     queue: deque[tuple[Order, RawLine, int]] = field(default_factory=deque)
     caught_up: bool = False  # at the partition's end, nothing in flight
+    at_end: bool = False  # the consumer reported the partition's end since its last line
     heard: float = field(default_factory=time.monotonic)
     next_offset: int | None = None  # after the last emitted line
     taken: int = -1  # offset of the last line read
 
 
-class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]):
+State = dict[str, Any]  # {"offsets": {lane name: next offset}, "order": Router.position()}
+
+
+class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
+    """Partition `index` of every input topic (the feed's and the bets' of the same
+    matches), merged in arrival order, and routed (`Router`)."""
+
     def __init__(
         self,
         settings: KafkaSettings,
         group_id: str,
         start: int,
-        resume: dict[str, int],
+        resume: State,
         align_wait_s: float,
         batch_size: int,
         stop: threading.Event,
+        index: int,
+        parts: int,
     ) -> None:
         self.stop = stop
+        offsets: dict[str, int] = resume.get("offsets", {})
+        n, ts = resume.get("order", (0, 0))
+        self.router = Router(index, parts, (n, ts))
+        self.announced_idle = False  # the shards were told this partition has nothing now
         self.errors: list[Reject] = []
         self.logged: dict[str, float] = {}
         self.last_error = ""
@@ -223,42 +236,57 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
         self.lanes: dict[tuple[str, int], _Lane] = {}
         assignment = []
         for topic in topics:
-            for part in sorted(metadata.topics[topic].partitions):
-                lane = _Lane(f"{topic}/{part}", TopicPartition(topic, part))
-                self.lanes[(topic, part)] = lane
-                lane.next_offset = resume.get(lane.name)
+            if index in metadata.topics[topic].partitions:
+                lane = _Lane(f"{topic}/{index}", TopicPartition(topic, index))
+                self.lanes[(topic, index)] = lane
+                lane.next_offset = offsets.get(lane.name)
                 offset = start if lane.next_offset is None else lane.next_offset
-                assignment.append(TopicPartition(topic, part, offset))
+                assignment.append(TopicPartition(topic, index, offset))
         self.consumer.assign(assignment)
         self.align_wait_s = align_wait_s
         self.batch_size = batch_size
         self.idle = False  # the last call gave nothing
 
-    def next_batch(self) -> list[RawLine | Reject]:
-        """Called by Bytewax whenever it wants more input: the lines that can go now.
-        Raises `StopIteration` (the end of the input) once `stop` is set."""
+    def next_batch(self) -> list[Group | Reject]:
+        """Called by Bytewax whenever it wants more input: the lines that can go now,
+        routed. Raises `StopIteration` (the end of the input) once `stop` is set.
+
+        A partition with nothing to read now tells every wallet shard it is idle (the
+        `Router.end` marks), so the shards do not wait for it; its next line takes its place
+        in the order again (a line stamped before lines the shards already applied is
+        applied late: at arrival, as on any idle stream)."""
         if self.stop.is_set():
             raise StopIteration
         fed: set[_Lane] = set()
-        for msg in self._read():
+        for msg in self.consumer.consume(self.batch_size, 0):
             self._take(msg, fed)
         for lane in fed:
             self._check_caught_up(lane)
-        out: list[RawLine | Reject] = [*self.errors]
+        out: list[Group | Reject] = [*self.errors]
         self.errors.clear()
         lines = list(self._merge())
         Progress.lines += len(lines)
-        out.extend(lines)
+        if lines:
+            out.extend(self.router.route(lines))
+            self.announced_idle = False
+        elif not self.announced_idle and self._drained():
+            out.extend(self.router.end())
+            self.announced_idle = True
         self.idle = not out
         return out
 
-    def _read(self) -> list[Message]:
-        if self.idle:
-            first = self.consumer.poll(IDLE_WAIT_S)  # returns as soon as a message comes
-            if first is None:
-                return []
-            return [first, *self.consumer.consume(self.batch_size - 1, 0)]
-        return self.consumer.consume(self.batch_size, 0)
+    def next_awake(self) -> datetime | None:
+        """Called by Bytewax to know when to ask again: soon while idle (the worker sleeps
+        meanwhile, whatever other partitions it reads), at once otherwise."""
+        if not self.idle:
+            return None
+        return datetime.now(UTC) + timedelta(seconds=IDLE_WAIT_S)
+
+    def _drained(self) -> bool:
+        """Every line read went out, and the consumer reported each partition's end since
+        (not the cached end offsets `_check_caught_up` reads: they may be stale, and a
+        partition said idle too soon lets wallets go past lines it still holds)."""
+        return all(lane.at_end and not lane.queue for lane in self.lanes.values())
 
     def _take(self, msg: Message, fed: set[_Lane]) -> None:
         err = msg.error()
@@ -268,7 +296,7 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
             if lane is None:
                 self._on_error(err)
             elif err.code() == KafkaError._PARTITION_EOF:
-                lane.caught_up = True
+                lane.caught_up = lane.at_end = True
                 lane.heard = now
             else:
                 self.errors.append(_consumer_reject(lane.name, err))
@@ -285,6 +313,7 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
         )
         raw = RawLine(f"{lane.name}/{offset}", data, signature=header_signature(headers))
         lane.queue.append((order, raw, offset))
+        lane.at_end = False
         lane.taken = offset
         lane.heard = now
         fed.add(lane)
@@ -339,14 +368,15 @@ class _MergedPartition(StatefulSourcePartition[RawLine | Reject, dict[str, int]]
             self.logged[text] = now
             log.warning("Kafka consumer: %s (retrying)", text)
 
-    def snapshot(self) -> dict[str, int]:
-        """Per partition, the offset after the last line emitted (lines still held by the
-        merge are read again after a resume)."""
-        return {
+    def snapshot(self) -> State:
+        """Per topic partition, the offset after the last line emitted (lines still held by
+        the merge are read again after a resume), and the router's position."""
+        offsets = {
             lane.name: lane.next_offset
             for lane in self.lanes.values()
             if lane.next_offset is not None
         }
+        return {"offsets": offsets, "order": list(self.router.position())}
 
     def close(self) -> None:
         self.consumer.close()
@@ -372,13 +402,14 @@ def _consumer_reject(where: str, err: KafkaError) -> Reject:
     )
 
 
-class LiveSource(FixedPartitionedSource[RawLine | Reject, dict[str, int]]):
-    """The feed and bets_in topics, merged in arrival order by one consumer.
+class LiveSource(FixedPartitionedSource[Group | Reject, State]):
+    """The feed and bets_in topics, one source partition per partition index: partition
+    i of each topic (a match's feed lines and its bets, keyed alike), merged in arrival
+    order by a consumer of its own, and routed by its worker (`operators.ordering.Router`).
 
-    Out: `RawLine("<topic>/<partition>/<offset>", value)`, and a `Reject` for a consumer
-    error of one partition. One Bytewax partition (so one worker reads; the keyed steps
-    after it spread over every worker); its resume state is the next offset per topic
-    partition.
+    Out: `(key, [item, ...])` groups (lines are `RawLine("<topic>/<partition>/<offset>",
+    value)`), and a `Reject` for a consumer error of one topic partition. Its resume state
+    is the next offset per topic partition and the router's position.
     """
 
     def __init__(
@@ -398,10 +429,14 @@ class LiveSource(FixedPartitionedSource[RawLine | Reject, dict[str, int]]):
         self.batch_size = batch_size
 
     def list_parts(self) -> list[str]:
-        return ["inputs"]
+        """One part per partition index of the input topics (as many as the topic with the
+        most partitions has)."""
+        metadata = fetch_metadata(self.settings, timeout=30)
+        counts = [len(metadata.topics[self.settings.topic(t)].partitions) for t in INPUT_TOPICS]
+        return [str(i) for i in range(max(counts))]
 
     def build_part(
-        self, step_id: str, for_part: str, resume_state: dict[str, int] | None
+        self, step_id: str, for_part: str, resume_state: State | None
     ) -> _MergedPartition:
         return _MergedPartition(
             self.settings,
@@ -411,6 +446,8 @@ class LiveSource(FixedPartitionedSource[RawLine | Reject, dict[str, int]]):
             self.align_wait_s,
             self.batch_size,
             self.stop,
+            int(for_part),
+            len(self.list_parts()),
         )
 
 

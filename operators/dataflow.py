@@ -20,7 +20,7 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from operators.bets import BetDecision, SettlementNotice, WalletMessage, wallet_shard_of
 from operators.engine import MatchProcessor, Output
-from operators.ordering import Ordered, PartitionMark, Router
+from operators.ordering import Ordered, PartitionMark
 from operators.parse import RawLine, is_wallet_key
 from operators.providers import Processor, new_processor
 from operators.rows import Row
@@ -192,17 +192,6 @@ class _WalletLogic(StatefulBatchLogic[list[WalletInput], list[Row], _Snapshot]):
 
     def snapshot(self) -> _Snapshot:
         return self.snapshots.take(self.shard)
-
-
-@operator
-def route_lines(step_id: str, lines: Stream[RawLine]) -> KeyedStream[list]:
-    """The lines of a source with one partition, keyed for `market_sync`.
-
-    In: `RawLine(source, bytes)`, in arrival order. Out: `(key, [item, ...])` per key and
-    batch (`operators.ordering.Router`). Sources with several partitions route in each
-    partition instead (flows/sources.py), where each knows its place in event-time order.
-    """
-    return cast(KeyedStream[list], op.flat_map_batch("route", lines, Router(0, 1).route))
 
 
 @operator

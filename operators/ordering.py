@@ -121,7 +121,8 @@ class Router:
         return list(groups.items())
 
     def end(self) -> list[Group]:
-        """The partition has ended: every shard may go past it."""
+        """The partition has ended (or, live, has nothing to read for now): every shard may
+        go past it."""
         mark = PartitionMark(self.part, self.parts, END)
         return [(shard, [mark]) for shard in WALLET_SHARD_KEYS]
 
@@ -140,9 +141,10 @@ class EventTimeOrder(Generic[T]):
         heapq.heappush(self.heap, (place.ts, place.part, place.n, item))
 
     def mark(self, mark: PartitionMark) -> None:
+        """A partition's marks come in order: the latest holds (a live partition that was
+        idle, END, comes back with its next line's order time)."""
         self.parts = mark.parts
-        if mark.ts > self.marks.get(mark.part, -1):
-            self.marks[mark.part] = mark.ts
+        self.marks[mark.part] = mark.ts
 
     def ready(self) -> Iterator[T]:
         """Pop the items no partition can still send one before, in order."""

@@ -33,7 +33,7 @@ ENV_PREFIX = "ODDSFLOW_KAFKA_PREFIX"
 
 # Input topics (CONTRACT section 1): values are native JSON lines.
 FEED = "feed"  # keyed by match_id
-BETS_IN = "bets_in"  # deposits and bets, keyed by user_id
+BETS_IN = "bets_in"  # bets keyed by match_id (as their match's feed lines), deposits by user_id
 # Output topics (CONTRACT section 3): keyed by match_id, bets and wallets by user_id.
 PRICES = "prices"
 MARKETS = "markets"

@@ -130,12 +130,12 @@ def test_read_properties_handles_comments_and_continuations(tmp_path: Path) -> N
     assert read_properties(path) == {"a": "1", "b": "2", "c": "3", "long": "x,y", "empty": ""}
 
 
-def test_publish_routes_feed_lines_by_match_and_bet_lines_by_user() -> None:
+def test_publish_keys_feed_lines_and_bets_by_match_and_deposits_by_user() -> None:
     goal = b'{"v":1,"provider":"sim","match_id":"m1","seq":4,"ts":9,"type":"goal"}'
     bet = b'{"v":1,"ts":10,"type":"bet","bet_id":"b","user_id":"u7","match_id":"m1"}'
 
     assert route(goal) == ((FEED, "m1", goal), 9, True)
-    assert route(bet) == ((BETS_IN, "u7", bet), 10, True)
+    assert route(bet) == ((BETS_IN, "m1", bet), 10, True)  # its match's partition index
     assert route(b'{"v":1,"type":"deposit","user_id":"u8"}').item[:2] == (BETS_IN, "u8")
     assert route(b"not json") == ((FEED, "", b"not json"), None, False)
     assert route(b"[1, 2]") == ((FEED, "", b"[1, 2]"), None, False)

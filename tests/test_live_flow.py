@@ -32,13 +32,16 @@ from flows import kafka_broker
 from flows.kafka_tools import publish, route
 from flows.simulator import write_feed
 from flows.sources import open_feed
+from operators.signing import header_value
 from sinks.kafka_config import (
     ALL_TOPICS,
     BETS,
     ENV_PREFIX,
+    INPUT_TOPICS,
     MARKETS,
     MATCHES,
     OUTPUT_TOPICS,
+    POSITION_HEADER,
     PRICES,
     REJECTS,
     WALLETS,
@@ -65,11 +68,6 @@ def feed10(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def replay10(feed10: Path) -> Path:
-    return replay([feed10], feed10.with_name("replay10.duckdb"))
-
-
 def publish_as_arrived(settings: KafkaSettings, path: Path) -> int:
     """Send every line of `path` as `oddsflow publish` does (same topics, keys, bytes),
     each stamped one millisecond after the line before it and without `oddsflow publish`'s
@@ -92,6 +90,49 @@ def publish_as_arrived(settings: KafkaSettings, path: Path) -> int:
             count += 1
     assert producer.flush(30) == 0
     return count
+
+
+def replay_of_partitions(settings: KafkaSettings, directory: Path) -> Path:
+    """What `live` must give for the lines in its input topics: partition i of the feed and
+    bets_in topics (a match's lines and bets, keyed alike) read back as file i, in arrival
+    order (Kafka timestamp, then `oddsflow-pos`), and the files replayed as one stream in
+    event-time order (`--merge`). For a feed published from one file this is not always
+    the file's own replay: lines that share an order time go by partition, not by file."""
+    consumer = _consumer(settings)
+    topics = [settings.topic(t) for t in INPUT_TOPICS]
+    metadata = consumer.list_topics(timeout=10)
+    parts = [
+        TopicPartition(t, p, OFFSET_BEGINNING)
+        for t in topics
+        for p in metadata.topics[t].partitions
+    ]
+    consumer.assign(parts)
+    waiting = {(tp.topic, tp.partition) for tp in parts}
+    lines: dict[int, list[tuple[int, int, bytes]]] = {}
+    deadline = time.monotonic() + 60
+    try:
+        while waiting and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, 0.5):
+                err = msg.error()
+                if err is not None:
+                    assert err.code() == KafkaError._PARTITION_EOF, err
+                    waiting.discard((msg.topic(), msg.partition()))
+                    continue
+                _, stamp = msg.timestamp()
+                position = int(header_value(msg.headers(), POSITION_HEADER) or 0)
+                lines.setdefault(msg.partition() or 0, []).append(
+                    (stamp, position, msg.value() or b"")
+                )
+    finally:
+        consumer.close()
+    assert not waiting, f"partitions not read to their end: {sorted(waiting)}"
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for index in sorted(lines):
+        path = directory / f"partition-{index}.jsonl"
+        path.write_bytes(b"".join(value + b"\n" for _, _, value in sorted(lines[index])))
+        files.append(path)
+    return replay(files, directory / "replay.duckdb", merge=True)
 
 
 # --- the live process ----------------------------------------------------------------------
@@ -343,25 +384,38 @@ def run_live_until_done(
 # --- the tests ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_live_flow_gives_the_replay_outputs(
-    kafka_settings: KafkaSettings, feed10: Path, replay10: Path, tmp_path: Path, workers: str
+@pytest.mark.parametrize(
+    "scale",
+    [
+        ("--workers", "1"),
+        ("--workers", "2"),
+        ("--processes", "2"),
+        ("--processes", "2", "--workers", "2"),
+    ],
+    ids=["1 worker", "2 workers", "2 processes", "2x2"],
+)
+def test_live_gives_the_replay_of_its_partitions_at_any_scale(
+    kafka_settings: KafkaSettings, feed10: Path, tmp_path: Path, scale: tuple[str, ...]
 ) -> None:
-    """One worker runs in the main thread, several under Bytewax's cluster_main: both
-    stop on SIGINT once everything read is written."""
+    """Every partition index of the input topics is a source partition of its own (4 here,
+    read by 1, 2 or 4 workers): the outputs, on Kafka and in DuckDB, are those of the
+    partitions replayed as one stream in event-time order, whatever the scale. One worker
+    runs in the main thread, several under Bytewax's cluster_main: all stop on SIGINT once
+    everything read is written."""
     ensure_topics(kafka_settings, ALL_TOPICS)
     lines = publish_as_arrived(kafka_settings, feed10)
+    reference = replay_of_partitions(kafka_settings, tmp_path / "partitions")
     live_db = tmp_path / "live.duckdb"
 
-    options = ("--workers", workers)
-    live = run_live_until_done(kafka_settings, live_db, expected_counts(replay10), *options)
+    live = run_live_until_done(kafka_settings, live_db, expected_counts(reference), *scale)
 
     outputs = read_outputs(kafka_settings)
-    assert_outputs_equal_tables(outputs, replay10)  # Kafka: the replay's markets, bets, ...
-    assert tables_without_sources(live_db) == tables_without_sources(replay10)  # DuckDB too
+    assert_outputs_equal_tables(outputs, reference)  # Kafka: the replay's markets, bets, ...
+    assert tables_without_sources(live_db) == tables_without_sources(reference)  # DuckDB too
     ended = table(live_db, "SELECT count(*) FROM matches WHERE status = 'ended'")
     assert ended == [(10,)]
-    assert f"lines read   {lines:,}" in live.stdout()  # the summary, after Ctrl-C
+    read = re.findall(r"^lines read\s+([\d,]+)", live.stdout(), re.M)  # one per process
+    assert sum(int(n.replace(",", "")) for n in read) == lines
 
 
 def test_a_file_published_at_full_speed_gives_the_replay_outputs(
@@ -372,9 +426,9 @@ def test_a_file_published_at_full_speed_gives_the_replay_outputs(
     sample's faults include a feed line stamped far in the future: ordered by event time
     it let a bet from the bets topic go ahead of the match lines before it in the file,
     and the live markets differed from the replay's (5 more suspensions)."""
-    replayed = replay([SAMPLE], tmp_path / "replay.duckdb")
     ensure_topics(kafka_settings, ALL_TOPICS)
     publish(kafka_settings, SAMPLE)
+    replayed = replay_of_partitions(kafka_settings, tmp_path / "partitions")
     live_db = tmp_path / "live.duckdb"
 
     run_live_until_done(kafka_settings, live_db, expected_counts(replayed))
@@ -414,11 +468,13 @@ def test_unreachable_broker_fails_fast_with_one_line(tmp_path: Path) -> None:
 # Where the live run of the 100-match feed is killed: when the markets topic holds this
 # share of the messages an uninterrupted run sends (duplicates of earlier runs count too),
 # and the run has sent for at least `SENDING_S`, so it has committed a snapshot at
-# --snapshot-s 0.5 (here the first came ~0.6 s after the first message). A run killed
-# before its first commit leaves the next to resume from the same snapshot as it did:
-# three in a row left the last run to read everything (3 of 14 runs failed so).
-KILL_AT = (0.20, 0.45, 0.70)
-SENDING_S = 1.5
+# `SNAPSHOT_S`. A run killed before its first commit leaves the next to resume from the
+# same snapshot as it did: three in a row left the last run to read everything. A run
+# sends the whole feed in 2-3 s, a fifth of it within `SENDING_S`: the last kill still
+# comes before the end (at --snapshot-s 0.5 and 1.5 s, one run in 8 sent everything).
+KILL_AT = (0.15, 0.35, 0.55)
+SNAPSHOT_S = "0.2"
+SENDING_S = 0.6
 
 
 @pytest.fixture(scope="module")
@@ -465,11 +521,11 @@ class RecoverableRun:
 
 
 def recoverable_run(settings: KafkaSettings, feed: Path, tmp_path: Path) -> RecoverableRun:
-    replayed = replay([feed], tmp_path / "replay.duckdb")
     ensure_topics(settings, ALL_TOPICS)
     lines = publish_as_arrived(settings, feed)
+    replayed = replay_of_partitions(settings, tmp_path / "partitions")
     store = tmp_path / "recovery"
-    options = ("--event-time-only", "--recovery-dir", str(store), "--snapshot-s", "0.5")
+    options = ("--event-time-only", "--recovery-dir", str(store), "--snapshot-s", SNAPSHOT_S)
     return RecoverableRun(
         replayed, expected_counts(replayed), lines, tmp_path / "live.duckdb", options
     )
@@ -509,13 +565,14 @@ def test_live_run_killed_three_times_and_resumed_loses_nothing(
         live = LiveProcess(kafka_settings, live_db, *options)
         target = max(int(expected[MARKETS] * fraction), seen[-1] + 1)
         seen.append(kill_when(kafka_settings, live, MARKETS, target, SENDING_S))
-    assert seen[-1] < expected[MARKETS], f"every kill came mid-run: {seen}"
+    sent = len(without_duplicates(read_outputs(kafka_settings))[MARKETS])  # duplicates aside
+    assert sent < expected[MARKETS], f"the last kill came after the end: {seen}"
 
     live = run_live_until_done(kafka_settings, live_db, expected, *options)
     read = int(re.findall(r"^lines read\s+([\d,]+)", live.stdout(), re.M)[0].replace(",", ""))
-    # Resumed from a snapshot past the first kill at least (a run killed before its first
-    # snapshot resumes where the run before it left off), not from the start.
-    assert 0 < read < lines * 0.8, f"the last run read {read:,} of {lines:,} lines; {seen}"
+    # Resumed from a snapshot (of the first run at least: a run killed before its first
+    # commit leaves the next to resume where it did), not from the start.
+    assert 0 < read < lines, f"the last run read {read:,} of {lines:,} lines; {seen}"
     outputs = read_outputs(kafka_settings)
     assert_outputs_equal_tables(outputs, replayed)
     assert tables_without_sources(live_db) == tables_without_sources(replayed)
