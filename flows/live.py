@@ -3,19 +3,27 @@
 Run it with `oddsflow live --kafka BOOTSTRAP --db PATH`; it runs until interrupted.
 It differs from the replay flow only in its source and its Kafka sink.
 
-The source reads every partition of the feed and bets_in topics with one consumer and
-merges them in arrival order: by the messages' Kafka timestamps, then by their position
-in the file `oddsflow publish` sent (`oddsflow-pos` header), then by the lines' event time,
-a line going only once every other partition is caught up or holds a later line. Kafka
+The source has one partition per partition index of the input topics: partition i of
+`feed` and partition i of `bets_in` (feed lines and bets keyed by `match_id`, so a match's
+lines and its bets share an index; deposits keyed by `user_id`), read by a consumer of its
+own on whichever worker holds it, as a file is in a replay. Each merges its two topic
+partitions in arrival order: by the messages' Kafka timestamps, then by their position in
+the file `oddsflow publish` sent (`oddsflow-pos` header), then by the lines' event time, a
+line going only once the other topic partition is caught up or holds a later line (Kafka
 keeps order within a partition only; without the merge a bet could meet its market as it
-is after the rest of the match was read from another partition. Lines stamped at least a
-millisecond apart keep their order across topics, and so do lines of one `oddsflow
-publish` run stamped with the same millisecond (a file sent at full speed): live then
-gives what a replay of the same lines gives. Lines from other producers that share a
-millisecond go by event time. A partition that has more to read but sends nothing for
-`ALIGN_WAIT_S` stops the flow (restart to resume) rather than let lines pass it out of
-order; meanwhile matches in play suspend for provider silence. Consumer errors that belong
-to a partition become rejects; connection trouble is retried by librdkafka and logged.
+is after the rest of the match was read). It then routes its lines where they are read
+(`operators.ordering.Router`): lines to their match's worker, wallet lines with their
+place in event-time order. A partition index with nothing to read tells the wallet shards
+so (an END mark); its next line takes its place in the order again.
+
+So a live run gives what a replay of its partitions gives, read as one stream in event
+time (`oddsflow replay --merge` of one file per partition index, each in arrival order),
+at any scale, once the lines are in the topics before it reads them; lines that arrive
+while it runs are applied as they come. A topic partition that has more to read but sends
+nothing for `ALIGN_WAIT_S` stops the flow (restart to resume) rather than let lines pass it
+out of order; meanwhile matches in play suspend for provider silence. Consumer errors that
+belong to a partition become rejects; connection trouble is retried by librdkafka and
+logged.
 
 Positions come from `from_beginning` (or a recovery store), never from committed consumer
 offsets: the match and wallet state is rebuilt from the lines, so a run without its state
@@ -168,6 +176,21 @@ def prepare_topics(settings: KafkaSettings, timeout: float = CHECK_TIMEOUT_S) ->
     """
     fetch_metadata(settings, timeout=timeout)
     ensure_topics(settings, ALL_TOPICS)
+    counts = partition_counts(settings)
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{topic} {n}" for topic, n in counts.items())
+        log.warning(
+            "input topics with different partition counts (%s): a match's bets may be read "
+            "apart from its lines, and be judged against its markets as they are on arrival",
+            listed,
+        )
+
+
+def partition_counts(settings: KafkaSettings) -> dict[str, int]:
+    """Partitions per input topic (full names)."""
+    metadata = fetch_metadata(settings, timeout=30)
+    topics = [settings.topic(t) for t in INPUT_TOPICS]
+    return {t: len(metadata.topics[t].partitions) for t in topics}
 
 
 # --- the source --------------------------------------------------------------------------
@@ -427,13 +450,14 @@ class LiveSource(FixedPartitionedSource[Group | Reject, State]):
         self.start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         self.align_wait_s = align_wait_s
         self.batch_size = batch_size
+        self.parts: int | None = None  # partition indexes, once asked
 
     def list_parts(self) -> list[str]:
         """One part per partition index of the input topics (as many as the topic with the
         most partitions has)."""
-        metadata = fetch_metadata(self.settings, timeout=30)
-        counts = [len(metadata.topics[self.settings.topic(t)].partitions) for t in INPUT_TOPICS]
-        return [str(i) for i in range(max(counts))]
+        if self.parts is None:
+            self.parts = max(partition_counts(self.settings).values())
+        return [str(i) for i in range(self.parts)]
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: State | None
