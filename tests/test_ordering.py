@@ -57,6 +57,24 @@ def test_the_release_order_is_the_same_for_any_interleaving_of_batches() -> None
         assert got == expected, f"trial {trial}"
 
 
+def test_a_partition_idle_for_now_lets_the_others_pass_until_its_next_line() -> None:
+    """Live: an input partition with nothing to read says END; the shards go past it, and
+    its next batch's mark holds them again (the latest mark of a partition counts)."""
+    order: EventTimeOrder[str] = EventTimeOrder()
+    order.mark(PartitionMark(0, 2, END))  # partition 0: nothing to read now
+    order.add(place(10, 1, 0), "a")
+    order.mark(PartitionMark(1, 2, 10))
+    assert list(order.ready()) == ["a"]
+    order.add(place(5, 0, 0), "late")  # partition 0 again: applied on arrival
+    order.mark(PartitionMark(0, 2, 5))
+    assert list(order.ready()) == ["late"]
+    order.add(place(20, 1, 1), "b")
+    order.mark(PartitionMark(1, 2, 20))
+    assert list(order.ready()) == []  # partition 0 is at 5 now: it may send a line before 20
+    order.mark(PartitionMark(0, 2, END))
+    assert list(order.ready()) == ["b"]
+
+
 def test_a_line_far_ahead_of_its_partition_keeps_the_order_time_before_it() -> None:
     assert order_time(0, 100) == 100
     assert order_time(100, 50) == 100  # an earlier time keeps its place
