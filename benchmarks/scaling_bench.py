@@ -2,7 +2,7 @@
 alone, measured in one invocation.
 
     python -m benchmarks.scaling_bench [--matches 600] [--files 16] [--processes 1,2,4,8,16]
-                                       [--rounds 2] [--workers 1]
+                                       [--rounds 2] [--workers 1] [--live [--kafka BOOTSTRAP]]
 
 A simulated feed is split by match into `--files` files (`oddsflow simulate --partitions`):
 every run replays the same files, one partition each, so all runs do the same work and
@@ -17,26 +17,40 @@ Also measured, in the same invocation:
   loop in a fresh process (no Bytewax, no DuckDB): the full replay at 1 process against it;
 - start-up: the same command over a one-line file, at each N: what a run pays besides the
   lines (cluster start, writer processes, the final publication).
+
+`--live` (a broker: `oddsflow kafka up`): the same at each N for `oddsflow live --processes
+N --event-time-only` over input topics with `--files` partitions (fresh topics per run, the
+whole feed published before the flow starts, deleted after): lines/s from the start of the
+command to its last output message (the run is stopped once no output came for 3 s), CPU of
+the command and all its processes. Kafka's broker runs on the same cores (its CPU is not
+counted). The live tables must be identical at every N (they are a replay of the
+partitions merged, not of the split files: see flows/live.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import multiprocessing as mp
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
+from sinks.kafka_config import ALL_TOPICS, ENV_PREFIX, OUTPUT_TOPICS, KafkaSettings
 from sinks.tables import tables
+
+QUIET_S = 3.0  # live: no output for this long after the feed's rows came means done
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,63 @@ def replay(files: list[Path], work: Path, processes: int, workers: int) -> Run:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - started
     return Run(wall, children_cpu() - cpu, digest(db))
+
+
+def live(feed: Path, work: Path, processes: int, base: KafkaSettings, partitions: int) -> Run:
+    """`oddsflow live` from scratch over fresh topics of `partitions` partitions holding
+    `feed`, stopped (SIGINT) once its output has been quiet for `QUIET_S`; the wall time is
+    up to its last output message."""
+    from flows.kafka_tools import publish
+    from sinks.kafka_config import drop_topics, ensure_topics
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    db = work / "bench.duckdb"
+    settings = dataclasses.replace(base, topic_prefix=f"bench-scaling-{uuid.uuid4().hex[:8]}.")
+    ensure_topics(settings, ALL_TOPICS, partitions=partitions)
+    try:
+        publish(settings, feed)
+        command = [sys.executable, "-m", "flows", "live", "--kafka", settings.bootstrap]
+        command += ["--db", str(db), "--event-time-only", "--processes", str(processes)]
+        env = {**os.environ, ENV_PREFIX: settings.topic_prefix}
+        cpu, started = children_cpu(), time.perf_counter()
+        flow = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        last, changed = 0, started
+        while True:
+            time.sleep(0.1)
+            now = time.perf_counter()
+            count = sum(_output_counts(settings).values())
+            if count != last:
+                last, changed = count, now
+            elif count and now - changed >= QUIET_S:
+                break
+            if flow.poll() is not None:
+                raise SystemExit(f"oddsflow live ended early (exit code {flow.returncode})")
+        flow.send_signal(signal.SIGINT)
+        if flow.wait(120):
+            raise SystemExit(f"oddsflow live failed on SIGINT (exit code {flow.returncode})")
+        return Run(changed - started, children_cpu() - cpu, digest(db))
+    finally:
+        drop_topics(settings)
+
+
+def _output_counts(settings: KafkaSettings) -> dict[str, int]:
+    """Messages per output topic so far (the partitions' end offsets)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(settings.consumer_config(f"bench-{uuid.uuid4().hex}"))
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        out = {}
+        for name in OUTPUT_TOPICS:
+            topic = settings.topic(name)
+            out[name] = sum(
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in metadata.topics[topic].partitions
+            )
+        return out
+    finally:
+        consumer.close()
 
 
 def _domain_child(files: list[Path], conn: mp.connection.Connection) -> None:
@@ -128,6 +199,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker threads per process")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="write the feed here and keep it")
+    parser.add_argument(
+        "--live", action="store_true", help="also `oddsflow live` over topics of --files partitions"
+    )
+    parser.add_argument("--kafka", help="bootstrap servers for --live (default: as oddsflow)")
     args = parser.parse_args()
     counts = [int(n) for n in args.processes.split(",")]
     parts = args.files or max(counts)
@@ -170,26 +245,65 @@ def main() -> None:
                 wall[n] = min(wall.get(n, got.wall_s), got.wall_s)
                 cpu[n] = min(cpu.get(n, got.cpu_s), got.cpu_s)
                 digests[n] = got.digest
+        live_wall: dict[int, float] = {}
+        live_cpu: dict[int, float] = {}
+        live_digests: dict[int, tuple[tuple[str, int, int], ...]] = {}
+        if args.live:
+            whole = tmp / "whole.jsonl.gz"  # one file: the topics' keys split it
+            write_feed(whole, matches=args.matches, seed=args.seed)
+            kafka = KafkaSettings.from_env_and_args(args.kafka)
+            for r in range(args.rounds):
+                for n in counts:
+                    got = live(whole, tmp / "work", n, kafka, parts)
+                    print(
+                        f"  live round {r + 1}  {n:2d} process(es) {lines / got.wall_s:>10,.0f} "
+                        f"lines/s  {got.wall_s:6.1f} s wall  {got.cpu_s:6.1f} s CPU",
+                        flush=True,
+                    )
+                    live_wall[n] = min(live_wall.get(n, got.wall_s), got.wall_s)
+                    live_cpu[n] = min(live_cpu.get(n, got.cpu_s), got.cpu_s)
+                    live_digests[n] = got.digest
         print(f"load after: {_load()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    same = len(set(digests.values())) == 1
-    rows = sum(r for _, r, _ in next(iter(digests.values())))
-    print(f"tables: {'identical' if same else 'DIFFERENT'} at every scale ({rows:,} rows)")
-    base = counts[0]
-    print(f"against {base} process(es) (best wall time, least CPU of each):")
-    print("  processes   lines/s  throughput  CPU µs/line  CPU/line  start-up  start-up share")
-    for n in counts:
-        print(
-            f"  {n:9d} {lines / wall[n]:>9,.0f}  x{wall[base] / wall[n]:9.2f}  "
-            f"{cpu[n] / lines * 1e6:11.1f}  x{cpu[n] / cpu[base]:7.2f}  {startup[n]:6.1f} s  "
-            f"{startup[n] / wall[n]:13.0%}"
-        )
+    print(f"replay over {len(files)} files:")
+    same = _report(lines, counts, wall, cpu, digests, startup)
     if 1 in wall:
         print(f"full replay at 1 process / domain alone: {domain / wall[1]:.0%}")
+    if args.live:
+        print(f"live over {parts}-partition topics:")
+        same = _report(lines, counts, live_wall, live_cpu, live_digests) and same
     if not same:
         raise SystemExit("the setups published different tables")
+
+
+def _report(
+    lines: int,
+    counts: list[int],
+    wall: dict[int, float],
+    cpu: dict[int, float],
+    digests: dict[int, tuple[tuple[str, int, int], ...]],
+    startup: dict[int, float] | None = None,
+) -> bool:
+    """Print the figures against the first process count; whether the tables were the same
+    at every count."""
+    same = len(set(digests.values())) == 1
+    rows = sum(r for _, r, _ in next(iter(digests.values())))
+    print(f"  tables: {'identical' if same else 'DIFFERENT'} at every scale ({rows:,} rows)")
+    base = counts[0]
+    print(f"  against {base} process(es) (best wall time, least CPU of each):")
+    head = "  processes   lines/s  throughput  CPU µs/line  CPU/line"
+    print(head + ("  start-up  start-up share" if startup else ""))
+    for n in counts:
+        line = (
+            f"  {n:9d} {lines / wall[n]:>9,.0f}  x{wall[base] / wall[n]:9.2f}  "
+            f"{cpu[n] / lines * 1e6:11.1f}  x{cpu[n] / cpu[base]:7.2f}"
+        )
+        if startup:
+            line += f"  {startup[n]:6.1f} s  {startup[n] / wall[n]:13.0%}"
+        print(line)
+    return same
 
 
 def _load() -> str:

@@ -347,8 +347,8 @@ def test_publish_sends_each_line_keyed_to_its_topic(
             (feed, "m1", lines[0]),
             (feed, "m2", lines[1]),
             (feed, "", b"{not json"),
-            (bets, "u1", lines[3]),
-            (bets, "u1", lines[4]),
+            (bets, "u1", lines[3]),  # a deposit: keyed by its user
+            (bets, "m1", lines[4]),  # a bet: keyed by its match, as the match's lines
             (feed, "m1", lines[5]),
         ]
     )
