@@ -649,10 +649,10 @@ def test_broker_restart_mid_run_loses_no_output(
     outage would suspend the markets, which a replay cannot know."""
     if kafka_broker.status().pid is None:
         pytest.skip("the broker on 127.0.0.1:9092 was not started from this checkout")
-    replayed = replay([feed60], tmp_path / "replay.duckdb")
-    expected = expected_counts(replayed)
     ensure_topics(kafka_settings, ALL_TOPICS)
     publish_as_arrived(kafka_settings, feed60)
+    replayed = replay_of_partitions(kafka_settings, tmp_path / "partitions")
+    expected = expected_counts(replayed)
     live_db = tmp_path / "live.duckdb"
     live = LiveProcess(kafka_settings, live_db, "--event-time-only")
     try:
