@@ -32,7 +32,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     from flows.progress import ProgressBar, member_summary
     from flows.replay import get_flow
-    from flows.runtime import freeze_startup_heap
+    from flows.runtime import await_earlier_members, freeze_startup_heap
 
     missing = [f for f in args.files if not f.is_file()]
     if missing:
@@ -55,6 +55,8 @@ def _replay(args: argparse.Namespace) -> int:
         args.files, args.db, speed=args.speed, fmt=args.format, merge=args.merge, kafka=kafka
     )
     freeze_startup_heap()
+    if addresses and args.process_id is not None:
+        await_earlier_members(addresses, args.process_id)
     started = time.monotonic()
     with ProgressBar():
         cli_main(

@@ -510,7 +510,7 @@ def serve(
     from bytewax.testing import cluster_main, run_main
 
     from flows.progress import ProgressBar, member_summary
-    from flows.runtime import freeze_startup_heap
+    from flows.runtime import await_earlier_members, freeze_startup_heap
 
     try:
         prepare_topics(settings)
@@ -540,6 +540,8 @@ def serve(
             if workers == 1 and addresses is None:
                 run_main(flow, epoch_interval=epoch, recovery_config=recovery)
             else:
+                if addresses:
+                    await_earlier_members(addresses, process_id or 0)
                 cluster_main(
                     flow,
                     addresses,

@@ -16,7 +16,7 @@ DuckDB's one-writer-per-file rule never meets a second worker. For `--db out/x.d
   (`rejects`, `feed_gaps`: the first). It is rebuilt and replaced atomically under a lock
   of the folder (`publish`), by a writer whose commit is `publish_every_s` old and not
   listed yet (`published.json` says which manifests the file lists), and by every writer
-  at its end, so the last one to end lists them all.
+  at its end whose last commit is not listed yet, so the last one to end lists them all.
 
 The views name the segments by absolute path: keep `x.duckdb` with its `x.data` folder.
 
@@ -271,7 +271,8 @@ class Store:
         with _locked(self.folder / "publish.lock"):
             listed = self.folder / "published.json"  # the manifests the published file lists
             state = {p.stem: p.stat().st_mtime_ns for p in self.folder.glob("w*.json")}
-            if unless_published and _read_json(listed).get(self.name) == state.get(self.name):
+            mine = state.get(self.name)
+            if unless_published and self.db.exists() and _read_json(listed).get(self.name) == mine:
                 return
             tmp = self.db.with_name(f"{self.db.name}.{self.name}.tmp")
             with contextlib.suppress(FileNotFoundError):
@@ -288,7 +289,10 @@ class Store:
             listed.write_text(json.dumps(state))
 
     def close(self) -> None:
-        self.publish()
+        """Publish this writer's last rows, unless a publication since its last commit lists
+        them already: the writers of a cluster end together, and one publication then
+        serves all that had committed before it (16 in a row took seconds)."""
+        self.publish(unless_published=True)
         self.lock.close()
 
 

@@ -281,3 +281,30 @@ def test_a_cluster_with_a_recovery_store_restarts_itself_when_a_member_is_killed
     assert re.search(r"oddsflow-\d was killed \(signal 9\); restarting the cluster", err), err
     assert re.search(r"rows committed again [\d.]+ s after the member died", err), err
     assert differing_tables(dump(db), expected) == []
+
+
+def test_a_member_waits_for_the_earlier_members_to_listen_and_no_longer() -> None:
+    """Bytewax's cluster start sleeps a whole second after a refused connection: a member
+    joins once every member before it listens (seen in /proc/net/tcp, no connection)."""
+    import socket
+
+    from flows.runtime import await_earlier_members
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, not listening: a member still starting
+    try:
+        ports = [s.getsockname()[1] for s in (listening, closed)]
+        addresses = [f"127.0.0.1:{p}" for p in ports] + ["127.0.0.1:1"]
+        started = time.monotonic()
+        await_earlier_members(addresses, 1)  # member 0 listens
+        assert time.monotonic() - started < 0.5
+        await_earlier_members(addresses, 0)  # the first member waits for nobody
+        started = time.monotonic()
+        await_earlier_members(addresses, 2, timeout_s=0.3)  # member 1 does not listen
+        assert time.monotonic() - started >= 0.3
+    finally:
+        listening.close()
+        closed.close()
