@@ -50,6 +50,7 @@ import duckdb
 from sinks.kafka_config import ALL_TOPICS, ENV_PREFIX, OUTPUT_TOPICS, KafkaSettings
 from sinks.tables import tables
 
+WHERE_FROM = ("source", "ref", "detail")  # columns that may name a line's topic
 QUIET_S = 3.0  # live: no output for this long after the feed's rows came means done
 
 
@@ -65,13 +66,18 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def digest(db: Path) -> tuple[tuple[str, int, int], ...]:
-    """Every table's row count and an order-free hash of its rows."""
+def digest(db: Path, topic_prefix: str = "") -> tuple[tuple[str, int, int], ...]:
+    """Every table's row count and an order-free hash of its rows; `topic_prefix` (live: a
+    run's own topics) is taken out of the columns that name where a line came from."""
     con = duckdb.connect(str(db), read_only=True)
     try:
         out = []
-        for name in tables():
-            sql = f"SELECT count(*), bit_xor(hash(t)) FROM {name} t"
+        for name, table in tables().items():
+            columns = ", ".join(
+                f"replace({c}, '{topic_prefix}', '')" if c in WHERE_FROM and topic_prefix else c
+                for c in table.columns
+            )
+            sql = f"SELECT count(*), bit_xor(hash(({columns}))) FROM {name}"
             rows, xor = con.execute(sql).fetchone()  # type: ignore[misc]
             out.append((name, rows, xor or 0))
         return tuple(out)
@@ -113,7 +119,8 @@ def live(feed: Path, work: Path, processes: int, base: KafkaSettings, partitions
         command += ["--db", str(db), "--event-time-only", "--processes", str(processes)]
         env = {**os.environ, ENV_PREFIX: settings.topic_prefix}
         cpu, started = children_cpu(), time.perf_counter()
-        flow = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        log = (work / "live.log").open("wb")
+        flow = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
         last, changed = 0, started
         while True:
             time.sleep(0.1)
@@ -124,13 +131,18 @@ def live(feed: Path, work: Path, processes: int, base: KafkaSettings, partitions
             elif count and now - changed >= QUIET_S:
                 break
             if flow.poll() is not None:
-                raise SystemExit(f"oddsflow live ended early (exit code {flow.returncode})")
+                raise SystemExit(f"oddsflow live ended early:\n{_tail(work / 'live.log')}")
         flow.send_signal(signal.SIGINT)
         if flow.wait(120):
-            raise SystemExit(f"oddsflow live failed on SIGINT (exit code {flow.returncode})")
-        return Run(changed - started, children_cpu() - cpu, digest(db))
+            raise SystemExit(f"oddsflow live failed on SIGINT:\n{_tail(work / 'live.log')}")
+        log.close()
+        return Run(changed - started, children_cpu() - cpu, digest(db, settings.topic_prefix))
     finally:
         drop_topics(settings)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _output_counts(settings: KafkaSettings) -> dict[str, int]:
