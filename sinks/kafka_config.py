@@ -158,9 +158,12 @@ class KafkaSettings:
 
     def producer_config(self) -> ClientConfig:
         """Idempotent, acks=all producer; 1 ms of linger: latency first (messages still
-        batch while a request is in flight)."""
+        batch while a request is in flight). A key's partition is CRC32(key) modulo the
+        partitions (librdkafka's default for keys), and an empty key's is always the same
+        one (the default picks one at random): a file published twice lands the same way."""
         return {
             **self._common("producer"),
+            "partitioner": "consistent",
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 1,
