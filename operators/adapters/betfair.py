@@ -11,19 +11,25 @@ Lines (`op`):
   `marketType`, `runners[]`), `rc[]` runner deltas (`ltp`; `atb`/`atl`/`trd` as
   `[price, size]`, size 0 removes the level; `batb`/`batl`/`bdatb`/`bdatl` as
   `[level, price, size]`). `img: true` replaces the market's cache (not what oddsflow has
-  published: versions run on), and a market never seen is created on first sight (historic
-  files have no `img`). `ct: HEARTBEAT` lines change nothing.
+  published: versions run on; an image without a `marketDefinition` keeps the definition it
+  had), and a market never seen is created by its first change that carries a
+  `marketDefinition` (historic files have no `img`). A change for a market that no
+  definition has created yet (its image was lost, or rejected as too long) cannot be
+  applied: it becomes a `Reject` `unknown_market` naming the market, and changes nothing.
+  `ct: HEARTBEAT` lines change nothing.
 - `ccm` sports-data changes (`cc[]`, keyed by `marketId`): see "Sports data" below.
 - Anything else, or a line that is not a JSON object of the right shape: a `Reject`
   (`malformed_json`, `not_an_object`, `unknown_op`, `missing_field:<name>`,
   `invalid_field:<name>` with the innermost field named, e.g. `invalid_field:atb`), with
-  `provider="betfair"`, `ts=pt` and `match_id` = the first market id when readable. A
-  rejected line changes no state. `process` never raises.
+  `provider="betfair"`, `ts=pt` and `match_id` = the first market id when readable (for
+  `unknown_market`, that market's id). A rejected line changes no state. `process` never
+  raises.
 
 Rows (provider `betfair`, `match_id` = the Betfair market id, e.g. `1.200806927`):
 - `FeedEventRow` for every valid `mcm` line: `seq` = its number among this key's valid
   exchange lines (1, 2, ...), `type` `mcm` or `heartbeat`, `payload` the line as received,
-  `match_id` = its first market id (`""` for a heartbeat, which names no market).
+  `match_id` = its first market id (`""` for a heartbeat, which names no market). A line
+  whose every change is `unknown_market` is not valid: rejects only.
 - `MarketStatusRow` / `PriceRow` per market, `market` = `marketType` lower-cased
   (`match_odds`, `win`; `market` if the definition has none), fixed at the market's first
   row. Nothing is published for a market before its first `marketDefinition` (its status
@@ -373,6 +379,14 @@ class MarketBook:
             if rd.name is not None:
                 runner.name = rd.name
 
+    def without_prices(self) -> MarketBook:
+        """A new cache with this one's definition (status, runners and their names) and
+        no prices: what an image without a `marketDefinition` starts from."""
+        book = MarketBook(self.status, self.in_play, self.bet_delay, self.market_type)
+        for key, runner in self.runners.items():
+            book.runners[key] = RunnerBook(key[0], key[1], runner.name, runner.status)
+        return book
+
     def update(self, changes: list[_RunnerChange]) -> bool:
         """Apply runner deltas; True if a back side changed."""
         back = False
@@ -531,9 +545,20 @@ class BetfairProcessor:
             return [
                 _reject(raw, "missing_field:mc", "an mcm line that is not a heartbeat needs mc")
             ]
-        changes = line.mc or []
+        changes: list[_MarketChange] = []
+        rejects: list[Row] = []
+        defining: set[str] = set()  # markets this line defines (and may create)
+        for change in line.mc or ():
+            if change.marketDefinition is not None:
+                defining.add(change.id)
+            elif change.id not in self.markets and change.id not in defining:
+                rejects.append(_unknown_market(raw, change.id, pt))
+                continue
+            changes.append(change)
+        if rejects and not changes:
+            return rejects
         self.lines += 1
-        first = changes[0].id if changes else ""
+        first = line.mc[0].id if line.mc else ""
         kind = "heartbeat" if heartbeat else "mcm"
         out: list[Row] = [
             FeedEventRow(PROVIDER, first, self.lines, pt, kind, _text(raw), raw.source)
@@ -542,14 +567,15 @@ class BetfairProcessor:
             self._flush(mirror, pt, out)
         for change in changes:
             self._change(change, pt, out)
-        return out
+        return out + rejects
 
     def _change(self, change: _MarketChange, pt: int, out: list[Row]) -> None:
         mirror = self.markets.get(change.id)
         if mirror is None:
             mirror = self.markets[change.id] = MarketMirror(change.id)
         if change.img:
-            mirror.book = MarketBook()
+            defined = change.marketDefinition is not None
+            mirror.book = MarketBook() if defined else mirror.book.without_prices()
         book = mirror.book
         touched = change.img
         if change.marketDefinition is not None:
@@ -689,6 +715,11 @@ class _Peek(msgspec.Struct):
 
 
 _decode_peek = msgspec.json.Decoder(_Peek).decode
+
+
+def _unknown_market(raw: RawLine, market_id: str, pt: int) -> Reject:
+    detail = f"a change for market {market_id}, which no image or marketDefinition has defined"
+    return Reject(raw.source, "unknown_market", detail, _text(raw), pt, PROVIDER, market_id)
 
 
 def _explain(message: str) -> str:
