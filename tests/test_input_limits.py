@@ -258,6 +258,29 @@ def test_a_native_line_over_64_kib_is_rejected_and_the_feed_goes_on(tmp_path: Pa
         assert rows == sorted(table(expected, sql), key=repr), sql
 
 
+def test_a_statsbomb_file_over_its_limit_is_rejected_and_the_other_files_go_on(
+    tmp_path: Path,
+) -> None:
+    events = gzip.decompress(shared_data("statsbomb", "15986_events.json.gz").read_bytes())
+    inner = events.strip()[1:-1]
+    copies = Limits().max_statsbomb_bytes // len(inner) + 1
+    too_big = tmp_path / "15986_events.json"  # the match's events many times over: 35 MB
+    too_big.write_bytes(b"[" + b",".join([inner] * copies) + b"]")
+    market = shared_data("betfair", GREYHOUNDS)
+    db = replay([too_big, market], tmp_path / "sb.duckdb")
+
+    assert table(db, "SELECT source, reason, provider, detail FROM rejects") == [
+        (
+            "15986_events.json",
+            "line_too_long",
+            "statsbomb",
+            "over 33554432 bytes, the statsbomb file limit (ODDSFLOW_MAX_STATSBOMB_BYTES)",
+        )
+    ]
+    assert table(db, "SELECT count(*) FROM matches") == [(0,)]
+    assert table(db, "SELECT status FROM market_status") == [("SETTLED",)]
+
+
 def test_limits_per_format_from_the_environment() -> None:
     limits = Limits.from_env(
         {
