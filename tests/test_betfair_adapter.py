@@ -736,28 +736,39 @@ def test_a_delta_for_a_market_never_defined_is_rejected_as_unknown_market() -> N
     assert events == [(1, "test:2")]  # the rejected delta is no feed event
 
 
-def test_an_unknown_market_beside_known_ones_is_rejected_alone() -> None:
+def test_a_line_with_an_unknown_market_beside_known_ones_is_rejected_whole() -> None:
+    """As any half-bad line: the markets the line would define or move stay as they were
+    (in the flow, `split_by_market` gives each market its own line first)."""
     processor = BetfairProcessor()
     processor.process(RawLine("t:1", mcm(T0, {"id": M, "marketDefinition": definition()})))
+    before = pickle.dumps(processor)
     line = mcm(
         T0 + 2_000,
         {"id": M, "rc": [{"id": 1, "atb": [[2.0, 5]]}]},
-        {"id": "1.9", "rc": [{"id": 1, "atb": [[3.0, 5]]}]},
         {"id": "1.8", "marketDefinition": definition("SUSPENDED")},
+        {"id": "1.8", "rc": [{"id": 1, "atb": [[3.0, 5]]}]},  # defined just before: known
+        {"id": "1.9", "rc": [{"id": 1, "atb": [[3.0, 5]]}]},
+        {"id": "1.7", "img": True, "rc": []},
     )
-    rows = processor.process(RawLine("t:2", line))
-    assert [type(r).__name__ for r in rows] == [
-        "FeedEventRow",
-        "MarketStatusRow",
-        "PriceRow",
-        "PriceRow",
-        "MarketStatusRow",
-        "Reject",
+    (reject,) = processor.process(RawLine("t:2", line))
+    assert reject == Reject(
+        "t:2",
+        "unknown_market",
+        "changes for markets 1.9, 1.7, which no image or marketDefinition has defined",
+        line.decode(),
+        T0 + 2_000,
+        "betfair",
+        "1.9",
+    )
+    assert pickle.dumps(processor) == before
+    parts = [processor.process(part) for part in split_by_market(RawLine("t:2", line))]
+    assert [[type(r).__name__ for r in rows] for rows in parts] == [
+        ["FeedEventRow", "MarketStatusRow", "PriceRow", "PriceRow"],
+        ["FeedEventRow", "MarketStatusRow"],
+        ["FeedEventRow"],
+        ["Reject"],
+        ["Reject"],
     ]
-    reject = rows[-1]
-    assert isinstance(reject, Reject)
-    assert (reject.reason, reject.match_id, reject.ts) == ("unknown_market", "1.9", T0 + 2_000)
-    assert "1.9" in reject.detail and set(processor.markets) == {M, "1.8"}
 
 
 def test_an_image_without_a_definition_keeps_the_market_defined() -> None:
@@ -889,6 +900,13 @@ GOOD = mcm(T0, {"id": M, "marketDefinition": definition(), "rc": [{"id": 1, "atb
             5,
             "1.1",
         ),
+        (  # a sports-data change that names no market would change nothing, silently
+            b'{"op": "ccm", "pt": 5, "cc": [{"fixtureInfo": {"eventStatus": "BALL_IN_PLAY"}}]}',
+            "missing_field:marketId",
+            5,
+            None,
+        ),
+        (b'{"op": "ccm", "pt": 5, "cc": [{"marketId": ""}]}', "invalid_field:marketId", 5, ""),
     ],
 )
 def test_malformed_lines_become_rejects(
