@@ -30,7 +30,7 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 from confluent_kafka.admin import ClusterMetadata
 
-from flows.sources import bounded_lines, open_feed
+from flows.sources import bounded_lines, file_format, open_feed, read_limit
 from operators.signing import (
     ENV_SECRETS_FILE,
     SIGNATURE_HEADER,
@@ -176,9 +176,10 @@ def publish(
 
 
 def _lines(path: Path) -> Iterator[tuple[bytes, str]]:
-    """(line, recorded signature or "") for every non-blank line."""
+    """(line, recorded signature or "") for every non-blank line; a line over its file
+    format's limit is cut just past it (and rejected as `line_too_long` where it is read)."""
     with open_feed(path) as stream:
-        for raw in bounded_lines(stream):
+        for raw in bounded_lines(stream, read_limit(file_format(path))):
             line = raw.rstrip(b"\r\n")
             if line.strip():
                 yield split_signed(line)

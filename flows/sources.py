@@ -18,7 +18,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from operators.ordering import Group, Router, line_ts, order_time
 from operators.parse import LIMITS, RawLine
-from operators.providers import FILE_FORMATS, sniff
+from operators.providers import FILE_FORMATS, sniff, too_long
 from operators.signing import SIGNATURE_HEX, split_signed
 
 BATCH_LINES = 1000
@@ -46,26 +46,37 @@ def file_format(path: Path, fmt: str = "auto") -> str:
 def read_lines(path: Path, fmt: str = "auto") -> Iterator[RawLine]:
     """Every line of a recorded file as `RawLine("<name>:<line>", bytes)`, blank lines
     skipped; whole-file formats (StatsBomb) through their adapter. A signed line
-    (`<signature>\t<line>`, operators/signing.py) comes with its signature."""
+    (`<signature>\t<line>`, operators/signing.py) comes with its signature. A line longer
+    than the line limit of the file's format is cut there and comes refused as
+    `line_too_long` (`operators.providers.too_long`)."""
     fmt = file_format(path, fmt)
     if fmt in FILE_FORMATS:
         yield from FILE_FORMATS[fmt](path)
         return
     name = path.name
+    cut = read_limit(fmt)
     new_line = tuple.__new__  # a RawLine from its fields, without NamedTuple's slower __new__
     with open_feed(path) as f:
-        for n, data in enumerate(bounded_lines(f), 1):
+        for n, data in enumerate(bounded_lines(f, cut), 1):
+            if len(data) == cut and not data.endswith(b"\n"):
+                yield too_long(RawLine(f"{name}:{n}", data), fmt)
+                continue
             data = data.rstrip(b"\r\n")
             if data:
                 data, signature = split_signed(data)
                 yield new_line(RawLine, (f"{name}:{n}", data, "", signature, None))
 
 
-def bounded_lines(f: IO[bytes], limit: int | None = None) -> Iterator[bytes]:
-    """The lines of `f`, each cut after `limit` bytes (default: just over the line limit
-    with a signature), so a hostile file cannot make one line fill the memory; the cut line
-    is still longer than the limit, and rejected as `line_too_long`."""
-    limit = limit or LIMITS.max_line_bytes + SIGNATURE_HEX + 3
+def read_limit(fmt: str) -> int:
+    """The most bytes read of one line of a file of format `fmt`: its format's line limit,
+    a signature, its tab and the newline, and one more byte to tell an overlong line."""
+    return LIMITS.max_bytes(fmt) + SIGNATURE_HEX + 3
+
+
+def bounded_lines(f: IO[bytes], limit: int) -> Iterator[bytes]:
+    """The lines of `f`, each cut after `limit` bytes, so a hostile file cannot make one
+    line fill the memory; a cut line is `limit` bytes long and does not end with a newline
+    (the rest of it is skipped)."""
     readline = f.readline
     while line := readline(limit):
         if len(line) == limit and not line.endswith(b"\n"):

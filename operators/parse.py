@@ -4,9 +4,11 @@
 (`malformed_json`, `unknown_type`, `missing_field:<name>`, `invalid_field:<name>`, ...) and
 whose `detail` names the field and the problem in words.
 
-Hostile input is stopped before any JSON decoding: a line longer than `max_line_bytes`
+Hostile input is stopped before any JSON decoding: a line longer than its format allows
 (`line_too_long`) or nested deeper than `max_depth` (`too_deep`, found by a byte scan) never
-reaches a decoder (`ODDSFLOW_MAX_LINE_BYTES`, `ODDSFLOW_MAX_DEPTH`; read once per process).
+reaches a decoder. `Limits` holds every input limit, one per format (a native line, a
+Betfair stream line, a StatsBomb file), each from its environment variable, read once per
+process.
 `route` also checks signed providers' signatures (operators/signing.py): a line refused
 there (`bad_signature`, `unknown_provider`) goes to the rejects bucket, never to its match.
 """
@@ -32,34 +34,72 @@ _FIELD = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
 _MISSING = re.compile(r"missing required field `([A-Za-z0-9_]+)`")
 _CHECKED = re.compile(r"^`([A-Za-z0-9_]+)`")  # messages of the structs' own __post_init__ checks
 
-ENV_MAX_LINE_BYTES = "ODDSFLOW_MAX_LINE_BYTES"
 ENV_MAX_DEPTH = "ODDSFLOW_MAX_DEPTH"
-MAX_LINE_BYTES = 65_536
 MAX_DEPTH = 16  # native lines have 1 level, Betfair lines 4
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
-    """What a line may be before anything decodes it."""
+class SizeLimit:
+    """The most bytes one unit of a format may have (a line; a StatsBomb file)."""
 
-    max_line_bytes: int = MAX_LINE_BYTES
+    field: str  # of `Limits`
+    env: str
+    default: int
+    unit: str
+
+
+SIZE_LIMITS = {  # by format name (operators/providers.py)
+    "native": SizeLimit("max_line_bytes", "ODDSFLOW_MAX_LINE_BYTES", 64 << 10, "line"),
+    # one line can be an image of many markets with their full ladders (the largest line of
+    # the recordings in ../shared/data/betfair is 8 341 bytes, one market's image)
+    "betfair": SizeLimit(
+        "max_betfair_line_bytes", "ODDSFLOW_MAX_BETFAIR_LINE_BYTES", 8 << 20, "line"
+    ),
+    # one JSON document, decoded whole: a 90-minute match is 3.4 MB
+    "statsbomb": SizeLimit("max_statsbomb_bytes", "ODDSFLOW_MAX_STATSBOMB_BYTES", 32 << 20, "file"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What input may be before anything decodes it: bytes per format (`SIZE_LIMITS`) and
+    nesting depth."""
+
+    max_line_bytes: int = SIZE_LIMITS["native"].default
     max_depth: int = MAX_DEPTH
+    max_betfair_line_bytes: int = SIZE_LIMITS["betfair"].default
+    max_statsbomb_bytes: int = SIZE_LIMITS["statsbomb"].default
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
         env = os.environ if environ is None else environ
-        try:
-            return cls(
-                int(env.get(ENV_MAX_LINE_BYTES) or MAX_LINE_BYTES),
-                int(env.get(ENV_MAX_DEPTH) or MAX_DEPTH),
-            )
-        except ValueError:
-            raise ValueError(f"{ENV_MAX_LINE_BYTES} and {ENV_MAX_DEPTH} must be integers") from None
+        named = {size.field: size.env for size in SIZE_LIMITS.values()}
+        named["max_depth"] = ENV_MAX_DEPTH
+        values = {}
+        for name, var in named.items():
+            text = env.get(var)
+            if text:
+                try:
+                    values[name] = int(text)
+                except ValueError:
+                    raise ValueError(f"{var} must be an integer, not {text!r}") from None
+        return cls(**values)
 
-    def exceeded(self, data: bytes) -> tuple[str, str] | None:
-        """(reason, detail) when `data` is too long or too deep, else None."""
-        if len(data) > self.max_line_bytes:
-            return "line_too_long", f"over {self.max_line_bytes} bytes"
+    def max_bytes(self, fmt: str) -> int:
+        """The most bytes of one line (one file, for StatsBomb) of format `fmt`."""
+        return int(getattr(self, SIZE_LIMITS[fmt].field))
+
+    def too_long(self, fmt: str) -> str:
+        """The detail of a `line_too_long` reject of format `fmt`: the limit, by name."""
+        size = SIZE_LIMITS[fmt]
+        return f"over {self.max_bytes(fmt)} bytes, the {fmt} {size.unit} limit ({size.env})"
+
+    def exceeded(self, data: bytes, fmt: str = "native") -> tuple[str, str] | None:
+        """(reason, detail) when `data` is too long for a line of `fmt` or too deep, else
+        None."""
+        limit = self.max_line_bytes if fmt == "native" else self.max_bytes(fmt)  # hot: native
+        if len(data) > limit:
+            return "line_too_long", self.too_long(fmt)
         if self.max_depth >= 1 and data.find(b"[") < 0 and data.find(b"{", 1) < 0:
             return None  # one bracket at most (a native line): two memchr scans, no count
         if too_deep(data, self.max_depth):
@@ -107,6 +147,11 @@ class RawLine(NamedTuple):
 
     def __reduce__(self) -> tuple[type[RawLine], tuple[str, bytes, str, str]]:
         return RawLine, (self.source, self.data, self.rejected, self.signature)
+
+
+def refuse(raw: RawLine, provider: str, reason: str, detail: str) -> RawLine:
+    """`raw` marked as refused before parsing: it becomes that reject, whatever its bytes."""
+    return raw._replace(rejected=f"{provider}\t{reason}\t{detail}")
 
 
 def parse_line(raw: RawLine, limits: Limits | None = None) -> Event | Reject:
@@ -293,7 +338,7 @@ def _refused(raw: RawLine, provider: str) -> RawLine | None:
         detail = f"signature does not match the line ({provider!r} is signed)"
     else:
         detail = f"no signature ({provider!r} is signed)"
-    return raw._replace(rejected=f"{provider}\t{reason}\t{detail}")
+    return refuse(raw, provider, reason, detail)
 
 
 @lru_cache(maxsize=1 << 16)  # a bettor's key is asked for at every bet, verdict and payout

@@ -3,7 +3,12 @@
 Line formats arrive line by line (files or Kafka): each says how to recognise its lines,
 how to key them, and which processor folds a key's lines into rows. File formats are
 whole files that an adapter converts to native lines before the flow (StatsBomb's JSON
-arrays). Adding a provider: one adapter module, one entry here.
+arrays). Adding a provider: one adapter module, one entry here, and its size limit in
+`operators.parse.SIZE_LIMITS` under the same name.
+
+Each format has its own size limit (`operators.parse.Limits`): a line is checked against the
+limit of the format it is recognised as, a whole file against its format's, before anything
+decodes it; over it, the line (file) becomes a `line_too_long` reject and the flow goes on.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Protocol
 import msgspec
 
 from operators.adapters import betfair, statsbomb
-from operators.parse import LIMITS, RawLine, route
+from operators.parse import LIMITS, REJECTS_KEY, RawLine, refuse, route
 from operators.rows import Row
 from operators.settings import Rules
 
@@ -31,7 +36,8 @@ class Processor(Protocol):
 
 @dataclass(frozen=True)
 class LineFormat:
-    name: str
+    name: str  # also its size limit's, in `operators.parse.SIZE_LIMITS`
+    provider: str  # named by the format's rejects before parsing ("": the line names its own)
     recognise: Callable[[bytes], bool]
     route: Callable[[RawLine], list[tuple[str, RawLine]]]
     processor: Callable[[Rules], Processor]
@@ -48,9 +54,13 @@ def _native_processor(rules: Rules) -> Processor:
 
 
 BETFAIR = LineFormat(
-    "betfair", betfair.is_betfair_line, _betfair_route, lambda rules: betfair.BetfairProcessor()
+    "betfair",
+    betfair.PROVIDER,
+    betfair.is_betfair_line,
+    _betfair_route,
+    lambda rules: betfair.BetfairProcessor(),
 )
-NATIVE = LineFormat("native", lambda data: True, route, _native_processor)
+NATIVE = LineFormat("native", "", lambda data: True, route, _native_processor)
 LINE_FORMATS: tuple[LineFormat, ...] = (BETFAIR, NATIVE)  # the first that recognises a line
 
 
@@ -58,23 +68,41 @@ NATIVE_HEAD = b'{"v":'  # the native feed's own first field: the common case
 
 
 def line_format(data: bytes) -> LineFormat:
+    """The format a line is recognised as: by its first bytes, so a line too long or too
+    broken to decode still has one."""
     if data.startswith(NATIVE_HEAD):
         return NATIVE
-    if LIMITS.exceeded(data) is not None:
-        return NATIVE  # too long or too deep to decode: native routing rejects it undecoded
     return next(f for f in LINE_FORMATS if f.recognise(data))
 
 
 def route_line(raw: RawLine) -> list[tuple[str, RawLine]]:
-    """Every (key, line) a raw line is processed under, whatever its format."""
+    """Every (key, line) a raw line is processed under, whatever its format. A line over its
+    format's limits (or refused already, by the reader) goes to `REJECTS_KEY`, undecoded."""
     if raw.data.startswith(NATIVE_HEAD):  # `line_format`'s first case, without the lookups
         return route(raw)
-    return line_format(raw.data).route(raw)
+    fmt = line_format(raw.data)
+    if fmt is NATIVE:
+        return route(raw)  # checks the native limits itself
+    if not raw.rejected:
+        too_much = LIMITS.exceeded(raw.data, fmt.name)
+        if too_much is None:
+            return fmt.route(raw)
+        raw = refuse(raw, fmt.provider, *too_much)
+    return [(REJECTS_KEY, raw)]
 
 
 def new_processor(raw: RawLine, rules: Rules) -> Processor:
-    """The processor for a key, chosen by the format of its first line."""
+    """The processor for a key, chosen by the format of its first line; a refused line's
+    (`REJECTS_KEY`), the native one, which turns refused lines into their rejects."""
+    if raw.rejected:
+        return NATIVE.processor(rules)
     return line_format(raw.data).processor(rules)
+
+
+def too_long(raw: RawLine, fmt: str) -> RawLine:
+    """`raw` refused as longer than the line limit of format `fmt` (a reader cut it there)."""
+    provider = next((f.provider for f in LINE_FORMATS if f.name == fmt), "")
+    return refuse(raw, provider, "line_too_long", LIMITS.too_long(fmt))
 
 
 # ---- whole-file formats ------------------------------------------------------------------
@@ -84,7 +112,8 @@ STATSBOMB_KICKOFF_MS = 1_519_488_000_000  # StatsBomb files carry no date: 2018-
 
 def statsbomb_lines(path: Path) -> Iterator[RawLine]:
     """A StatsBomb events file (+ `<id>_lineups.json` beside it) as native lines; events
-    its adapter refused, as lines marked with the adapter's reason."""
+    its adapter refused (a file over the StatsBomb limit among them), as lines marked with
+    the adapter's reason."""
     lineups = path.with_name(path.name.split("_events")[0] + "_lineups.json")
     converted = statsbomb.read_match(
         path, lineups if lineups.exists() else None, kickoff_ts=STATSBOMB_KICKOFF_MS
@@ -92,7 +121,10 @@ def statsbomb_lines(path: Path) -> Iterator[RawLine]:
     for n, line in enumerate(converted, 1):
         if line.get("reject"):
             raw = str(line["raw"]).encode("utf-8", errors="replace")
-            yield RawLine(line["source"], raw, f"{line['provider']}\t{line['reason']}")
+            why = f"{line['provider']}\t{line['reason']}"
+            if line.get("detail"):
+                why += f"\t{line['detail']}"
+            yield RawLine(line["source"], raw, why)
             continue
         try:
             data = msgspec.json.encode(line)

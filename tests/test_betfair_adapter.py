@@ -714,14 +714,79 @@ def test_removed_levels_names_and_removed_runners() -> None:
     assert replay.processors["bf:" + M].last_traded() == {"Home": Decimal("1.95")}
 
 
-def test_a_market_without_a_definition_yet_is_cached_but_not_published() -> None:
+def test_a_delta_for_a_market_never_defined_is_rejected_as_unknown_market() -> None:
+    """Its image lost (or rejected as too long), a market's deltas cannot be applied: each
+    says so, and changes nothing; the market starts at its first definition."""
+    delta = mcm(T0, {"id": M, "rc": [{"id": 1, "atb": [[2.0, 5]], "ltp": 2.02}]})
+    replay = run([delta, mcm(T0 + 100, {"id": M, "marketDefinition": definition()})])
+    assert replay.per_line[0] == [
+        Reject(
+            "test:1",
+            "unknown_market",
+            f"a change for market {M}, which no image or marketDefinition has defined",
+            delta.decode(),
+            T0,
+            "betfair",
+            M,
+        )
+    ]
+    assert [(r.version, r.status, r.ts - T0) for r in replay.market_rows()] == [(1, "OPEN", 100)]
+    assert prices_of(replay.rows, 1) == {"1": Decimal("0.00"), "2": Decimal("0.00")}
+    events = [(r.seq, r.source) for r in replay.rows if isinstance(r, FeedEventRow)]
+    assert events == [(1, "test:2")]  # the rejected delta is no feed event
+
+
+def test_a_line_with_an_unknown_market_beside_known_ones_is_rejected_whole() -> None:
+    """As any half-bad line: the markets the line would define or move stay as they were
+    (in the flow, `split_by_market` gives each market its own line first)."""
+    processor = BetfairProcessor()
+    processor.process(RawLine("t:1", mcm(T0, {"id": M, "marketDefinition": definition()})))
+    before = pickle.dumps(processor)
+    line = mcm(
+        T0 + 2_000,
+        {"id": M, "rc": [{"id": 1, "atb": [[2.0, 5]]}]},
+        {"id": "1.8", "marketDefinition": definition("SUSPENDED")},
+        {"id": "1.8", "rc": [{"id": 1, "atb": [[3.0, 5]]}]},  # defined just before: known
+        {"id": "1.9", "rc": [{"id": 1, "atb": [[3.0, 5]]}]},
+        {"id": "1.7", "img": True, "rc": []},
+    )
+    (reject,) = processor.process(RawLine("t:2", line))
+    assert reject == Reject(
+        "t:2",
+        "unknown_market",
+        "changes for markets 1.9, 1.7, which no image or marketDefinition has defined",
+        line.decode(),
+        T0 + 2_000,
+        "betfair",
+        "1.9",
+    )
+    assert pickle.dumps(processor) == before
+    parts = [processor.process(part) for part in split_by_market(RawLine("t:2", line))]
+    assert [[type(r).__name__ for r in rows] for rows in parts] == [
+        ["FeedEventRow", "MarketStatusRow", "PriceRow", "PriceRow"],
+        ["FeedEventRow", "MarketStatusRow"],
+        ["FeedEventRow"],
+        ["Reject"],
+        ["Reject"],
+    ]
+
+
+def test_an_image_without_a_definition_keeps_the_market_defined() -> None:
+    """The image replaces the prices; the status stays what the last definition said, and
+    the market goes on being published."""
     lines = [
-        mcm(T0, {"id": M, "rc": [{"id": 1, "atb": [[2.0, 5]], "ltp": 2.02}]}),
-        mcm(T0 + 100, {"id": M, "marketDefinition": definition()}),
+        mcm(T0, {"id": M, "marketDefinition": definition(), "rc": [{"id": 1, "atb": [[2.0, 5]]}]}),
+        mcm(T0 + 2_000, {"id": M, "img": True, "rc": [{"id": 2, "atb": [[4.0, 1]]}]}),
+        mcm(T0 + 4_000, {"id": M, "marketDefinition": definition("SUSPENDED")}),
     ]
     replay = run(lines)
-    assert [(r.version, r.status, r.ts - T0) for r in replay.market_rows()] == [(1, "OPEN", 100)]
-    assert prices_of(replay.rows, 1) == {"1": Decimal("2.00"), "2": Decimal("0.00")}
+    history = [(r.version, r.status, r.reason) for r in replay.market_rows()]
+    assert history == [
+        (1, "OPEN", "betfair_status"),
+        (2, "OPEN", "prices"),
+        (3, "SUSPENDED", "betfair_status"),
+    ]
+    assert prices_of(replay.rows, 2) == {"1": Decimal("0.00"), "2": Decimal("4.00")}
 
 
 def test_several_markets_in_one_line_are_each_handled() -> None:
@@ -835,6 +900,13 @@ GOOD = mcm(T0, {"id": M, "marketDefinition": definition(), "rc": [{"id": 1, "atb
             5,
             "1.1",
         ),
+        (  # a sports-data change that names no market would change nothing, silently
+            b'{"op": "ccm", "pt": 5, "cc": [{"fixtureInfo": {"eventStatus": "BALL_IN_PLAY"}}]}',
+            "missing_field:marketId",
+            5,
+            None,
+        ),
+        (b'{"op": "ccm", "pt": 5, "cc": [{"marketId": ""}]}', "invalid_field:marketId", 5, ""),
     ],
 )
 def test_malformed_lines_become_rejects(

@@ -18,6 +18,7 @@ import pytest
 
 from operators.adapters.statsbomb import read_match, to_native
 from operators.events import Event
+from operators.parse import Limits
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data" / "statsbomb"
 EVENTS = DATA / "15986_events.json.gz"
@@ -318,4 +319,42 @@ def test_read_match_takes_plain_json_and_rejects_a_non_array(tmp_path: Path) -> 
     wrong.write_text('{"not": "an array"}', encoding="utf-8")
     assert [(r["reason"], r["source"]) for r in read_match(wrong, kickoff_ts=KICKOFF)] == [
         ("bad_shape:not_a_json_array", "778_events.json")
+    ]
+
+
+def test_a_file_over_the_statsbomb_limit_is_one_reject_and_is_never_decoded(
+    tmp_path: Path,
+) -> None:
+    events = tmp_path / "777_events.json"
+    events.write_text(json.dumps(_match()), encoding="utf-8")
+    size = events.stat().st_size
+    tight = Limits(max_statsbomb_bytes=size - 1)
+    assert [
+        (r["reason"], r["source"], r["match_id"], r["detail"])
+        for r in read_match(events, limits=tight, kickoff_ts=KICKOFF)
+    ] == [
+        (
+            "line_too_long",
+            "777_events.json",
+            "777",
+            f"over {size - 1} bytes, the statsbomb file limit (ODDSFLOW_MAX_STATSBOMB_BYTES)",
+        )
+    ]
+    exact = list(read_match(events, limits=Limits(max_statsbomb_bytes=size), kickoff_ts=KICKOFF))
+    assert exact[-1]["type"] == "match_end"
+    # lineups over the limit: the match converts without them
+    lineups = tmp_path / "777_lineups.json"
+    lineups.write_text(json.dumps([{"team_id": 1, "pad": "x" * size}]), encoding="utf-8")
+    lines = list(
+        read_match(events, lineups, limits=Limits(max_statsbomb_bytes=size), kickoff_ts=KICKOFF)
+    )
+    assert [r["reason"] for r in lines if r.get("reject")] == ["lineups_line_too_long"]
+    assert lines[-1]["type"] == "match_end"
+
+
+def test_nesting_deeper_than_pythons_json_decodes_is_a_reject(tmp_path: Path) -> None:
+    deep = tmp_path / "779_events.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")  # a RecursionError before
+    assert [(r["reason"], r["source"]) for r in read_match(deep, kickoff_ts=KICKOFF)] == [
+        ("bad_json:RecursionError", "779_events.json")
     ]

@@ -11,14 +11,20 @@ Lines (`op`):
   `marketType`, `runners[]`), `rc[]` runner deltas (`ltp`; `atb`/`atl`/`trd` as
   `[price, size]`, size 0 removes the level; `batb`/`batl`/`bdatb`/`bdatl` as
   `[level, price, size]`). `img: true` replaces the market's cache (not what oddsflow has
-  published: versions run on), and a market never seen is created on first sight (historic
-  files have no `img`). `ct: HEARTBEAT` lines change nothing.
+  published: versions run on; an image without a `marketDefinition` keeps the definition it
+  had), and a market never seen is created by its first change that carries a
+  `marketDefinition` (historic files have no `img`). A change for a market that no
+  definition has created yet (its image was lost, or rejected as too long) cannot be
+  applied: its line becomes a `Reject` `unknown_market` naming the market (every such
+  market of the line), and changes nothing.
+  `ct: HEARTBEAT` lines change nothing.
 - `ccm` sports-data changes (`cc[]`, keyed by `marketId`): see "Sports data" below.
 - Anything else, or a line that is not a JSON object of the right shape: a `Reject`
   (`malformed_json`, `not_an_object`, `unknown_op`, `missing_field:<name>`,
   `invalid_field:<name>` with the innermost field named, e.g. `invalid_field:atb`), with
-  `provider="betfair"`, `ts=pt` and `match_id` = the first market id when readable. A
-  rejected line changes no state. `process` never raises.
+  `provider="betfair"`, `ts=pt` and `match_id` = the first market id when readable (for
+  `unknown_market`, the first unknown market's). A rejected line changes no state.
+  `process` never raises.
 
 Rows (provider `betfair`, `match_id` = the Betfair market id, e.g. `1.200806927`):
 - `FeedEventRow` for every valid `mcm` line: `seq` = its number among this key's valid
@@ -61,9 +67,10 @@ Rows (provider `betfair`, `match_id` = the Betfair market id, e.g. `1.200806927`
   market is CLOSED / SETTLED and carries no `PriceRow`s; the `ltp` values are in the
   recorded `payload`s).
 
-Sports data (`op: ccm`, provider `betfair-sports`). Each valid line gives a `FeedEventRow`
-(type `ccm`, the raw line); then, normalized, one row per change that is new: type
-`fixture_status` when `fixtureInfo.fixtureStatus` / `eventStatus` change (payload
+Sports data (`op: ccm`, provider `betfair-sports`). Every `cc[]` entry must name its
+`marketId` (`missing_field:marketId` otherwise: it would change nothing). Each valid line
+gives a `FeedEventRow` (type `ccm`, the raw line); then, normalized, one row per change
+that is new: type `fixture_status` when `fixtureInfo.fixtureStatus` / `eventStatus` change (payload
 `{"fixtureStatus", "eventStatus"}`), and type `incident` for each incident not seen before
 (payload: the incident object), `incident_update` when a known incident comes back with a
 different `qualifierType` / `value` (the feed corrects runs). Incidents carry no id and are
@@ -180,7 +187,7 @@ class _IncidentList(msgspec.Struct):
 
 
 class _CricketChange(msgspec.Struct):
-    marketId: str | None = None
+    marketId: Annotated[str, msgspec.Meta(min_length=1)]  # without one, a change is nobody's
     fixtureInfo: _FixtureInfo | None = None
     incidentListWrapper: _IncidentList | None = None
 
@@ -373,6 +380,14 @@ class MarketBook:
             if rd.name is not None:
                 runner.name = rd.name
 
+    def without_prices(self) -> MarketBook:
+        """A new cache with this one's definition (status, runners and their names) and
+        no prices: what an image without a `marketDefinition` starts from."""
+        book = MarketBook(self.status, self.in_play, self.bet_delay, self.market_type)
+        for key, runner in self.runners.items():
+            book.runners[key] = RunnerBook(key[0], key[1], runner.name, runner.status)
+        return book
+
     def update(self, changes: list[_RunnerChange]) -> bool:
         """Apply runner deltas; True if a back side changed."""
         back = False
@@ -532,6 +547,9 @@ class BetfairProcessor:
                 _reject(raw, "missing_field:mc", "an mcm line that is not a heartbeat needs mc")
             ]
         changes = line.mc or []
+        unknown = self._undefined(changes)
+        if unknown:
+            return [_unknown_market(raw, unknown, pt)]
         self.lines += 1
         first = changes[0].id if changes else ""
         kind = "heartbeat" if heartbeat else "mcm"
@@ -544,12 +562,25 @@ class BetfairProcessor:
             self._change(change, pt, out)
         return out
 
+    def _undefined(self, changes: list[_MarketChange]) -> list[str]:
+        """The markets of `changes` that no definition has created, nor the change itself
+        (or one before it in the line) brings."""
+        defined: set[str] = set()
+        unknown = []
+        for change in changes:
+            if change.marketDefinition is not None:
+                defined.add(change.id)
+            elif change.id not in self.markets and change.id not in defined:
+                unknown.append(change.id)
+        return unknown
+
     def _change(self, change: _MarketChange, pt: int, out: list[Row]) -> None:
         mirror = self.markets.get(change.id)
         if mirror is None:
             mirror = self.markets[change.id] = MarketMirror(change.id)
         if change.img:
-            mirror.book = MarketBook()
+            defined = change.marketDefinition is not None
+            mirror.book = MarketBook() if defined else mirror.book.without_prices()
         book = mirror.book
         touched = change.img
         if change.marketDefinition is not None:
@@ -613,11 +644,10 @@ class BetfairProcessor:
     def _ccm(self, raw: RawLine, line: _Line, pt: int) -> list[Row]:
         if line.cc is None:
             return [_reject(raw, "missing_field:cc", "a ccm line needs cc")]
-        first = next((c.marketId for c in line.cc if c.marketId), "")
+        first = line.cc[0].marketId if line.cc else ""
         out: list[Row] = [self._sports_row(first, pt, "ccm", _text(raw), raw.source)]
         for change in line.cc:
-            if change.marketId:
-                self._cricket(change.marketId, change, pt, raw.source, out)
+            self._cricket(change.marketId, change, pt, raw.source, out)
         return out
 
     def _cricket(
@@ -689,6 +719,12 @@ class _Peek(msgspec.Struct):
 
 
 _decode_peek = msgspec.json.Decoder(_Peek).decode
+
+
+def _unknown_market(raw: RawLine, market_ids: list[str], pt: int) -> Reject:
+    what = "a change for market" if len(market_ids) == 1 else "changes for markets"
+    detail = f"{what} {', '.join(market_ids)}, which no image or marketDefinition has defined"
+    return Reject(raw.source, "unknown_market", detail, _text(raw), pt, PROVIDER, market_ids[0])
 
 
 def _explain(message: str) -> str:

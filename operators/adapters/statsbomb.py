@@ -32,6 +32,11 @@ for it):
   `period_start` to `match_end` (the running StatsBomb clock, held at 45:00 / 90:00 / ...
   between periods); `match_end` 1 s after the last line, with the score from the goals.
 
+Limits. Each file is one JSON document, decoded whole: one over the StatsBomb limit
+(`operators.parse.Limits`, `ODDSFLOW_MAX_STATSBOMB_BYTES`) is never decoded, and becomes a
+`line_too_long` reject (a lineups file: `lineups_line_too_long`, and the match converts
+without it). No more than the limit is ever read into memory.
+
 Rejects. An event that is not an object, lacks `type` / `period` / `timestamp`, or lacks
 what its mapping needs (team, card player, ...) becomes
 `{"reject": True, "provider", "match_id", "reason", "raw", "source", "ts"}` with reasons like
@@ -50,6 +55,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from operators.parse import LIMITS, Limits
 
 Line = dict[str, Any]
 
@@ -73,11 +80,13 @@ _TIMESTAMP = re.compile(r"(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?")
 
 
 class BadEvent(ValueError):
-    """A StatsBomb event that cannot be converted; `reason` goes into the reject."""
+    """A StatsBomb event that cannot be converted; `reason` (and `detail`, when the reason
+    alone does not say it) go into the reject."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -201,29 +210,36 @@ def to_native(
 
 
 def read_match(
-    events_path: Path, lineups_path: Path | None = None, **kwargs: Any
+    events_path: Path,
+    lineups_path: Path | None = None,
+    *,
+    limits: Limits | None = None,
+    **kwargs: Any,
 ) -> Iterator[Line]:
     """Load a StatsBomb events file (.json or .json.gz) (+ lineups) and convert.
 
     `kwargs` go to `to_native`; `match_id` defaults to the file's id (`15986_events.json`
-    -> `15986`) and `source` to the file name. A file that is not a JSON array yields one
-    reject; bad lineups yield a reject and the match converts without them.
+    -> `15986`) and `source` to the file name. A file that is not a JSON array, or is over
+    the StatsBomb limit of `limits` (default: this process's), yields one reject; bad
+    lineups yield a reject and the match converts without them.
     """
     events_path = Path(events_path)
+    limits = limits or LIMITS
     kwargs.setdefault("match_id", events_path.name.split("_events")[0].split(".")[0])
     kwargs.setdefault("source", events_path.name)
     where = {"provider": kwargs.get("provider", "statsbomb"), "match_id": kwargs["match_id"]}
     try:
-        events = _load_array(events_path)
+        events = _load_array(events_path, limits)
     except BadEvent as bad:
-        yield make_reject(bad.reason, None, events_path.name, **where)
+        yield make_reject(bad.reason, None, events_path.name, detail=bad.detail, **where)
         return
     lineups = None
     if lineups_path is not None:
         try:
-            lineups = _load_array(Path(lineups_path))
+            lineups = _load_array(Path(lineups_path), limits)
         except BadEvent as bad:
-            yield make_reject(f"lineups_{bad.reason}", None, Path(lineups_path).name, **where)
+            name = Path(lineups_path).name
+            yield make_reject(f"lineups_{bad.reason}", None, name, detail=bad.detail, **where)
     yield from to_native(events, lineups, **kwargs)
 
 
@@ -297,10 +313,15 @@ def read_header(ev: Any) -> Header:
 
 
 def make_reject(
-    reason: str, raw: Any, source: str, provider: str = "statsbomb", match_id: str = ""
+    reason: str,
+    raw: Any,
+    source: str,
+    provider: str = "statsbomb",
+    match_id: str = "",
+    detail: str = "",
 ) -> Line:
     text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
-    return {
+    reject: Line = {
         "reject": True,
         "provider": provider,
         "match_id": match_id,
@@ -308,6 +329,9 @@ def make_reject(
         "raw": text if raw is not None else "",
         "source": source,
     }
+    if detail:
+        reject["detail"] = detail
+    return reject
 
 
 # --- one builder per mapped StatsBomb type ---------------------------------------------
@@ -479,12 +503,23 @@ def _in_arrival_order(lines: list[Line], rejects: list[Line]) -> Iterator[Line]:
 # --- small readers -----------------------------------------------------------------------
 
 
-def _load_array(path: Path) -> list[Any]:
+def _load_array(path: Path, limits: Limits) -> list[Any]:
+    """The JSON array in `path`, read (decompressed) up to the StatsBomb limit, no further."""
     opener = gzip.open if path.name.endswith(".gz") else open
+    max_bytes = limits.max_bytes("statsbomb")
     try:
-        with opener(path, "rt", encoding="utf-8") as file:
-            data = json.load(file)
-    except (json.JSONDecodeError, UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
+        with opener(path, "rb") as file:
+            text = file.read(max_bytes + 1)
+        if len(text) > max_bytes:
+            raise BadEvent("line_too_long", limits.too_long("statsbomb"))
+        data = json.loads(text.decode("utf-8"))
+    except (
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        gzip.BadGzipFile,
+        EOFError,
+        RecursionError,  # nested deeper than Python's json can decode
+    ) as err:
         raise BadEvent(f"bad_json:{type(err).__name__}") from err
     if not isinstance(data, list):
         raise BadEvent("bad_shape:not_a_json_array")
