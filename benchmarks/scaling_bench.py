@@ -242,80 +242,74 @@ def main() -> None:
         domain = min(domain_only(files) for _ in range(args.rounds))
         print(f"  domain alone (LocalEngine, one stream): {lines / domain:>10,.0f} lines/s")
         startup = {n: replay([tiny], tmp / "work", n, args.workers).wall_s for n in counts}
-        wall: dict[int, float] = {}
-        cpu: dict[int, float] = {}
-        digests: dict[int, tuple[tuple[str, int, int], ...]] = {}
+        replays = Best("")
         for r in range(args.rounds):
             for n in counts:
-                got = replay(files, tmp / "work", n, args.workers)
-                print(
-                    f"  round {r + 1}  {n:2d} process(es) {lines / got.wall_s:>10,.0f} lines/s  "
-                    f"{got.wall_s:6.1f} s wall  {got.cpu_s:6.1f} s CPU  "
-                    f"{got.cpu_s / got.wall_s:5.2f} cores",
-                    flush=True,
-                )
-                wall[n] = min(wall.get(n, got.wall_s), got.wall_s)
-                cpu[n] = min(cpu.get(n, got.cpu_s), got.cpu_s)
-                digests[n] = got.digest
-        live_wall: dict[int, float] = {}
-        live_cpu: dict[int, float] = {}
-        live_digests: dict[int, tuple[tuple[str, int, int], ...]] = {}
+                replays.add(r, n, replay(files, tmp / "work", n, args.workers), lines)
+        lives = Best("live ")
         if args.live:
             whole = tmp / "whole.jsonl.gz"  # one file: the topics' keys split it
             write_feed(whole, matches=args.matches, seed=args.seed)
             kafka = KafkaSettings.from_env_and_args(args.kafka)
             for r in range(args.rounds):
                 for n in counts:
-                    got = live(whole, tmp / "work", n, kafka, parts)
-                    print(
-                        f"  live round {r + 1}  {n:2d} process(es) {lines / got.wall_s:>10,.0f} "
-                        f"lines/s  {got.wall_s:6.1f} s wall  {got.cpu_s:6.1f} s CPU",
-                        flush=True,
-                    )
-                    live_wall[n] = min(live_wall.get(n, got.wall_s), got.wall_s)
-                    live_cpu[n] = min(live_cpu.get(n, got.cpu_s), got.cpu_s)
-                    live_digests[n] = got.digest
+                    lives.add(r, n, live(whole, tmp / "work", n, kafka, parts), lines)
         print(f"load after: {_load()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"replay over {len(files)} files:")
-    same = _report(lines, counts, wall, cpu, digests, startup)
-    if 1 in wall:
-        print(f"full replay at 1 process / domain alone: {domain / wall[1]:.0%}")
+    same = replays.report(lines, counts, startup)
+    if 1 in replays.wall:
+        print(f"full replay at 1 process / domain alone: {domain / replays.wall[1]:.0%}")
     if args.live:
         print(f"live over {parts}-partition topics:")
-        same = _report(lines, counts, live_wall, live_cpu, live_digests) and same
+        same = lives.report(lines, counts) and same
     if not same:
         raise SystemExit("the setups published different tables")
 
 
-def _report(
-    lines: int,
-    counts: list[int],
-    wall: dict[int, float],
-    cpu: dict[int, float],
-    digests: dict[int, tuple[tuple[str, int, int], ...]],
-    startup: dict[int, float] | None = None,
-) -> bool:
-    """Print the figures against the first process count; whether the tables were the same
-    at every count."""
-    same = len(set(digests.values())) == 1
-    rows = sum(r for _, r, _ in next(iter(digests.values())))
-    print(f"  tables: {'identical' if same else 'DIFFERENT'} at every scale ({rows:,} rows)")
-    base = counts[0]
-    print(f"  against {base} process(es) (best wall time, least CPU of each):")
-    head = "  processes   lines/s  throughput  CPU µs/line  CPU/line"
-    print(head + ("  start-up  start-up share" if startup else ""))
-    for n in counts:
-        line = (
-            f"  {n:9d} {lines / wall[n]:>9,.0f}  x{wall[base] / wall[n]:9.2f}  "
-            f"{cpu[n] / lines * 1e6:11.1f}  x{cpu[n] / cpu[base]:7.2f}"
+class Best:
+    """Per process count, over rounds: the best wall time, the least CPU, the last tables."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.wall: dict[int, float] = {}
+        self.cpu: dict[int, float] = {}
+        self.digests: dict[int, tuple[tuple[str, int, int], ...]] = {}
+
+    def add(self, round_: int, n: int, got: Run, lines: int) -> None:
+        print(
+            f"  {self.label}round {round_ + 1}  {n:2d} process(es) "
+            f"{lines / got.wall_s:>10,.0f} lines/s  {got.wall_s:6.1f} s wall  "
+            f"{got.cpu_s:6.1f} s CPU  {got.cpu_s / got.wall_s:5.2f} cores",
+            flush=True,
         )
-        if startup:
-            line += f"  {startup[n]:6.1f} s  {startup[n] / wall[n]:13.0%}"
-        print(line)
-    return same
+        self.wall[n] = min(self.wall.get(n, got.wall_s), got.wall_s)
+        self.cpu[n] = min(self.cpu.get(n, got.cpu_s), got.cpu_s)
+        self.digests[n] = got.digest
+
+    def report(
+        self, lines: int, counts: list[int], startup: dict[int, float] | None = None
+    ) -> bool:
+        """Print the figures against the first process count; whether the tables were the
+        same at every count."""
+        same = len(set(self.digests.values())) == 1
+        rows = sum(r for _, r, _ in next(iter(self.digests.values())))
+        print(f"  tables: {'identical' if same else 'DIFFERENT'} at every scale ({rows:,} rows)")
+        base, wall, cpu = counts[0], self.wall, self.cpu
+        print(f"  against {base} process(es) (best wall time, least CPU of each):")
+        head = "  processes   lines/s  throughput  CPU µs/line  CPU/line"
+        print(head + ("  start-up  start-up share" if startup else ""))
+        for n in counts:
+            line = (
+                f"  {n:9d} {lines / wall[n]:>9,.0f}  x{wall[base] / wall[n]:9.2f}  "
+                f"{cpu[n] / lines * 1e6:11.1f}  x{cpu[n] / cpu[base]:7.2f}"
+            )
+            if startup:
+                line += f"  {startup[n]:6.1f} s  {startup[n] / wall[n]:13.0%}"
+            print(line)
+        return same
 
 
 def _load() -> str:

@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 
 from flows import kafka_broker
 from flows.kafka_tools import publish, route
@@ -98,34 +99,11 @@ def replay_of_partitions(settings: KafkaSettings, directory: Path) -> Path:
     order (Kafka timestamp, then `oddsflow-pos`), and the files replayed as one stream in
     event-time order (`--merge`). For a feed published from one file this is not always
     the file's own replay: lines that share an order time go by partition, not by file."""
-    consumer = _consumer(settings)
-    topics = [settings.topic(t) for t in INPUT_TOPICS]
-    metadata = consumer.list_topics(timeout=10)
-    parts = [
-        TopicPartition(t, p, OFFSET_BEGINNING)
-        for t in topics
-        for p in metadata.topics[t].partitions
-    ]
-    consumer.assign(parts)
-    waiting = {(tp.topic, tp.partition) for tp in parts}
     lines: dict[int, list[tuple[int, int, bytes]]] = {}
-    deadline = time.monotonic() + 60
-    try:
-        while waiting and time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, 0.5):
-                err = msg.error()
-                if err is not None:
-                    assert err.code() == KafkaError._PARTITION_EOF, err
-                    waiting.discard((msg.topic(), msg.partition()))
-                    continue
-                _, stamp = msg.timestamp()
-                position = int(header_value(msg.headers(), POSITION_HEADER) or 0)
-                lines.setdefault(msg.partition() or 0, []).append(
-                    (stamp, position, msg.value() or b"")
-                )
-    finally:
-        consumer.close()
-    assert not waiting, f"partitions not read to their end: {sorted(waiting)}"
+    for msg in read_to_end(settings, INPUT_TOPICS):
+        _, stamp = msg.timestamp()
+        position = int(header_value(msg.headers(), POSITION_HEADER) or 0)
+        lines.setdefault(msg.partition() or 0, []).append((stamp, position, msg.value() or b""))
     directory.mkdir(parents=True, exist_ok=True)
     files = []
     for index in sorted(lines):
@@ -243,10 +221,10 @@ def wait_for_outputs(
     return last
 
 
-def read_outputs(settings: KafkaSettings) -> dict[str, list[Message]]:
-    """Every message of the output topics, decoded, in partition order."""
+def read_to_end(settings: KafkaSettings, names: Iterable[str]) -> Iterator[KafkaMessage]:
+    """Every message of every partition of the topics `names`, up to their current ends."""
     consumer = _consumer(settings)
-    topics = [settings.topic(t) for t in OUTPUT_TOPICS]
+    topics = [settings.topic(t) for t in names]
     metadata = consumer.list_topics(timeout=10)
     parts = [
         TopicPartition(t, p, OFFSET_BEGINNING)
@@ -255,8 +233,6 @@ def read_outputs(settings: KafkaSettings) -> dict[str, list[Message]]:
     ]
     consumer.assign(parts)
     waiting = {(tp.topic, tp.partition) for tp in parts}
-    out: dict[str, list[Message]] = {t: [] for t in OUTPUT_TOPICS}
-    prefix = len(settings.topic_prefix)
     deadline = time.monotonic() + 120
     try:
         while waiting and time.monotonic() < deadline:
@@ -266,12 +242,20 @@ def read_outputs(settings: KafkaSettings) -> dict[str, list[Message]]:
                     assert err.code() == KafkaError._PARTITION_EOF, err
                     waiting.discard((msg.topic(), msg.partition()))
                     continue
-                value = json.loads(msg.value() or b"null")
-                assert value["key"] == (msg.key() or b"").decode()  # the key is in the value
-                out[(msg.topic() or "")[prefix:]].append(value)
+                yield msg
     finally:
         consumer.close()
     assert not waiting, f"partitions not read to their end: {sorted(waiting)}"
+
+
+def read_outputs(settings: KafkaSettings) -> dict[str, list[Message]]:
+    """Every message of the output topics, decoded, in partition order."""
+    out: dict[str, list[Message]] = {t: [] for t in OUTPUT_TOPICS}
+    prefix = len(settings.topic_prefix)
+    for msg in read_to_end(settings, OUTPUT_TOPICS):
+        value = json.loads(msg.value() or b"null")
+        assert value["key"] == (msg.key() or b"").decode()  # the key is in the value
+        out[(msg.topic() or "")[prefix:]].append(value)
     return out
 
 
