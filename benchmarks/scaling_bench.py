@@ -51,6 +51,7 @@ from sinks.kafka_config import ALL_TOPICS, ENV_PREFIX, OUTPUT_TOPICS, KafkaSetti
 from sinks.tables import tables
 
 WHERE_FROM = ("source", "ref", "detail")  # columns that may name a line's topic
+TIMINGS = ("latency",)  # tables of the run's own timings: no two runs agree
 QUIET_S = 3.0  # live: no output for this long after the feed's rows came means done
 
 
@@ -67,12 +68,15 @@ def children_cpu() -> float:
 
 
 def digest(db: Path, topic_prefix: str = "") -> tuple[tuple[str, int, int], ...]:
-    """Every table's row count and an order-free hash of its rows; `topic_prefix` (live: a
-    run's own topics) is taken out of the columns that name where a line came from."""
+    """Every table's row count and an order-free hash of its rows, but the run's timings;
+    `topic_prefix` (live: a run's own topics) is taken out of the columns that name where a
+    line came from."""
     con = duckdb.connect(str(db), read_only=True)
     try:
         out = []
         for name, table in tables().items():
+            if name in TIMINGS:
+                continue
             columns = ", ".join(
                 f"replace({c}, '{topic_prefix}', '')" if c in WHERE_FROM and topic_prefix else c
                 for c in table.columns

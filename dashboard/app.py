@@ -189,9 +189,20 @@ def overview() -> None:
         },
     )
     if isinstance(latency, pl.DataFrame) and not latency.is_empty():
-        st.subheader("Pipeline latency")
+        st.subheader("Pipeline latency (live)")
+        st.caption(
+            "Per wall-clock minute: milliseconds from a line's arrival (taken from Kafka by "
+            "the live flow) to its rows being handed to the sinks, for the lines handed over "
+            "in that minute; with several workers, the slowest worker's percentiles."
+        )
         st.altair_chart(charts.latency(latency), width="stretch")
-        st.dataframe(latency, hide_index=True)
+        st.dataframe(
+            latency.select("time", "lines", "workers", "p50_ms", "p95_ms", "p99_ms", "max_ms"),
+            hide_index=True,
+            column_config={
+                "time": st.column_config.DatetimeColumn("minute (UTC)", format="HH:mm"),
+            },
+        )
 
 
 @st.fragment(run_every=REFRESH_S)

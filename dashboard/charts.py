@@ -236,19 +236,29 @@ def bets_by_outcome(frame: pl.DataFrame) -> alt.Chart:
     )
 
 
-def latency(frame: pl.DataFrame) -> alt.Chart:
-    """p50 / p95 / p99 of each latency measure, in milliseconds."""
-    long = frame.unpivot(
-        on=["p50", "p95", "p99"], index=["stage", "measure"], variable_name="percentile"
-    ).with_columns((pl.col("stage") + " · " + pl.col("measure")).alias("what"))
-    return (
-        alt.Chart(long, height=alt.Step(36))
-        .mark_bar()
+def latency(frame: pl.DataFrame) -> alt.VConcatChart:
+    """Per wall-clock minute: p50 and p99 of the slowest worker, in milliseconds (with p95
+    and max in the tooltip), and the lines handed over below it, on one time axis."""
+    when = _time_axis(title="wall-clock minute (UTC)")
+    tooltip = [
+        _when("ts", "minute starting (UTC)"),
+        alt.Tooltip("lines:Q", format=","),
+        *(alt.Tooltip(f"{c}:Q", format=",.1f") for c in ("p50_ms", "p95_ms", "p99_ms", "max_ms")),
+    ]
+    percentiles = (
+        alt.Chart(frame, height=220)
+        .transform_fold(["p50_ms", "p99_ms"], as_=["percentile", "ms"])
+        .mark_line(point=True)
         .encode(
-            x=alt.X("value:Q", title="milliseconds"),
-            y=alt.Y("what:N", title=None),
-            yOffset="percentile:N",
-            color=alt.Color("percentile:N", title="percentile"),
-            tooltip=["stage:N", "measure:N", "percentile:N", alt.Tooltip("value:Q", format=",.1f")],
+            x=when,
+            y=alt.Y("ms:Q", title="arrival to sinks (ms)"),
+            color=alt.Color("percentile:N", title=None),
+            tooltip=tooltip,
         )
     )
+    lines = (
+        alt.Chart(frame, height=120)
+        .mark_bar(color="#4c78a8")
+        .encode(x=when, y=alt.Y("lines:Q", title="lines"), tooltip=tooltip)
+    )
+    return alt.vconcat(percentiles, lines)

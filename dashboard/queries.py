@@ -6,8 +6,8 @@ file every few seconds (sinks/publish.py). The writer's own file is never opened
 
 Every function takes a `Snapshot` and returns a Polars frame (or a small dataclass). Event
 times stay `ts` (epoch ms, UTC) for the charts; tables get a `time` column, a UTC datetime.
-Tables that other parts of the flow add later (`bets`, `wallets`, `latency`) are optional:
-their functions return a `Missing` note instead of failing while the table does not exist.
+Tables that a database may lack (`bets`, `wallets`, `latency` in a file written before
+them) are optional: their functions return a `Missing` note instead of failing.
 """
 
 from __future__ import annotations
@@ -225,38 +225,21 @@ def markets_by_status(db: Snapshot) -> pl.DataFrame:
 
 
 def latency(db: Snapshot) -> pl.DataFrame | Missing:
-    """Percentiles of every millisecond column (`*_ms`, `ms`) of a `latency` table, if any,
-    per `stage` (or its first text column) when it has one."""
+    """Per wall-clock minute of a live flow (`latency` table): the lines its workers handed
+    to the sinks, and the milliseconds from a line's arrival to then: p50 / p95 / p99 / max
+    of the slowest worker (each worker's percentiles are over its own lines; those of
+    several workers cannot be merged from them). `ts`: the minute's start (epoch ms)."""
     if not db.has("latency"):
         return Missing("latency")
-    columns = db.rows(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'latency' "
-        "ORDER BY column_index"
+    frame = db.frame(
+        """
+        SELECT minute AS ts, sum(lines)::BIGINT AS lines, count(*) AS workers,
+               max(p50_ms) AS p50_ms, max(p95_ms) AS p95_ms, max(p99_ms) AS p99_ms,
+               max(max_ms) AS max_ms
+        FROM latency GROUP BY minute ORDER BY minute
+        """
     )
-    measures = [c for c, t in columns if _is_ms(c) and _is_number(t)]
-    texts = [c for c, t in columns if t == "VARCHAR"]
-    group = "stage" if "stage" in texts else (texts[0] if texts else None)
-    parts = [
-        f"""SELECT {f'"{group}"' if group else "'all'"} AS stage, '{m}' AS measure,
-               count("{m}") AS samples,
-               quantile_cont("{m}", 0.5) AS p50, quantile_cont("{m}", 0.95) AS p95,
-               quantile_cont("{m}", 0.99) AS p99, max("{m}") AS max
-        FROM latency GROUP BY ALL"""
-        for m in measures
-    ]
-    if not parts:
-        return pl.DataFrame()
-    return db.frame(" UNION ALL ".join(parts) + " ORDER BY stage, measure")
-
-
-def _is_ms(column: str) -> bool:
-    return column == "ms" or column.endswith("_ms")
-
-
-def _is_number(sql_type: str) -> bool:
-    return sql_type in {"INTEGER", "BIGINT", "DOUBLE", "FLOAT", "HUGEINT", "SMALLINT"} or (
-        sql_type.startswith("DECIMAL")
-    )
+    return with_time(frame)
 
 
 # ---- one match -------------------------------------------------------------------------------

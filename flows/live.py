@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -66,9 +66,10 @@ from confluent_kafka import (
 from flows.runtime import tune_interpreter
 from flows.sources import Progress
 from operators.dataflow import market_sync
+from operators.latency import LatencyRecorder
 from operators.ordering import Group, Router, line_ts
 from operators.parse import REJECTS_KEY, RawLine
-from operators.rows import Reject, Row
+from operators.rows import LatencyRow, Reject, Row
 from operators.settings import DEFAULT_RULES, Rules
 from operators.signing import MessageHeaders, header_signature, header_value
 from sinks.duckdb_sink import DuckDBSink
@@ -84,7 +85,7 @@ from sinks.kafka_config import (
 )
 from sinks.kafka_rows import FLOW_FAILED, kafka_output
 from sinks.kafka_sink import KafkaDeliveryError
-from sinks.workers import learn_worker_index
+from sinks.workers import learn_worker_index, this_worker
 
 log = logging.getLogger("oddsflow.live")
 
@@ -142,7 +143,8 @@ def get_flow(
     clock = wall_clock_now if wall_clock else None
     # The input ends only when the flow is stopped: bets awaiting a verdict stay pending.
     keyed = cast(KeyedStream[list], split.trues)
-    rows = market_sync("sync", keyed, rules, clock, finite=False)  # (key, [Row])
+    # The match step adds each worker's `LatencyRow`s to its rows once a minute.
+    rows = market_sync("sync", keyed, rules, clock, finite=False, latency=WorkerLatency())
     errors = op.map("errors", split.falses, as_reject_rows)  # shape: ("", [Reject])
     out = op.merge("out", rows, errors)
     # Rows go to the writer process in chunks of 0.1 s (converting a second's worth at once
@@ -159,6 +161,27 @@ def get_flow(
 
 def wall_clock_now() -> datetime:
     return datetime.now(UTC)
+
+
+class WorkerLatency:
+    """The live flow's `LatencyProbe`: the wall clock, and a `LatencyRecorder` per worker
+    (each used by its own worker's thread only)."""
+
+    def __init__(self) -> None:
+        self.recorders: dict[int, LatencyRecorder] = {}
+
+    def handed_over(self, arrivals: Iterable[float]) -> list[LatencyRow]:
+        return self._recorder().record(arrivals, time.time())
+
+    def end(self) -> list[LatencyRow]:
+        return self._recorder().flush()
+
+    def _recorder(self) -> LatencyRecorder:
+        worker = this_worker()[0]
+        recorder = self.recorders.get(worker)
+        if recorder is None:
+            recorder = self.recorders[worker] = LatencyRecorder(worker)
+        return recorder
 
 
 def is_group(item: Group | Reject) -> TypeGuard[Group]:
@@ -281,8 +304,10 @@ class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
         if self.stop.is_set():
             raise StopIteration
         fed: set[_Lane] = set()
-        for msg in self.consumer.consume(self.batch_size, 0):
-            self._take(msg, fed)
+        messages = self.consumer.consume(self.batch_size, 0)
+        arrived = time.time()  # one stamp per batch: its lines left the consumer together
+        for msg in messages:
+            self._take(msg, fed, arrived)
         for lane in fed:
             self._check_caught_up(lane)
         out: list[Group | Reject] = [*self.errors]
@@ -311,7 +336,7 @@ class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
         partition said idle too soon lets wallets go past lines it still holds)."""
         return all(lane.at_end and not lane.queue for lane in self.lanes.values())
 
-    def _take(self, msg: Message, fed: set[_Lane]) -> None:
+    def _take(self, msg: Message, fed: set[_Lane], arrived: float) -> None:
         err = msg.error()
         lane = self.lanes.get((msg.topic() or "", msg.partition() or 0))
         now = time.monotonic()
@@ -334,7 +359,8 @@ class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
             header_position(headers),
             line_ts(data) or 0,
         )
-        raw = RawLine(f"{lane.name}/{offset}", data, signature=header_signature(headers))
+        source = f"{lane.name}/{offset}"
+        raw = RawLine(source, data, signature=header_signature(headers), arrived=arrived)
         lane.queue.append((order, raw, offset))
         lane.at_end = False
         lane.taken = offset

@@ -64,7 +64,7 @@ def read_lines(path: Path, fmt: str = "auto") -> Iterator[RawLine]:
             data = data.rstrip(b"\r\n")
             if data:
                 data, signature = split_signed(data)
-                yield new_line(RawLine, (f"{name}:{n}", data, "", signature, None))
+                yield new_line(RawLine, (f"{name}:{n}", data, "", signature, None, 0.0))
 
 
 def read_limit(fmt: str) -> int:

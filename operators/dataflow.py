@@ -20,6 +20,7 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from operators.bets import BetDecision, SettlementNotice, WalletMessage, wallet_shard_of
 from operators.engine import MatchProcessor, Output
+from operators.latency import LatencyProbe
 from operators.ordering import Ordered, PartitionMark
 from operators.parse import RawLine, is_wallet_key
 from operators.providers import Processor, new_processor
@@ -89,11 +90,19 @@ class _MatchLogic(StatefulBatchLogic[list[RawLine], list[Output], _Snapshot]):
     flow only (`clock` given), `notify_at`/`on_notify` so that provider silence and due
     reopenings fire on time without waiting for the next line: event time is estimated as
     the last line's `ts` plus the wall time since it came. Replays pass no clock and stay
-    deterministic."""
+    deterministic. `latency`: live flows only, told when each batch's rows go to the sinks
+    (and `on_eof`)."""
 
-    def __init__(self, rules: Rules, clock: Clock | None, resume: _Snapshot | bytes | None) -> None:
+    def __init__(
+        self,
+        rules: Rules,
+        clock: Clock | None,
+        resume: _Snapshot | bytes | None,
+        latency: LatencyProbe | None = None,
+    ) -> None:
         self.rules = rules
         self.clock = clock
+        self.latency = latency
         self.proc = cast(Processor | None, _resume(resume))
         self.seen_at: datetime | None = None  # wall time of the last line
         self.snapshots = _Snapshots()
@@ -107,6 +116,8 @@ class _MatchLogic(StatefulBatchLogic[list[RawLine], list[Output], _Snapshot]):
             out.extend(self.proc.process_lines(group))
         if self.clock is not None:
             self.seen_at = self.clock()
+        if self.latency is not None:
+            out.extend(self.latency.handed_over(raw.arrived for group in values for raw in group))
         return ([out] if out else []), StatefulBatchLogic.RETAIN
 
     def on_item(self, raw: RawLine) -> tuple[list[list[Output]], bool]:
@@ -118,6 +129,10 @@ class _MatchLogic(StatefulBatchLogic[list[RawLine], list[Output], _Snapshot]):
         if due is None or self.seen_at is None:
             return None
         return self.seen_at + timedelta(milliseconds=due)
+
+    def on_eof(self) -> tuple[list[list[Output]], bool]:
+        rows: list[Output] = [*self.latency.end()] if self.latency is not None else []
+        return ([rows] if rows else []), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[list[Output]], bool]:
         proc = self.proc
@@ -201,17 +216,21 @@ def market_sync(
     rules: Rules = DEFAULT_RULES,
     clock: Clock | None = None,
     finite: bool = True,
+    latency: LatencyProbe | None = None,
 ) -> Stream[tuple[str, Sequence[object]]]:
     """Routed lines in; per line, the rows it causes, keyed.
 
     In: `(key, [item, ...])` from a `Router`: raw lines for each match, ordered lines and
     partition marks for each wallet shard. Out: `(key, [row, ...])`, one item per key and
     batch of lines (the rows of several lines, in order); match lists also carry the wallet
-    messages, which sinks skip. `clock`: live flows only (see `_MatchLogic`). `finite`:
-    whether the input's end is the feed's (see `_WalletLogic`).
+    messages, which sinks skip. `clock`, `latency`: live flows only (see `_MatchLogic`);
+    `latency` adds `LatencyRow`s to the match lists. `finite`: whether the input's end is
+    the feed's (see `_WalletLogic`).
     """
     split = op.branch("split", keyed, lambda kv: not is_wallet_key(kv[0]))
-    matched = op.stateful_batch("match", split.trues, partial(_MatchLogic, rules, clock))
+    matched = op.stateful_batch(
+        "match", split.trues, partial(_MatchLogic, rules, clock, latency=latency)
+    )
     # shape: (match key, [Row | WalletMessage])
     messages = op.flat_map_batch("verdicts", matched, _for_wallets)
     # shape: (shard, [WalletMessage])

@@ -137,16 +137,22 @@ class RawLine(NamedTuple):
     that reject, whatever the bytes. `signature`: the feed signature that came with the line
     (hex; "" when none did). `event`: the line decoded, when `route` already did (the
     parser then does not decode it again); it stays in the process: a pickled line (sent to
-    another worker) leaves it behind and is decoded where it lands."""
+    another worker) leaves it behind and is decoded where it lands. `arrived`: live lines
+    only, when the source took the line from Kafka (epoch s, `operators/latency.py`); 0
+    elsewhere."""
 
     source: str
     data: bytes
     rejected: str = ""
     signature: str = ""
     event: Event | None = None
+    arrived: float = 0.0
 
-    def __reduce__(self) -> tuple[type[RawLine], tuple[str, bytes, str, str]]:
-        return RawLine, (self.source, self.data, self.rejected, self.signature)
+    def __reduce__(self) -> tuple[type[RawLine], tuple[object, ...]]:
+        fields = (self.source, self.data, self.rejected, self.signature)
+        if self.arrived:  # a live line; a replayed one pickles as small as before
+            return RawLine, (*fields, None, self.arrived)
+        return RawLine, fields
 
 
 def refuse(raw: RawLine, provider: str, reason: str, detail: str) -> RawLine:
@@ -285,7 +291,7 @@ def route(raw: RawLine) -> list[tuple[str, RawLine]]:
         event: Event | None = _decoder.decode(data)
     except (msgspec.MsgspecError, UnicodeDecodeError):
         return _route_peeked(raw, _peek(raw))
-    line = _new_line(RawLine, (raw.source, data, raw.rejected, raw.signature, event))
+    line = _new_line(RawLine, (raw.source, data, raw.rejected, raw.signature, event, raw.arrived))
     # Valid feed lines and bets, nearly every line: keyed from the event, no second reading.
     if isinstance(event, FeedEvent):
         if active_keyring().active:

@@ -116,6 +116,20 @@ class LedgerRow(NamedTuple):
     ref: str
 
 
+class LatencyRow(NamedTuple):
+    """One worker's lines of one wall-clock minute in a live flow, and their latency: from
+    a line's arrival (the live source took it from the Kafka consumer) to the end of its
+    processing by its match (its rows handed on to the sinks). `operators/latency.py`."""
+
+    minute: int  # epoch ms of the minute's start (UTC) in which the lines were handed over
+    worker: int
+    lines: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+
 Row = (
     FeedEventRow
     | Reject
@@ -126,6 +140,7 @@ Row = (
     | BetRow
     | WalletRow
     | LedgerRow
+    | LatencyRow
 )
 
 TABLE_OF: dict[type, str] = {
@@ -138,6 +153,7 @@ TABLE_OF: dict[type, str] = {
     BetRow: "bets",
     WalletRow: "wallets",
     LedgerRow: "wallet_ledger",
+    LatencyRow: "latency",
 }
 
 

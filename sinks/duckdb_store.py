@@ -65,6 +65,10 @@ LATEST: dict[str, str] = {
     "wallets": "version",
     "rejects": "",
     "feed_gaps": "",
+    # A run writes a (minute, worker) row once; the same row again comes from a resumed
+    # run's snapshot. Two rows differ only when a restart falls within one minute: the
+    # first run's part of that minute is kept.
+    "latency": "",
 }
 FANOUT = 8  # segments of one level merged into one of the next
 RETAIN_S = 60.0  # a merged segment stays this long for readers of an older published file

@@ -22,7 +22,9 @@ and the value. `rejects` are facts, never updated: `version` is always 1 and the
 (`source`, `reason`), the key of the `rejects` table; `ts` is null when the line had none.
 
 Feed events, feed gaps and the wallet ledger stay in DuckDB; wallet messages (the
-verdicts matches send to wallets) are internal and never leave the flow.
+verdicts matches send to wallets) are internal and never leave the flow. So do the live
+flow's `latency` rows: they describe the flow, not the markets, and consumers of these
+topics follow markets and bets (the dashboard reads them from DuckDB).
 """
 
 from __future__ import annotations

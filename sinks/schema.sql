@@ -117,6 +117,21 @@ CREATE TABLE IF NOT EXISTS wallet_ledger (
     -- key: (user_id) version
 );
 
+-- Live flows only: per worker and wall-clock minute, the lines whose processing by their
+-- match ended in that minute, and the milliseconds from each line's arrival (the live
+-- source took it from the Kafka consumer) to then (its rows handed on to the sinks).
+-- Written once per minute and worker, when the minute is over or the flow ends.
+CREATE TABLE IF NOT EXISTS latency (
+    minute BIGINT NOT NULL,             -- epoch ms of the minute's start (UTC)
+    worker INTEGER NOT NULL,
+    lines BIGINT NOT NULL,
+    p50_ms DOUBLE NOT NULL,
+    p95_ms DOUBLE NOT NULL,
+    p99_ms DOUBLE NOT NULL,
+    max_ms DOUBLE NOT NULL,
+    PRIMARY KEY (minute, worker)
+);
+
 -- Worst-case liability of every market from the accepted (and settled) bets: what the book
 -- pays if selection s wins, minus the stakes it keeps from the other selections.
 CREATE OR REPLACE VIEW exposure AS

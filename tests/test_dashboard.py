@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import queries
 from dashboard.run import build_parser, main, streamlit_args
-from sinks.tables import schema_sql, views_sql
+from sinks.tables import schema_sql, tables, views_sql
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboard" / "app.py"
@@ -320,22 +320,24 @@ def insert(
 
 @pytest.fixture
 def db_with_bets(db: Path, tmp_path: Path) -> Path:
-    """A copy of the replay with bets, wallets and latency rows (the tables are created with
-    the contract's columns when the flow does not write them yet)."""
+    """A copy of the replay with bets, wallets and latency rows (a replay writes no latency:
+    these are two minutes of a live flow, the first with two workers)."""
     path = tmp_path / "with_bets.duckdb"
     shutil.copyfile(db, path)
     match_id = one(db, "SELECT min(match_id) FROM matches")
     con = duckdb.connect(str(path))
     # The published tables are views over the flow's segments: these become tables here.
-    con.execute("DROP VIEW exposure; DROP VIEW bets; DROP VIEW wallets")
+    con.execute("DROP VIEW exposure; DROP VIEW bets; DROP VIEW wallets; DROP VIEW latency")
+    latency = tables()["latency"]
+    typed = ", ".join(f"{c} {t}" for c, t in zip(latency.columns, latency.sql_types, strict=True))
+    con.execute(f"CREATE TABLE latency ({typed})")
     con.execute(
         """
         CREATE TABLE IF NOT EXISTS bets (bet_id VARCHAR, user_id VARCHAR, match_id VARCHAR,
             market VARCHAR, selection VARCHAR, stake DECIMAL(18, 2), price DECIMAL(7, 2),
             status VARCHAR, reason VARCHAR, payout DECIMAL(18, 2));
         CREATE TABLE IF NOT EXISTS wallets (user_id VARCHAR, balance DECIMAL(18, 2));
-        CREATE TABLE IF NOT EXISTS latency (stage VARCHAR, ms DOUBLE);
-        DELETE FROM bets; DELETE FROM wallets; DELETE FROM latency;
+        DELETE FROM bets; DELETE FROM wallets;
         """
     )
     con.execute(views_sql())  # `exposure`, over this `bets`
@@ -353,7 +355,16 @@ def db_with_bets(db: Path, tmp_path: Path) -> Path:
         ],
     )
     insert(con, "wallets", ["user_id", "balance"], [["u1", "15.50"], ["u2", "4.50"]])
-    insert(con, "latency", ["stage", "ms"], [["sink", float(i)] for i in range(101)])
+    insert(
+        con,
+        "latency",
+        list(latency.columns),
+        [  # minute, worker, lines, p50, p95, p99, max
+            [60_000, 0, 10, 2.0, 5.0, 8.0, 9.0],
+            [60_000, 1, 30, 3.0, 4.0, 12.0, 20.0],
+            [120_000, 0, 5, 1.0, 1.0, 1.0, 1.0],
+        ],
+    )
     con.close()
     return path
 
@@ -380,14 +391,23 @@ def test_markets_page_shows_exposure_and_bets_once_the_tables_exist(
     assert len(at.get(CHART)) == 3  # by market, by match, bets by reason
 
 
-def test_overview_shows_latency_percentiles_when_the_table_exists(
+def test_overview_shows_latency_per_minute_when_a_live_flow_wrote_it(
     db_with_bets: Path, page: Callable[..., AppTest]
 ) -> None:
+    """Lines summed over the workers; the slowest worker's percentiles."""
     at = page(db_with_bets, "overview")
-    assert "Pipeline latency" in texts(at.subheader)
+    assert "Pipeline latency (live)" in texts(at.subheader)
     table = at.dataframe[-1].value
-    assert table["p50"].tolist() == [pytest.approx(50.0)]
-    assert table["p99"].tolist() == [pytest.approx(99.0)]
+    assert table["lines"].tolist() == [40, 5]
+    assert table["workers"].tolist() == [2, 1]
+    assert table["p50_ms"].tolist() == [pytest.approx(3.0), pytest.approx(1.0)]
+    assert table["p99_ms"].tolist() == [pytest.approx(12.0), pytest.approx(1.0)]
+    assert table["max_ms"].tolist() == [pytest.approx(20.0), pytest.approx(1.0)]
+
+
+def test_overview_of_a_replay_has_no_latency_panel(db: Path, page: Callable[..., AppTest]) -> None:
+    at = page(db, "overview")
+    assert not any(t.startswith("Pipeline latency") for t in texts(at.subheader))
 
 
 # ---- Rejects ---------------------------------------------------------------------------------

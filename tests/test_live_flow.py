@@ -25,14 +25,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
+from dashboard import queries
 from flows import kafka_broker
 from flows.kafka_tools import publish, route
 from flows.simulator import write_feed
 from flows.sources import open_feed
+from operators.parse import RawLine, is_wallet_key
+from operators.providers import route_line
 from operators.signing import header_value
 from sinks.kafka_config import (
     ALL_TOPICS,
@@ -400,6 +404,45 @@ def test_live_gives_the_replay_of_its_partitions_at_any_scale(
     assert ended == [(10,)]
     read = re.findall(r"^lines read\s+([\d,]+)", live.stdout(), re.M)  # one per process
     assert sum(int(n.replace(",", "")) for n in read) == lines
+
+
+def test_the_latency_panel_reads_what_the_live_flow_measured(
+    kafka_settings: KafkaSettings, feed10: Path, tmp_path: Path
+) -> None:
+    """Two workers each write a row per wall-clock minute of the lines their matches
+    processed; the dashboard's query over the published file counts every line that went
+    to a match (all but deposits, which only wallets read) once."""
+    ensure_topics(kafka_settings, ALL_TOPICS)
+    lines = publish_as_arrived(kafka_settings, feed10)
+    reference = replay_of_partitions(kafka_settings, tmp_path / "partitions")
+    to_matches = lines_to_matches(feed10)
+    assert 0 < to_matches < lines  # the feed has deposits
+    live_db = tmp_path / "live.duckdb"
+    started_ms = int(time.time() * 1000)
+
+    run_live_until_done(kafka_settings, live_db, expected_counts(reference), "--workers", "2")
+
+    with queries.snapshot(live_db) as db:
+        per_minute = queries.latency(db)
+    assert isinstance(per_minute, pl.DataFrame)
+    assert per_minute["lines"].sum() == to_matches
+    minutes = per_minute["ts"].to_list()
+    assert minutes == sorted(minutes)
+    assert started_ms // 60_000 * 60_000 <= minutes[0] and minutes[-1] <= time.time() * 1000
+    for row in per_minute.iter_rows(named=True):
+        assert 0 <= row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] <= row["max_ms"], row
+        assert row["max_ms"] < 60_000, row  # the whole run takes seconds
+        assert 1 <= row["workers"] <= 2
+    keys = table(live_db, "SELECT minute, worker, count(*) FROM latency GROUP BY ALL")
+    assert {worker for _, worker, _ in keys} == {0, 1}  # both hold matches and wrote rows
+    assert all(n == 1 for _, _, n in keys)  # one row per minute and worker
+
+
+def lines_to_matches(path: Path) -> int:
+    """The lines of a feed that routing sends to a match (or to the rejects)."""
+    with open_feed(path) as f:
+        lines = [RawLine("", raw.rstrip(b"\r\n")) for raw in f if raw.strip()]
+    return sum(any(not is_wallet_key(key) for key, _ in route_line(raw)) for raw in lines)
 
 
 def test_a_file_published_at_full_speed_gives_the_replay_outputs(
