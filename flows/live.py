@@ -94,7 +94,9 @@ CHECK_TIMEOUT_S = 5.0  # an unreachable broker fails `oddsflow live` within this
 BATCH_SIZE = 1000  # messages taken from the consumer per call
 # When the last call had nothing to give, Bytewax asks again this much later (its worker
 # sleeps meanwhile, whatever partitions it reads; a blocking poll per partition would add
-# up): an idle flow costs little, and a line waits at most this long to be taken.
+# up): a line waits at most this long to be taken. The price: an idle `oddsflow live` over
+# 4-partition topics used ~5 % of a core (0.48 s of CPU in 10 s), against ~1 % for the
+# earlier one-partition source, which could block in one poll.
 IDLE_WAIT_S = 0.002
 # How long the merge waits for a partition that is neither caught up nor delivering (at
 # start, or while the broker is away) before the flow stops: going on without it would
