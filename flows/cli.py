@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sqlite3
 import sys
 import time
@@ -329,6 +328,9 @@ def _cluster_member(args: argparse.Namespace, parent: int) -> None:
         os._exit(1)
 
     os.setpgid(0, 0)  # signals come from the command (`_run_cluster`), once
+    from flows import logs
+
+    logs.configure()  # as the command was told (through the environment)
 
     threading.Thread(target=orphaned, daemon=True).start()
     raise SystemExit(args.run(args))
@@ -440,6 +442,51 @@ def _cluster_options(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    from flows.logs import FORMATS, LEVELS
+
+    parser.add_argument("--version", action="store_true", help="print the versions and exit")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LEVELS,
+        help="log records from this level on (default WARNING, or ODDSFLOW_LOG_LEVEL)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help="text (default, or ODDSFLOW_LOG_FORMAT) or json: one object per line "
+        "(time, level, logger, message, match_id)",
+    )
+
+
+def _global_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The options before the command (`--version`, `--log-level`, `--log-format`), and the
+    rest of the command line."""
+    parser = argparse.ArgumentParser(prog="oddsflow", add_help=False)
+    _add_global_options(parser)
+    head = 0
+    while head < len(argv) and argv[head].startswith("--") and argv[head] != "--help":
+        head += 1 if argv[head] == "--version" or "=" in argv[head] else 2
+    return parser.parse_args(argv[:head]), argv[head:]
+
+
+def version_line() -> str:
+    """`oddsflow --version`: this package's, Bytewax's and Python's versions."""
+    import platform
+    from importlib import metadata
+
+    def of(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (
+        f"oddsflow {of('oddsflow')} (bytewax {of('bytewax')}, Python {platform.python_version()})"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oddsflow",
@@ -448,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_global_options(parser)  # listed in --help; read by `_global_options`
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     replay = sub.add_parser("replay", help="run the market-sync flow over recorded feed files")
     replay.add_argument(
@@ -578,8 +626,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flows import logs
+
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        options, argv = _global_options(argv)
+        logs.configure(options.log_level, options.log_format)
+    except (SystemExit, logs.LogOptionError) as exc:
+        if isinstance(exc, SystemExit):
+            return int(exc.code or 0)
+        print(f"oddsflow: {exc}", file=sys.stderr)
+        return 2
+    if options.version:
+        print(version_line())
+        return 0
     if argv and argv[0] in DELEGATED:
         return DELEGATED[argv[0]][0](argv[1:])
     args = build_parser().parse_args(argv)
