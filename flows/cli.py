@@ -601,7 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument(
         "--group-id",
         default="oddsflow-live",
-        help="consumer group id (no offsets are committed; default oddsflow-live)",
+        help="consumer group id (default oddsflow-live): the offsets read are committed to it "
+        "after each snapshot, so Kafka's tools show the lag; a run never resumes from them",
     )
     live.add_argument(
         "--event-time-only",

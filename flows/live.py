@@ -26,13 +26,14 @@ belong to a partition become rejects; connection trouble is retried by librdkafk
 logged.
 
 Positions come from `from_beginning` (or a recovery store), never from committed consumer
-offsets: the match and wallet state is rebuilt from the lines, so a run without its state
+offsets (committed after each snapshot all the same, for Kafka's tools to show the lag): the match and wallet state is rebuilt from the lines, so a run without its state
 must read every line again. Everything written is idempotent (DuckDB upserts by key and
 version; Kafka messages carry key and version), so reading again is harmless.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -421,12 +422,24 @@ class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
 
     def snapshot(self) -> State:
         """Per topic partition, the offset after the last line emitted (lines still held by
-        the merge are read again after a resume), and the router's position."""
+        the merge are read again after a resume), and the router's position. Called by
+        Bytewax at the end of every epoch; the offsets also go to the consumer group,
+        asynchronously, so Kafka's own tools show the flow's lag (`kafka-consumer-groups
+        --describe --group oddsflow-live`). A resume never reads them: it resumes from the
+        recovery store, or from the start."""
         offsets = {
             lane.name: lane.next_offset
             for lane in self.lanes.values()
             if lane.next_offset is not None
         }
+        marks = [
+            TopicPartition(lane.partition.topic, lane.partition.partition, offsets[lane.name])
+            for lane in self.lanes.values()
+            if lane.name in offsets
+        ]
+        if marks:
+            with contextlib.suppress(KafkaException):  # e.g. the broker is away: next time
+                self.consumer.commit(offsets=marks, asynchronous=True)
         return {"offsets": offsets, "order": list(self.router.position())}
 
     def close(self) -> None:

@@ -182,6 +182,26 @@ def output_counts(settings: KafkaSettings) -> dict[str, int]:
         consumer.close()
 
 
+def consumer_lag(settings: KafkaSettings, group: str) -> int:
+    """Messages of the input topics past the offsets `group` committed, as
+    `kafka-consumer-groups --describe` counts them (a partition with none: all of it)."""
+    consumer = Consumer({**settings.consumer_config(group), "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        parts = [
+            TopicPartition(settings.topic(t), p)
+            for t in INPUT_TOPICS
+            for p in metadata.topics[settings.topic(t)].partitions
+        ]
+        lag = 0
+        for tp in consumer.committed(parts, timeout=10):
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            lag += high - (tp.offset if tp.offset >= 0 else low)
+        return lag
+    finally:
+        consumer.close()
+
+
 def expected_counts(db: Path) -> dict[str, int]:
     """The fewest messages per topic a run that produced `db` sends (one per history row,
     price row, wallet movement and reject; at least one per bet and match)."""
@@ -402,6 +422,7 @@ def test_live_gives_the_replay_of_its_partitions_at_any_scale(
     assert tables_without_sources(live_db) == tables_without_sources(reference)  # DuckDB too
     ended = table(live_db, "SELECT count(*) FROM matches WHERE status = 'ended'")
     assert ended == [(10,)]
+    assert consumer_lag(kafka_settings, "oddsflow-live") == 0  # Kafka's tools see it done
     read = re.findall(r"^lines read\s+([\d,]+)", live.stdout(), re.M)  # one per process
     assert sum(int(n.replace(",", "")) for n in read) == lines
 
