@@ -26,9 +26,10 @@ belong to a partition become rejects; connection trouble is retried by librdkafk
 logged.
 
 Positions come from `from_beginning` (or a recovery store), never from committed consumer
-offsets (committed after each snapshot all the same, for Kafka's tools to show the lag): the match and wallet state is rebuilt from the lines, so a run without its state
-must read every line again. Everything written is idempotent (DuckDB upserts by key and
-version; Kafka messages carry key and version), so reading again is harmless.
+offsets (committed after each snapshot all the same, for Kafka's tools to show the lag):
+the match and wallet state is rebuilt from the lines, so a run without its state must read
+every line again. Everything written is idempotent (DuckDB upserts by key and version;
+Kafka messages carry key and version), so reading again is harmless.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ _librdkafka_log.propagate = False
 
 
 def get_flow(
-    settings: KafkaSettings,
+    settings: KafkaSettings | str,
     db: str | Path,
     rules: Rules = DEFAULT_RULES,
     group_id: str = DEFAULT_GROUP,
@@ -128,6 +129,12 @@ def get_flow(
     """The live flow; the topics must exist (`prepare_topics`). It runs until `stop` is
     set: the input then ends, and the flow ends once everything read is written.
 
+    `settings` may be a bootstrap string, for `python -m bytewax.run "flows.live:get_flow(
+    '127.0.0.1:9092', 'out/live.duckdb')"`: the settings are then read as `oddsflow live`
+    reads them (`ODDSFLOW_KAFKA_*`), and missing topics are created. Under `bytewax.run`
+    nothing sets `stop`: Ctrl-C interrupts the flow where it is (the recovery store, `-r`,
+    resumes it).
+
     `recoverable`: the flow runs with a recovery store, so at each snapshot the Kafka sink
     waits until everything it sent is acknowledged (tens of milliseconds at times, which
     a flow without a store has no reason to spend).
@@ -136,6 +143,9 @@ def get_flow(
     comes (see `operators.dataflow`); without it they wait for the match's next line, as
     in replay, and the output depends only on the lines and their order.
     """
+    if isinstance(settings, str):
+        settings = KafkaSettings.from_env_and_args(settings)
+        prepare_topics(settings)
     tune_interpreter(live=True)
     flow = Dataflow("oddsflow_live")
     learn_worker_index(flow)  # for the per-worker sinks

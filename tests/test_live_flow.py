@@ -466,6 +466,39 @@ def lines_to_matches(path: Path) -> int:
     return sum(any(not is_wallet_key(key) for key, _ in route_line(raw)) for raw in lines)
 
 
+def test_the_live_flow_runs_under_bytewax_run_with_its_options(
+    kafka_settings: KafkaSettings, feed10: Path, tmp_path: Path
+) -> None:
+    """Bytewax's own runner, two workers (`-w 2`) and a recovery store (`-r`, `-s`): the
+    live flow from a bootstrap string gives the outputs of the replay of its partitions on
+    Kafka. Ctrl-C interrupts it where it is, as any Bytewax flow."""
+    ensure_topics(kafka_settings, ALL_TOPICS)
+    publish_as_arrived(kafka_settings, feed10)
+    reference = replay_of_partitions(kafka_settings, tmp_path / "partitions")
+    store = tmp_path / "store"
+    store.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "bytewax.recovery", str(store), "2"], cwd=REPO, check=True
+    )
+    getter = f"flows.live:get_flow({kafka_settings.bootstrap!r}, {str(tmp_path / 'x.duckdb')!r})"
+    command = [sys.executable, "-m", "bytewax.run", getter, "-w", "2", "-r", str(store)]
+    env = {**os.environ, ENV_PREFIX: kafka_settings.topic_prefix}
+    flow = subprocess.Popen(
+        [*command, "-s", "1", "-b", "0"], cwd=REPO, env=env, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        expected = expected_counts(reference)
+        while not all(n >= expected[t] for t, n in output_counts(kafka_settings).items()):
+            assert flow.poll() is None, flow.communicate()[1].decode(errors="replace")
+            assert time.monotonic() < deadline, output_counts(kafka_settings)
+            time.sleep(0.2)
+    finally:
+        flow.send_signal(signal.SIGINT)
+        flow.communicate(timeout=60)
+    assert_outputs_equal_tables(read_outputs(kafka_settings), reference)
+
+
 def test_a_file_published_at_full_speed_gives_the_replay_outputs(
     kafka_settings: KafkaSettings, tmp_path: Path
 ) -> None:
