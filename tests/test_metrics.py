@@ -149,3 +149,49 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         f"oddsflow replay: --metrics-port {port}: Address already in use"
     ]
+
+
+def two_free_ports() -> int:
+    """A port free with the next one."""
+    while True:
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port + 1))
+            except OSError:
+                continue
+        return port
+
+
+def test_each_member_of_a_local_cluster_serves_its_own_labelled_metrics(tmp_path: Path) -> None:
+    port = two_free_ports()
+    command = [
+        sys.executable,
+        "-m",
+        "flows",
+        "replay",
+        str(SAMPLE),
+        "--db",
+        str(tmp_path / "c.duckdb"),
+    ]
+    flow = subprocess.Popen(
+        [*command, "--processes", "2", "--metrics-port", str(port), "--speed", "1500"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    seen: dict[int, set[str]] = {port: set(), port + 1: set()}
+    try:
+        while flow.poll() is None and not all(seen.values()):
+            for p in seen:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=2) as r:
+                        got = parse(r.read().decode())
+                except OSError:
+                    continue
+                seen[p] = {dict(k)["process"] for k in got["oddsflow_lines_read_total"]}
+            time.sleep(0.3)
+    finally:
+        flow.terminate()  # the command stops its members
+        flow.communicate(timeout=60)
+    assert seen == {port: {"0"}, port + 1: {"1"}}
