@@ -53,6 +53,10 @@ def _replay(args: argparse.Namespace) -> int:
     flow = get_flow(
         args.files, args.db, speed=args.speed, fmt=args.format, merge=args.merge, kafka=kafka
     )
+    problem = _start_metrics(args, "replay")
+    if problem:
+        print(f"oddsflow replay: {problem}", file=sys.stderr)
+        return 2
     freeze_startup_heap()
     if addresses and args.process_id is not None:
         await_earlier_members(addresses, args.process_id)
@@ -102,6 +106,10 @@ def _live(args: argparse.Namespace) -> int:
     addresses = _cluster_setup(args)
     if args.processes > 1:
         return _local_cluster(args)
+    problem = _start_metrics(args, "live")
+    if problem:
+        print(f"oddsflow live: {problem}", file=sys.stderr)
+        return 2
     return serve(
         settings,
         args.db,
@@ -114,6 +122,26 @@ def _live(args: argparse.Namespace) -> int:
         process_id=args.process_id,
         addresses=addresses,
     )
+
+
+def _start_metrics(args: argparse.Namespace, source: str) -> str | None:
+    """Serve this process's metrics on `--metrics-port` (none without it); the problem
+    when the port cannot be listened on."""
+    if args.metrics_port is None:
+        return None
+    from flows.metrics import FlowCollector, MetricsPortError, serve_metrics
+
+    lags = newest = None
+    if source == "live":
+        from flows.live import input_lags, newest_ts
+
+        lags, newest = input_lags, newest_ts
+    collector = FlowCollector(source, args.process_id or 0, lags, newest)
+    try:
+        serve_metrics(args.metrics_port, collector)
+    except MetricsPortError as exc:
+        return str(exc)
+    return None
 
 
 def _cluster_problem(args: argparse.Namespace) -> str | None:
@@ -250,7 +278,13 @@ def _run_cluster(args: argparse.Namespace) -> tuple[str, int, float] | None:
             target=_cluster_member,
             args=(
                 argparse.Namespace(
-                    **{**vars(args), "processes": 1, "process_id": i, "addresses": addresses}
+                    **{
+                        **vars(args),
+                        "processes": 1,
+                        "process_id": i,
+                        "addresses": addresses,
+                        "metrics_port": _member_port(args.metrics_port, i),
+                    }
                 ),
                 os.getpid(),
             ),
@@ -290,6 +324,12 @@ def _run_cluster(args: argparse.Namespace) -> tuple[str, int, float] | None:
     if signals and died is None and any(m.exitcode for m in members):
         died = ("", 1, time.time())  # stopped: not to be restarted
     return died
+
+
+def _member_port(port: int | None, process_id: int) -> int | None:
+    """Member `process_id` of a local cluster serves its metrics on `--metrics-port` plus
+    its index."""
+    return None if port is None else port + process_id
 
 
 def _report_first_output(db: Path, since: float, command: str) -> None:
@@ -439,6 +479,13 @@ def _cluster_options(command: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT;...",
         help="a cluster over several machines: every process's address, in id order, "
         "separated by ';' (run the same command on each, with its own --process-id)",
+    )
+    command.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics (with --processes N: "
+        "process i on PORT+i); docs/production.md lists them",
     )
 
 

@@ -40,6 +40,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -251,6 +252,7 @@ class _Lane:
     heard: float = field(default_factory=time.monotonic)
     next_offset: int | None = None  # after the last emitted line
     taken: int = -1  # offset of the last line read
+    high: int = -1  # the partition's end offset at the last fetch (-1: not known yet)
 
 
 State = dict[str, Any]  # {"offsets": {lane name: next offset}, "order": Router.position()}
@@ -305,6 +307,7 @@ class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
         self.align_wait_s = align_wait_s
         self.batch_size = batch_size
         self.idle = False  # the last call gave nothing
+        _OPEN.add(self)
 
     def next_batch(self) -> list[Group | Reject]:
         """Called by Bytewax whenever it wants more input: the lines that can go now,
@@ -389,6 +392,7 @@ class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
             _, high = self.consumer.get_watermark_offsets(lane.partition, cached=True)
         except KafkaException:
             high = -1
+        lane.high = high
         lane.caught_up = high >= 0 and lane.taken + 1 >= high
 
     def _merge(self) -> Iterator[RawLine]:
@@ -454,6 +458,31 @@ class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
 
     def close(self) -> None:
         self.consumer.close()
+
+
+# This process's partitions, for the metrics (`input_lags`, `newest_ts`), read at scrape
+# time from the metrics server's thread: plain attribute reads.
+_OPEN: weakref.WeakSet[_MergedPartition] = weakref.WeakSet()
+
+
+def input_lags() -> dict[str, int]:
+    """Per input topic partition this process reads ("topic/partition"): the messages
+    after the last line handed to the flow, by the end offset of the consumer's last fetch
+    (no request); partitions whose end is not known yet are left out."""
+    lags = {}
+    for part in list(_OPEN):
+        for lane in list(part.lanes.values()):
+            if lane.high >= 0:
+                read = lane.next_offset if lane.next_offset is not None else lane.taken + 1
+                lags[lane.name] = max(lane.high - read, 0)
+    return lags
+
+
+def newest_ts() -> int | None:
+    """The order time (the newest `ts`, epoch ms) of the lines this process has routed,
+    None before the first."""
+    times = [part.router.ts for part in list(_OPEN) if part.router.n]
+    return max(times, default=None)
 
 
 def header_position(headers: MessageHeaders) -> int:

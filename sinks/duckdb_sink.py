@@ -25,8 +25,9 @@ from typing import cast
 import msgspec
 from bytewax.outputs import StatefulSinkPartition
 
-from operators.rows import TABLE_OF, MarketStatusRow, MatchRow, Reject, Row
+from operators.rows import TABLE_OF, BetRow, FeedEventRow, MarketStatusRow, MatchRow, Reject, Row
 from sinks.duckdb_store import Encoded, Marks, data_dir, start_store
+from sinks.stats import Seconds
 from sinks.tables import Table, tables
 from sinks.workers import PerWorkerSink, this_worker
 
@@ -38,11 +39,21 @@ EXTRA_TABLES: dict[type, tuple[str, ...]] = {MarketStatusRow: ("market_history",
 
 @dataclass
 class SinkStats:
-    """What a sink wrote in this process: rows per table and rejects per reason."""
+    """What the sinks of this process committed (this run's rows, not those a resumed run
+    sent again), counted per committed chunk by the writers' sending threads, off the
+    flow's thread: rows per table, rejects per reason, feed events per type, the latest
+    status of each market, suspensions per reason, bet verdicts and settlements, and how
+    long each commit took."""
 
     rows: Counter[str] = field(default_factory=Counter)
     rejects: Counter[str] = field(default_factory=Counter)
     matches: set[str] = field(default_factory=set)
+    events: Counter[str] = field(default_factory=Counter)  # feed events by type
+    markets: dict[tuple[str, str], str] = field(default_factory=dict)  # -> latest status
+    suspensions: Counter[str] = field(default_factory=Counter)  # by reason
+    verdicts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (status, reason)
+    settlements: Counter[str] = field(default_factory=Counter)  # by status: won, lost, void
+    commits: Seconds = field(default_factory=Seconds)
 
 
 STATS = SinkStats()
@@ -204,8 +215,10 @@ class DuckDBWriter:
                     self.chunks.task_done()
 
     def _commit(self, sent: list[tuple[Chunk, Counter[str]]]) -> None:
+        started = time.monotonic()
         self._send(("commit",))
         self._answer("committed")
+        STATS.commits.observe(time.monotonic() - started)
         for chunk, written in sent:
             self.uncommitted.popleft()
             if id(chunk) in self.resent:
@@ -286,6 +299,18 @@ def _count(chunk: Chunk, written: Counter[str]) -> None:
     rejects = cast(list[Reject], chunk.get(Reject, []))
     STATS.rejects.update(r.reason.split(":", 1)[0] for r in rejects)
     STATS.matches.update(r.match_id for r in cast(list[MatchRow], chunk.get(MatchRow, [])))
+    STATS.events.update(r.type for r in cast(list[FeedEventRow], chunk.get(FeedEventRow, [])))
+    markets = STATS.markets
+    for m in cast(list[MarketStatusRow], chunk.get(MarketStatusRow, [])):
+        key = (m.match_id, m.market)
+        if m.status == "SUSPENDED" and markets.get(key) != "SUSPENDED":
+            STATS.suspensions[m.reason.split(":", 1)[0]] += 1
+        markets[key] = m.status
+    for b in cast(list[BetRow], chunk.get(BetRow, [])):
+        if b.version == 1:
+            STATS.verdicts[b.status, b.reason.split(":", 1)[0]] += 1
+        else:
+            STATS.settlements[b.status] += 1
 
 
 class _Writers:

@@ -12,12 +12,14 @@ which fails the dataflow: a restart from the recovery store sends it again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from sinks.kafka_config import KafkaSettings
+from sinks.stats import Seconds
 
 SinkItem = tuple[str, str, bytes]
 """`(topic_suffix, key, value)`: topic without the prefix, message key, message value."""
@@ -50,6 +52,18 @@ class _Failure:
     topic: str | None
     key: str | None
     error: KafkaError | str
+
+
+@dataclass
+class DeliveryStats:
+    """This process's producers' deliveries: failures by librdkafka error name, and the
+    time from `produce` to the broker's acknowledgement of each delivered message."""
+
+    errors: Counter[str] = field(default_factory=Counter)
+    latency: Seconds = field(default_factory=Seconds)
+
+
+DELIVERY = DeliveryStats()
 
 
 class KafkaSinkPartition(StatelessSinkPartition[SinkItem]):
@@ -147,7 +161,11 @@ class KafkaSinkPartition(StatelessSinkPartition[SinkItem]):
         """librdkafka's report for one message, run inside `poll` / `flush`."""
         if err is None:
             self.delivered += 1
+            latency = msg.latency()
+            if latency is not None:
+                DELIVERY.latency.observe(latency)
             return
+        DELIVERY.errors[err.name()] += 1
         if self._first_failure is None:
             raw_key = msg.key()
             key = raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else raw_key

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -768,3 +769,44 @@ def test_broker_restart_mid_run_loses_no_output(
     resent = Counter(t for t, values in outputs.items() for _ in values)
     unique = Counter(t for t, values in without_duplicates(outputs).items() for _ in values)
     print(f"messages {dict(resent)}, without duplicates {dict(unique)}")
+
+
+def test_live_metrics_show_the_consumer_lag_and_deliveries(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    """`--metrics-port` in `live`: once every published line is read, each input partition
+    shows no lag, the event-time lag is the age of the newest line, and the output
+    messages' deliveries are counted."""
+    from tests.test_metrics import free_port, parse
+
+    ensure_topics(kafka_settings, ALL_TOPICS)
+    lines = publish_as_arrived(kafka_settings, SAMPLE)
+    port = free_port()
+    live = LiveProcess(kafka_settings, tmp_path / "live.duckdb", "--metrics-port", str(port))
+    got: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and live.running():
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    got = parse(r.read().decode())
+            except OSError:
+                continue
+            lags = got.get("oddsflow_consumer_lag", {})
+            read = sum(got["oddsflow_lines_read_total"].values())
+            delivered = sum(got["oddsflow_kafka_delivery_seconds_count"].values())
+            if read == lines and lags and not any(lags.values()) and delivered:
+                break
+    finally:
+        status = live.stop()
+    assert status == 0, live.stderr()
+    assert sum(got["oddsflow_lines_read_total"].values()) == lines
+    partitions = {dict(k)["partition"] for k in got["oddsflow_consumer_lag"]}
+    assert partitions and all(p.startswith(kafka_settings.topic_prefix) for p in partitions)
+    assert not any(got["oddsflow_consumer_lag"].values())
+    assert sum(got["oddsflow_kafka_delivery_seconds_count"].values()) > 0
+    assert not got.get("oddsflow_kafka_delivery_errors_total")
+    # The sample's lines are stamped in 2026-01-01: their age, in seconds.
+    (age,) = got["oddsflow_event_time_lag_seconds"].values()
+    assert age > 0
