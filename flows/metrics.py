@@ -141,15 +141,22 @@ class FlowCollector(Collector):
     def _counter(
         self, name: str, doc: str, labels: list[str], samples: list[tuple[list[str], float]]
     ) -> Metric:
-        family = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=self._labels(labels))
-        for values, value in samples:
-            family.add_metric([self.process, *values], value)
-        return family
+        return self._family(CounterMetricFamily, name, doc, labels, samples)
 
     def _gauge(
         self, name: str, doc: str, labels: list[str], samples: list[tuple[list[str], float]]
     ) -> Metric:
-        family = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=self._labels(labels))
+        return self._family(GaugeMetricFamily, name, doc, labels, samples)
+
+    def _family(
+        self,
+        kind: type[CounterMetricFamily] | type[GaugeMetricFamily],
+        name: str,
+        doc: str,
+        labels: list[str],
+        samples: list[tuple[list[str], float]],
+    ) -> Metric:
+        family = kind(f"{PREFIX}_{name}", doc, labels=self._labels(labels))
         for values, value in samples:
             family.add_metric([self.process, *values], value)
         return family

@@ -40,6 +40,23 @@ def parse(text: str) -> Samples:
     return out
 
 
+def replay(db: Path, *options: str) -> list[str]:
+    """`python -m flows replay` of the bundled sample into `db`, with `options`."""
+    return [sys.executable, "-m", "flows", "replay", str(SAMPLE), "--db", str(db), *options]
+
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def scrape(port: int) -> Samples | None:
+    """The samples served on `port` now; None when nothing answers (yet, or any more)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            return parse(r.read().decode())
+    except OSError:
+        return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -91,23 +108,19 @@ def test_collector_reads_the_sinks_counts(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_paced_replay_serves_its_metrics_while_it_runs(tmp_path: Path) -> None:
     port, db = free_port(), tmp_path / "out.duckdb"
-    command = [sys.executable, "-m", "flows", "replay", str(SAMPLE), "--db", str(db)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # The sample spans ~3.6 h of event time: ~8 s at 1500x.
     flow = subprocess.Popen(
-        [*command, "--metrics-port", str(port), "--speed", "1500"],
-        env=env,
+        replay(db, "--metrics-port", str(port), "--speed", "1500"),
+        env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     scrapes: list[Samples] = []
     try:
         while flow.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-                    scrapes.append(parse(r.read().decode()))
-            except OSError:
-                pass  # not listening yet, or ended meanwhile
+            got = scrape(port)
+            if got is not None:
+                scrapes.append(got)
             time.sleep(0.3)
     finally:
         flow.kill()
@@ -129,18 +142,8 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "flows",
-                "replay",
-                str(SAMPLE),
-                "--db",
-                str(tmp_path / "x.duckdb"),
-                "--metrics-port",
-                str(port),
-            ],
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            replay(tmp_path / "x.duckdb", "--metrics-port", str(port)),
+            env=ENV,
             capture_output=True,
             text=True,
             timeout=120,
@@ -165,18 +168,10 @@ def two_free_ports() -> int:
 
 def test_each_member_of_a_local_cluster_serves_its_own_labelled_metrics(tmp_path: Path) -> None:
     port = two_free_ports()
-    command = [
-        sys.executable,
-        "-m",
-        "flows",
-        "replay",
-        str(SAMPLE),
-        "--db",
-        str(tmp_path / "c.duckdb"),
-    ]
+    options = ("--processes", "2", "--metrics-port", str(port), "--speed", "1500")
     flow = subprocess.Popen(
-        [*command, "--processes", "2", "--metrics-port", str(port), "--speed", "1500"],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        replay(tmp_path / "c.duckdb", *options),
+        env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -184,12 +179,9 @@ def test_each_member_of_a_local_cluster_serves_its_own_labelled_metrics(tmp_path
     try:
         while flow.poll() is None and not all(seen.values()):
             for p in seen:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=2) as r:
-                        got = parse(r.read().decode())
-                except OSError:
-                    continue
-                seen[p] = {dict(k)["process"] for k in got["oddsflow_lines_read_total"]}
+                got = scrape(p)
+                if got is not None:
+                    seen[p] = {dict(k)["process"] for k in got["oddsflow_lines_read_total"]}
             time.sleep(0.3)
     finally:
         flow.terminate()  # the command stops its members
