@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dashboard.queries import DB_ENV, is_writer_file
 
-APP = Path(__file__).with_name("app.py")
+APP = Path(__file__).with_name("server.py")  # app.py with the login cookie routes
 # Streamlit settings we default differently; the command line wins when it names them. Serving
 # on loopback only also keeps Streamlit from looking up the machine's external IP.
 DEFAULTS = {
