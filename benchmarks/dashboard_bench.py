@@ -8,8 +8,9 @@ pages watch the overview, each refreshing by itself every 2 s, and the file is p
 anew every `--publish-s` seconds (atomically replaced by a copy, as the flow publishes:
 each copy is a new publication to the dashboard). The server logs every DuckDB call it
 makes (`ODDSFLOW_QUERY_LOG`, dashboard/shared_results.py), and the bench sums, over a
-measured window after a warm-up: seconds spent in DuckDB per 2-s refresh interval,
-DuckDB calls, and answers shared from another viewer's call.
+measured window after a warm-up, per 2-s refresh interval: milliseconds spent in DuckDB
+(summed over the server's threads), DuckDB calls (connections and queries), answers shared
+from another viewer's call, and page refreshes each viewer got (1.0: all it asked for).
 
 Cases: 1 viewer, 10 viewers, and 10 viewers with sharing off (`ODDSFLOW_QUERY_CACHE=0`:
 what ten viewers cost before it).
@@ -33,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from dashboard.queries import TABLES_SQL
 from dashboard.shared_results import CACHE_ENV, LOG_ENV
 from flows.simulator import write_feed
 
@@ -61,6 +63,7 @@ class Result:
     duckdb_s: float
     calls: int
     shared: int
+    snapshots: int  # batches of questions: two per page refresh (the probe, the page)
 
     @property
     def intervals(self) -> float:
@@ -70,7 +73,8 @@ class Result:
         per = self.intervals
         return (
             f"{self.case.name:<26} {self.duckdb_s / per * 1000:>9.1f} ms "
-            f"{self.calls / per:>9.1f} {self.shared / per:>9.1f}"
+            f"{self.calls / per:>9.1f} {self.shared / per:>9.1f} "
+            f"{self.snapshots / 2 / per / self.case.viewers:>9.2f}"
         )
 
 
@@ -160,7 +164,7 @@ def measure(case: Case, source: Path, tmp: Path, seconds: float, publish_s: floa
         try:
             pages = [browser.new_context().new_page() for _ in range(case.viewers)]
             for page in pages:
-                page.goto(url)
+                page.goto(url, wait_until="commit", timeout=120_000)
             for page in pages:
                 page.locator(METRIC).first.wait_for(timeout=120_000)
             time.sleep(2 * REFRESH_S)  # warm-up: every viewer refreshing
@@ -177,6 +181,7 @@ def measure(case: Case, source: Path, tmp: Path, seconds: float, publish_s: floa
         duckdb_s=sum(r["s"] for r in window if not r["hit"]),
         calls=sum(1 for r in window if not r["hit"]),
         shared=sum(1 for r in window if r["hit"]),
+        snapshots=sum(1 for r in window if r["q"] == " ".join(TABLES_SQL.split())[:60]),
     )
 
 
@@ -206,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             f"republished every {args.publish_s:g} s; {args.seconds:g} s measured per case; "
             f"figures per {REFRESH_S:g}-s refresh interval"
         )
-        print(f"{'case':<26} {'in DuckDB':>12} {'calls':>9} {'shared':>9}")
+        print(f"{'case':<26} {'in DuckDB':>12} {'calls':>9} {'shared':>9} {'refreshes':>9}")
         for case in cases:
             print(measure(case, source, tmp, args.seconds, args.publish_s).row(), flush=True)
     return 0

@@ -33,6 +33,11 @@ MARKET_ORDER = (
     "CASE WHEN market = '1x2' THEN 0 WHEN market LIKE 'ou_%' THEN 1 ELSE 2 END, "
     "TRY_CAST(regexp_extract(market, '[0-9.]+$') AS DOUBLE), market"
 )
+# Every snapshot's first question, so also how many batches of questions were asked.
+TABLES_SQL = (
+    "SELECT table_name FROM duckdb_tables() UNION "
+    "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+)
 # A reject's event time: its own, else the `ts` of its raw line when that line is JSON.
 REJECT_TS = "coalesce(ts, CASE WHEN json_valid(raw) THEN TRY_CAST(raw->>'ts' AS BIGINT) END)"
 
@@ -99,17 +104,13 @@ class Snapshot:
         self.identity = shared_results.identity(path) if sharing else None
         self._con: duckdb.DuckDBPyConnection | None = None
         self.tables = frozenset(  # tables and views, e.g. the schema's `exposure` view
-            name
-            for (name,) in self.rows(
-                "SELECT table_name FROM duckdb_tables() UNION "
-                "SELECT view_name FROM duckdb_views() WHERE NOT internal"
-            )
+            name for (name,) in self.rows(TABLES_SQL)
         )
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
-            with shared_results.TIMINGS.duckdb():
+            with shared_results.TIMINGS.duckdb("connect"):
                 self._con = duckdb.connect(str(self.path), read_only=True)
             if shared_results.identity(self.path) != self.identity:
                 self.identity = None  # replaced meanwhile: this reads another publication
@@ -151,7 +152,7 @@ class Snapshot:
 
         def timed() -> Any:
             con = self.con  # connecting is timed on its own
-            with shared_results.TIMINGS.duckdb():
+            with shared_results.TIMINGS.duckdb(sql):
                 return run(con)
 
         if self.identity is None:
@@ -159,7 +160,7 @@ class Snapshot:
         key = (str(self.path), self.identity, kind, sql, repr(params or None))
         value, shared = shared_results.SHARED.get(key, timed)
         if shared:
-            shared_results.TIMINGS.shared_answer()
+            shared_results.TIMINGS.shared_answer(sql)
         return value
 
 

@@ -10,8 +10,9 @@ those who ask while it runs wait for it rather than run it again.
 
 `SHARED` is this process's cache; `TIMINGS` counts the seconds spent in DuckDB, and with
 `ODDSFLOW_QUERY_LOG=FILE` also appends one JSON line per DuckDB call or shared answer
-(`{"t": wall clock, "s": seconds, "hit": bool}`), which `benchmarks/dashboard_bench.py`
-reads. `ODDSFLOW_QUERY_CACHE=0` turns the sharing off (for comparisons).
+(`{"t": wall clock, "s": seconds, "hit": bool, "q": "connect" or the SQL's start}`), which
+`benchmarks/dashboard_bench.py` reads. `ODDSFLOW_QUERY_CACHE=0` turns the sharing off (for
+comparisons).
 """
 
 from __future__ import annotations
@@ -106,18 +107,18 @@ class Timings:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @contextmanager
-    def duckdb(self) -> Iterator[None]:
-        """Time one DuckDB call (connect, query, fetch)."""
+    def duckdb(self, what: str) -> Iterator[None]:
+        """Time one DuckDB call (`what`: "connect", or the SQL of a query and its fetch)."""
         started = time.perf_counter()
         try:
             yield
         finally:
-            self._record(time.perf_counter() - started, hit=False)
+            self._record(time.perf_counter() - started, what, hit=False)
 
-    def shared_answer(self) -> None:
-        self._record(0.0, hit=True)
+    def shared_answer(self, what: str) -> None:
+        self._record(0.0, what, hit=True)
 
-    def _record(self, seconds: float, *, hit: bool) -> None:
+    def _record(self, seconds: float, what: str, *, hit: bool) -> None:
         log = os.environ.get(LOG_ENV)
         with self._lock:
             if hit:
@@ -126,7 +127,8 @@ class Timings:
                 self.seconds += seconds
                 self.calls += 1
             if log:
-                line = json.dumps({"t": time.time(), "s": round(seconds, 6), "hit": hit})
+                q = " ".join(what.split())[:60]
+                line = json.dumps({"t": time.time(), "s": round(seconds, 6), "hit": hit, "q": q})
                 with open(log, "a", encoding="utf-8") as f:
                     f.write(line + "\n")
 
