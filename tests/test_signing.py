@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.kafka_tools import signature_for
 from flows.simulator import write_feed
 from flows.sources import bounded_lines, open_feed, read_lines
 from operators import signing
@@ -97,6 +98,7 @@ def test_during_a_rotation_either_secret_verifies_and_the_first_signs() -> None:
     assert check(rotated, "sim", GOAL, new) is None
     assert check(rotated, "sim", GOAL, old) == BAD_SIGNATURE
     assert rotating.secret_for("sim") == SECRET.encode()  # signers switch with the order
+    assert signature_for(GOAL, rotating) == new  # what `oddsflow publish --sign` puts on
     assert rotating.secrets_for("sim") == (SECRET.encode(), OLD_SECRET.encode())
     assert OLD_SECRET not in repr(rotating)
     with pytest.raises(KeyringError, match="SIM"):
