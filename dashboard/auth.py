@@ -39,7 +39,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import streamlit as st
 
@@ -238,7 +238,7 @@ def _secrets() -> dict[str, Any]:
         return {}
 
 
-def _refuse(message: str) -> None:
+def _refuse(message: str) -> NoReturn:
     st.title("oddsflow monitor")
     st.error(message)
     st.stop()
