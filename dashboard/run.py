@@ -1,7 +1,8 @@
 """`oddsflow dashboard --db PATH [streamlit options]`: the Streamlit app over the published file.
 
-Runs `streamlit run dashboard/app.py` in this process, with the database path handed to the
-app as the `ODDSFLOW_DB` environment variable. Every other option goes to Streamlit as is.
+Runs `streamlit run dashboard/server.py` (dashboard/app.py with the login cookie's routes) in
+this process, with the database path handed to the app as the `ODDSFLOW_DB` environment
+variable. Every other option goes to Streamlit as is.
 """
 
 from __future__ import annotations
