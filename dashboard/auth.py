@@ -8,9 +8,14 @@ Configured in Streamlit's secrets (`.streamlit/secrets.toml` where the dashboard
   `client_id`, `client_secret`, `server_metadata_url`, or one `[auth.<provider>]` table per
   provider). Optionally `[oddsflow] allowed_emails = ["ops@example.com", ...]`. Needs
   Authlib (`pip install "streamlit[auth]"`).
-- **A shared password**: `[oddsflow] password_hash = "pbkdf2_sha256$..."`, made with
-  `python -m dashboard.auth hash` (it asks for the password, prints the line). The hash is
-  salted PBKDF2-HMAC-SHA256; the check is constant-time.
+- **Named users with passwords**: `[oddsflow] users_file = "users.toml"` (mode 0600, a
+  `[users]` table of `name = "pbkdf2_sha256$..."`, written by `python -m dashboard.auth
+  add-user NAME --file users.toml`), or the same table inline as `[oddsflow.users]`. The
+  older single `[oddsflow] password_hash` (from `python -m dashboard.auth hash`) is the user
+  `admin`; with it alone the form asks for the password only. Hashes are salted
+  PBKDF2-HMAC-SHA256; the check is constant-time. A login lasts `session_hours` (default
+  12) in a signed HttpOnly cookie (dashboard/sessions.py) keyed by `cookie_secret` (without
+  one, a random key per server process: logins then survive reloads, not restarts).
 
 With neither, the dashboard is open (it serves on 127.0.0.1 unless told otherwise) and says
 so in its sidebar. A configuration that asks for a login it cannot do (`[oddsflow]
@@ -19,24 +24,41 @@ require_login = true` without a method, OIDC without Authlib) shows an error and
 
 from __future__ import annotations
 
+import argparse
 import base64
 import getpass
 import hashlib
 import hmac
 import importlib.util
+import os
 import secrets
+import stat
 import sys
 import time
+import tomllib
 from collections.abc import Mapping
-from typing import Any, Literal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NoReturn
 
 import streamlit as st
+
+from dashboard import sessions
 
 Mode = Literal["oidc", "password", "open", "misconfigured"]
 SCHEME = "pbkdf2_sha256"
 ITERATIONS = 600_000  # OWASP's 2023 figure for PBKDF2-HMAC-SHA256
 FAILED_LOGIN_DELAY_S = 1.0
-SESSION_KEY = "oddsflow_login"
+SESSION_KEY = "oddsflow_login"  # the signed session value, re-checked on every run
+HANDOFF_KEY = "oddsflow_cookie_token"  # a login's cookie, still to be fetched by the browser
+LOGGED_OUT_KEY = "oddsflow_logged_out"  # ignore the cookie this browser session came with
+ADMIN = "admin"  # the user of the single `password_hash`
+# A hash to check unknown users' passwords against, so they take as long as known users'.
+_NOBODY = f"{SCHEME}${ITERATIONS}${'A' * 24}${'A' * 44}"
+
+
+class UsersError(ValueError):
+    """The users cannot be read; the message never holds a hash."""
 
 
 # ---- the pure part ---------------------------------------------------------------------------
@@ -72,7 +94,7 @@ def login_mode(config: Mapping[str, Any]) -> Mode:
     ours = config.get("oddsflow") or {}
     if config.get("auth"):
         return "oidc"
-    if ours.get("password_hash"):
+    if ours.get("password_hash") or ours.get("users_file") or ours.get("users"):
         return "password"
     return "misconfigured" if ours.get("require_login") else "open"
 
@@ -94,6 +116,98 @@ def email_allowed(config: Mapping[str, Any], email: str | None) -> bool:
     return email is not None and email.lower() in {str(e).lower() for e in allowed}
 
 
+def parse_users(table: object, where: str = "users") -> dict[str, str]:
+    """{name: password hash} from a `[users]` table; `UsersError` for a bad name or hash."""
+    if not isinstance(table, Mapping):
+        raise UsersError(f"{where}: expected a table of name = password hash")
+    users: dict[str, str] = {}
+    for name, stored in table.items():
+        if not sessions.USER_NAME.fullmatch(str(name)):
+            raise UsersError(f"{where}: {name!r} is not a user name (letters, digits, _.@-)")
+        if not isinstance(stored, str) or not stored.startswith(SCHEME + "$"):
+            raise UsersError(f"{where}: the hash of {name} is not a {SCHEME} hash")
+        users[str(name)] = stored
+    return users
+
+
+def read_users_file(path: Path) -> dict[str, str]:
+    """The `[users]` table of a users file, which others must not be able to read."""
+    where = f"users file {path}"
+    try:
+        mode = path.stat().st_mode
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsersError(f"{where}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsersError(f"{where} is not valid TOML: {exc}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise UsersError(f"{where} is readable by others; chmod 600 it")
+    return parse_users(doc.get("users", {}), where)
+
+
+def configured_users(config: Mapping[str, Any]) -> dict[str, str]:
+    """Every user who may log in: the users file, the inline `[oddsflow.users]`, and the
+    single `password_hash` as `admin`. `UsersError` when they cannot be read or collide."""
+    ours = config.get("oddsflow") or {}
+    users: dict[str, str] = {}
+    if ours.get("users_file"):
+        users |= read_users_file(Path(str(ours["users_file"])).expanduser())
+    for name, stored in parse_users(ours.get("users") or {}, "[oddsflow.users]").items():
+        if name in users:
+            raise UsersError(f"{name} is both in the users file and in [oddsflow.users]")
+        users[name] = stored
+    if ours.get("password_hash"):
+        if ADMIN in users:
+            raise UsersError(f"password_hash is the user {ADMIN}, who is also in the users")
+        users[ADMIN] = str(ours["password_hash"])
+    return users
+
+
+@dataclass(frozen=True, repr=False)
+class CookieSettings:
+    secret: bytes
+    max_age_s: int
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> CookieSettings:
+        ours = config.get("oddsflow") or {}
+        secret = ours.get("cookie_secret")
+        hours = float(ours.get("session_hours", sessions.DEFAULT_HOURS))
+        key = str(secret).encode() if secret else sessions.PROCESS_SECRET
+        return cls(key, max(1, int(hours * 3600)))
+
+
+def check_login(users: Mapping[str, str], user: str, password: str) -> bool:
+    """Is this the user's password? As slow for an unknown user as for a known one."""
+    stored = users.get(user)
+    matches = password_matches(password, stored or _NOBODY)
+    return stored is not None and matches
+
+
+def add_user(path: Path, name: str, stored: str) -> None:
+    """Add the user to the users file, or change their hash (which ends their sessions)."""
+    users = read_users_file(path) if path.exists() else {}
+    _write_users(path, users | parse_users({name: stored}))
+
+
+def remove_user(path: Path, name: str) -> bool:
+    """Remove the user from the users file (their sessions end); False if not there."""
+    users = read_users_file(path)
+    if users.pop(name, None) is None:
+        return False
+    _write_users(path, users)
+    return True
+
+
+def _write_users(path: Path, users: Mapping[str, str]) -> None:
+    lines = ["# oddsflow dashboard users: python -m dashboard.auth add-user NAME --file FILE"]
+    lines += ["[users]", *(f'"{user}" = "{users[user]}"' for user in sorted(users))]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
+        f.write("\n".join(lines) + "\n")
+
+
 # ---- the Streamlit part ----------------------------------------------------------------------
 
 
@@ -109,8 +223,12 @@ def require_login() -> None:
         _refuse("A login is required (`require_login`), but no method is configured.")
     if mode == "oidc":
         _oidc(config)
-    else:
-        _password(str(config["oddsflow"]["password_hash"]))
+        return
+    try:
+        users = configured_users(config)
+    except UsersError as exc:
+        _refuse(f"The dashboard's users cannot be read: {exc}.")
+    _password(users, CookieSettings.of(config), ask_user=set(users) != {ADMIN})
 
 
 def _secrets() -> dict[str, Any]:
@@ -120,7 +238,7 @@ def _secrets() -> dict[str, Any]:
         return {}
 
 
-def _refuse(message: str) -> None:
+def _refuse(message: str) -> NoReturn:
     st.title("oddsflow monitor")
     st.error(message)
     st.stop()
@@ -146,38 +264,108 @@ def _oidc(config: Mapping[str, Any]) -> None:
     st.sidebar.button("Log out", on_click=st.logout)
 
 
-def _password(stored: str) -> None:
-    if st.session_state.get(SESSION_KEY):
+def _password(users: Mapping[str, str], cookie: CookieSettings, *, ask_user: bool) -> None:
+    """The login form until a user is in (by the form, this session's earlier login or the
+    browser's cookie); then who it is and a log-out button."""
+    user = _logged_in(users, cookie)
+    if user is not None:
+        token = st.session_state.pop(HANDOFF_KEY, None)
+        if token:  # the browser fetches the cookie; the script cannot set an HttpOnly one
+            _post(sessions.SESSION_PATH, token)
+        st.sidebar.caption(f"Logged in as **{user}**")
         st.sidebar.button("Log out", on_click=_log_out)
         return
+    if st.session_state.get(LOGGED_OUT_KEY) == "clear":
+        st.session_state[LOGGED_OUT_KEY] = True
+        _post(sessions.LOGOUT_PATH, "")
     st.title("oddsflow monitor")
     with st.form("login"):
+        name = st.text_input("User") if ask_user else ADMIN
         password = st.text_input("Password", type="password")
         submitted = st.form_submit_button("Log in")
     if submitted:
-        if password_matches(password, stored):
-            st.session_state[SESSION_KEY] = True
+        if check_login(users, name, password):
+            _log_in(name, users[name], cookie)
             st.rerun()
         time.sleep(FAILED_LOGIN_DELAY_S)  # slows down guessing
-        st.error("Wrong password.")
+        st.error("Wrong user or password." if ask_user else "Wrong password.")
     st.stop()
 
 
+def _logged_in(users: Mapping[str, str], cookie: CookieSettings) -> str | None:
+    """Who this browser session is: its own login, else a valid cookie it came with."""
+    value = st.session_state.get(SESSION_KEY)
+    if value is None and not st.session_state.get(LOGGED_OUT_KEY):
+        value = st.context.cookies.get(sessions.COOKIE)
+    if not value or value in sessions.REVOKED:
+        st.session_state.pop(SESSION_KEY, None)
+        return None
+    user = sessions.session_user(value, users, cookie.secret, time.time(), cookie.max_age_s)
+    if user is None:  # expired, tampered with, or the user or their password changed
+        st.session_state.pop(SESSION_KEY, None)
+    else:
+        st.session_state[SESSION_KEY] = value
+    return user
+
+
+def _log_in(user: str, stored: str, cookie: CookieSettings) -> None:
+    expires = int(time.time()) + cookie.max_age_s
+    value = sessions.sign_session(user, stored, cookie.secret, expires)
+    st.session_state[SESSION_KEY] = value
+    st.session_state[HANDOFF_KEY] = sessions.HANDOFFS.issue(value, cookie.max_age_s)
+    st.session_state.pop(LOGGED_OUT_KEY, None)
+
+
 def _log_out() -> None:
-    st.session_state.pop(SESSION_KEY, None)
+    value = st.session_state.pop(SESSION_KEY, None)
+    if value:
+        sessions.REVOKED.add(value)  # a copy of the cookie stops working too
+    st.session_state.pop(HANDOFF_KEY, None)
+    st.session_state[LOGGED_OUT_KEY] = "clear"  # the next run has the browser drop the cookie
 
 
-# ---- `python -m dashboard.auth hash` ---------------------------------------------------------
+def _post(path: str, body: str) -> None:
+    """Have the browser POST `body` to one of our routes (same origin, with its cookies)."""
+    script = f"fetch({path!r}, {{method: 'POST', body: {body!r}, credentials: 'same-origin'}})"
+    st.html(f"<script>{script};</script>", unsafe_allow_javascript=True)
+
+
+# ---- `python -m dashboard.auth hash | add-user | remove-user` ----------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args != ["hash"]:
-        print("usage: python -m dashboard.auth hash   (asks for the password)", file=sys.stderr)
-        return 2
-    password = getpass.getpass("dashboard password: ")
-    if len(password) < 12 or password != getpass.getpass("again: "):
-        print("passwords differ or are shorter than 12 characters", file=sys.stderr)
+    parser = argparse.ArgumentParser(
+        prog="python -m dashboard.auth",
+        description="Password hashes and the users file of the dashboard's login.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("hash", help="ask for a password, print a password_hash line")
+    for name, what in (("add-user", "add a user or change their password (asks for it)"),
+                       ("remove-user", "remove a user (their sessions end)")):  # fmt: skip
+        command = commands.add_parser(name, help=what)
+        command.add_argument("name", help="the user name (letters, digits, _.@-)")
+        command.add_argument("--file", type=Path, required=True, help="the users file (0600)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.command == "remove-user":
+            if not remove_user(args.file, args.name):
+                print(f"{args.name} is not in {args.file}", file=sys.stderr)
+                return 1
+            print(f"removed {args.name} from {args.file}")
+            return 0
+        if args.command == "add-user" and not sessions.USER_NAME.fullmatch(args.name):
+            print(f"{args.name!r} is not a user name (letters, digits, _.@-)", file=sys.stderr)
+            return 2
+        password = getpass.getpass("dashboard password: ")
+        if len(password) < 12 or password != getpass.getpass("again: "):
+            print("passwords differ or are shorter than 12 characters", file=sys.stderr)
+            return 1
+        if args.command == "add-user":
+            add_user(args.file, args.name, hash_password(password))
+            print(f'{args.name} can log in; [oddsflow] users_file = "{args.file.resolve()}"')
+            return 0
+    except UsersError as exc:
+        print(f"python -m dashboard.auth: {exc}", file=sys.stderr)
         return 1
     print("# in .streamlit/secrets.toml:")
     print("[oddsflow]")

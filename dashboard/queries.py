@@ -1,8 +1,10 @@
 """What the dashboard reads from the published DuckDB file: one function per question.
 
-No cache and no long-lived connection: `snapshot(path)` opens the published file read-only,
-a page asks its questions, and the connection closes at once, because the flow replaces the
-file every few seconds (sinks/publish.py). The writer's own file is never opened.
+No long-lived connection: `snapshot(path)` opens the published file read-only when a page
+asks its first question not answered yet, and closes it when the page is done, because the
+flow replaces the file every few seconds. Answers are shared between every viewer of the
+same publication of the file (dashboard/shared_results.py), so ten viewers cost about what
+one does. The writer's own file is never opened.
 
 Every function takes a `Snapshot` and returns a Polars frame (or a small dataclass). Event
 times stay `ts` (epoch ms, UTC) for the charts; tables get a `time` column, a UTC datetime.
@@ -14,19 +16,27 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
+
+from dashboard import shared_results
 
 DB_ENV = "ODDSFLOW_DB"
 SELECTION_ORDER = ("home", "draw", "away", "over", "under", "none")
 MARKET_ORDER = (
     "CASE WHEN market = '1x2' THEN 0 WHEN market LIKE 'ou_%' THEN 1 ELSE 2 END, "
     "TRY_CAST(regexp_extract(market, '[0-9.]+$') AS DOUBLE), market"
+)
+# Every snapshot's first question, so also how many batches of questions were asked.
+TABLES_SQL = (
+    "SELECT table_name FROM duckdb_tables() UNION "
+    "SELECT view_name FROM duckdb_views() WHERE NOT internal"
 )
 # A reject's event time: its own, else the `ts` of its raw line when that line is JSON.
 REJECT_TS = "coalesce(ts, CASE WHEN json_valid(raw) THEN TRY_CAST(raw->>'ts' AS BIGINT) END)"
@@ -85,26 +95,44 @@ def probe(path: Path) -> FileState:
 
 
 class Snapshot:
-    """One read-only connection to the published file, for one batch of questions."""
+    """The published file as one publication, for one batch of questions: a read-only
+    connection opened on the first question that no other viewer has asked of it yet."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self.con = con
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        sharing = shared_results.sharing_enabled()
+        self.identity = shared_results.identity(path) if sharing else None
+        self._con: duckdb.DuckDBPyConnection | None = None
         self.tables = frozenset(  # tables and views, e.g. the schema's `exposure` view
-            name
-            for (name,) in self.rows(
-                "SELECT table_name FROM duckdb_tables() UNION "
-                "SELECT view_name FROM duckdb_views() WHERE NOT internal"
-            )
+            name for (name,) in self.rows(TABLES_SQL)
         )
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            with shared_results.TIMINGS.duckdb("connect"):
+                self._con = duckdb.connect(str(self.path), read_only=True)
+            if shared_results.identity(self.path) != self.identity:
+                self.identity = None  # replaced meanwhile: this reads another publication
+        return self._con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
 
     def has(self, table: str) -> bool:
         return table in self.tables
 
     def frame(self, sql: str, params: list[object] | None = None) -> pl.DataFrame:
-        return self.con.sql(sql, params=params or None).pl()
+        return self._answer(
+            "frame", sql, params, lambda con: con.sql(sql, params=params or None).pl()
+        )
 
     def rows(self, sql: str, params: list[object] | None = None) -> list[tuple]:
-        return self.con.sql(sql, params=params or None).fetchall()
+        found = self._answer(
+            "rows", sql, params, lambda con: con.sql(sql, params=params or None).fetchall()
+        )
+        return list(found)  # a copy: the shared list stays as it was
 
     def value(self, sql: str, params: list[object] | None = None) -> object:
         rows = self.rows(sql, params)
@@ -113,15 +141,37 @@ class Snapshot:
     def count(self, table: str) -> int:
         return int(self.value(f"SELECT count(*) FROM {table}") or 0)  # type: ignore[call-overload]
 
+    def _answer(
+        self,
+        kind: str,
+        sql: str,
+        params: list[object] | None,
+        run: Callable[[duckdb.DuckDBPyConnection], Any],
+    ) -> Any:
+        """The answer another viewer got from this publication, else run here (timed)."""
+
+        def timed() -> Any:
+            con = self.con  # connecting is timed on its own
+            with shared_results.TIMINGS.duckdb(sql):
+                return run(con)
+
+        if self.identity is None:
+            return timed()
+        key = (str(self.path), self.identity, kind, sql, repr(params or None))
+        value, shared = shared_results.SHARED.get(key, timed)
+        if shared:
+            shared_results.TIMINGS.shared_answer(sql)
+        return value
+
 
 @contextmanager
 def snapshot(path: Path) -> Iterator[Snapshot]:
-    """Open the published file read-only; closed when the block ends, whatever happens."""
-    con = duckdb.connect(str(path), read_only=True)
+    """The published file read-only; its connection, if any, closed when the block ends."""
+    db = Snapshot(path)
     try:
-        yield Snapshot(con)
+        yield db
     finally:
-        con.close()
+        db.close()
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """`oddsflow dashboard --db PATH [streamlit options]`: the Streamlit app over the published file.
 
-Runs `streamlit run dashboard/app.py` in this process, with the database path handed to the
-app as the `ODDSFLOW_DB` environment variable. Every other option goes to Streamlit as is.
+Runs `streamlit run dashboard/server.py` (dashboard/app.py with the login cookie's routes) in
+this process, with the database path handed to the app as the `ODDSFLOW_DB` environment
+variable. Every other option goes to Streamlit as is.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from dashboard.queries import DB_ENV, is_writer_file
 
-APP = Path(__file__).with_name("app.py")
+APP = Path(__file__).with_name("server.py")  # app.py with the login cookie routes
 # Streamlit settings we default differently; the command line wins when it names them. Serving
 # on loopback only also keeps Streamlit from looking up the machine's external IP.
 DEFAULTS = {

@@ -21,7 +21,12 @@ environment variables (the provider name upper-cased, every other character than
     reject_unknown_providers = true     # optional
     [providers]
     sim = "a secret of at least 16 bytes"
-    "scout-a" = "..."
+    "scout-a" = ["the new secret", "the old secret"]    # while a key rotates
+
+A provider may hold several secrets at once, so a key rotates without a flag day: a line is
+valid when its signature matches any of them, and signers use the first. In the environment,
+`ODDSFLOW_PREVIOUS_SECRET_<PROVIDER>` is the second; a provider the environment names takes
+its secrets from there only.
 
 The file must not be readable by group or others. `ODDSFLOW_REJECT_UNKNOWN_PROVIDERS=1`
 sets the flag from the environment. Each process loads its keyring once
@@ -39,12 +44,13 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 SIGNATURE_HEADER = "oddsflow-sig"
 ENV_SECRET_PREFIX = "ODDSFLOW_SECRET_"
+ENV_PREVIOUS_PREFIX = "ODDSFLOW_PREVIOUS_SECRET_"
 ENV_SECRETS_FILE = "ODDSFLOW_SECRETS_FILE"
 ENV_REJECT_UNKNOWN = "ODDSFLOW_REJECT_UNKNOWN_PROVIDERS"
 MIN_SECRET_BYTES = 16
@@ -72,22 +78,27 @@ def secret_name(provider: str) -> str:
     return _NOT_ENV.sub("_", provider.upper())
 
 
+Secret = str | bytes
+# One secret, or several while a key rotates: the first signs, any of them verifies.
+Secrets = Secret | Sequence[Secret]
+
+
 @dataclass(frozen=True, repr=False)
 class Keyring:
-    """Which providers are signed, with their secrets; and whether other providers are
-    refused. Keys are `secret_name(provider)`."""
+    """Which providers are signed, with their secrets (the signing one first); and whether
+    other providers are refused. Keys are `secret_name(provider)`."""
 
-    secrets: Mapping[str, bytes] = field(default_factory=dict)
+    secrets: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
     reject_unknown: bool = False
 
     @classmethod
-    def of(cls, secrets: Mapping[str, str | bytes], reject_unknown: bool = False) -> Keyring:
-        """A keyring from provider names and secrets (text is UTF-8 encoded)."""
-        ring = {
-            secret_name(p): s.encode() if isinstance(s, str) else bytes(s)
-            for p, s in secrets.items()
-        }
-        short = sorted(name for name, s in ring.items() if len(s) < MIN_SECRET_BYTES)
+    def of(cls, secrets: Mapping[str, Secrets], reject_unknown: bool = False) -> Keyring:
+        """A keyring from provider names and their secret or secrets (text is UTF-8 encoded)."""
+        ring = {secret_name(p): _as_bytes(s) for p, s in secrets.items()}
+        empty = sorted(name for name, s in ring.items() if not s)
+        if empty:
+            raise KeyringError(f"no secret for {', '.join(empty)}")
+        short = sorted(name for name, s in ring.items() if min(map(len, s)) < MIN_SECRET_BYTES)
         if short:
             raise KeyringError(
                 f"secret for {', '.join(short)} is shorter than {MIN_SECRET_BYTES} bytes"
@@ -100,7 +111,13 @@ class Keyring:
         return bool(self.secrets) or self.reject_unknown
 
     def secret_for(self, provider: str) -> bytes | None:
-        return self.secrets.get(secret_name(provider))
+        """The secret a signer of `provider` uses: the first."""
+        held = self.secrets.get(secret_name(provider))
+        return held[0] if held else None
+
+    def secrets_for(self, provider: str) -> tuple[bytes, ...]:
+        """Every secret a line of `provider` may be signed with (none: not signed)."""
+        return self.secrets.get(secret_name(provider), ())
 
     def is_signed(self, provider: str) -> bool:
         return secret_name(provider) in self.secrets
@@ -114,17 +131,23 @@ class Keyring:
 NO_KEYRING = Keyring()
 
 
+def _as_bytes(secrets: Secrets) -> tuple[bytes, ...]:
+    listed: Sequence[Secret] = [secrets] if isinstance(secrets, str | bytes) else secrets
+    return tuple(s.encode() if isinstance(s, str) else bytes(s) for s in listed)
+
+
 def check(keyring: Keyring, provider: str, data: bytes, signature: str) -> str | None:
     """Why a line of `provider` with these exact bytes and this signature (hex, "" when
     none came) must be refused, or None when it may go on."""
-    secret = keyring.secret_for(provider)
-    if secret is None:
+    secrets = keyring.secrets_for(provider)
+    if not secrets:
         return UNKNOWN_PROVIDER if keyring.reject_unknown else None
     if not signature:
         return BAD_SIGNATURE
-    expected = sign(data, secret).encode()
     given = signature.lower().encode("ascii", "replace")
-    return None if hmac.compare_digest(expected, given) else BAD_SIGNATURE
+    # Every secret is tried, each compared in constant time, whichever matches.
+    matches = [hmac.compare_digest(sign(data, s).encode(), given) for s in secrets]
+    return None if any(matches) else BAD_SIGNATURE
 
 
 # --- signatures on recorded lines and Kafka messages ------------------------------------------
@@ -164,23 +187,42 @@ def header_signature(headers: MessageHeaders) -> str:
 
 
 def load_keyring(environ: Mapping[str, str] | None = None) -> Keyring:
-    """The keyring from `ODDSFLOW_SECRET_*`, `ODDSFLOW_SECRETS_FILE` and
-    `ODDSFLOW_REJECT_UNKNOWN_PROVIDERS` (the environment wins over the file)."""
+    """The keyring from `ODDSFLOW_SECRET_*`, `ODDSFLOW_PREVIOUS_SECRET_*`,
+    `ODDSFLOW_SECRETS_FILE` and `ODDSFLOW_REJECT_UNKNOWN_PROVIDERS` (for a provider the
+    environment names, the environment wins over the file)."""
     env = os.environ if environ is None else environ
-    secrets: dict[str, str | bytes] = {}
+    secrets: dict[str, Secrets] = {}
     reject_unknown = False
     path = env.get(ENV_SECRETS_FILE)
     if path:
         secrets, reject_unknown = _read_secrets_file(Path(path))
-    for name, value in env.items():
-        if name.startswith(ENV_SECRET_PREFIX) and value:
-            secrets[name.removeprefix(ENV_SECRET_PREFIX)] = value
+    secrets |= _environment_secrets(env)
     if ENV_REJECT_UNKNOWN in env:
         reject_unknown = env[ENV_REJECT_UNKNOWN].strip().lower() in _TRUE
     return Keyring.of(secrets, reject_unknown)
 
 
-def _read_secrets_file(path: Path) -> tuple[dict[str, str | bytes], bool]:
+def _environment_secrets(env: Mapping[str, str]) -> dict[str, Secrets]:
+    """{provider name: [current, previous] or [current]} from the environment."""
+    current = {
+        n.removeprefix(ENV_SECRET_PREFIX): v
+        for n, v in env.items()
+        if n.startswith(ENV_SECRET_PREFIX) and v
+    }
+    previous = {
+        n.removeprefix(ENV_PREVIOUS_PREFIX): v
+        for n, v in env.items()
+        if n.startswith(ENV_PREVIOUS_PREFIX) and v
+    }
+    orphans = sorted(set(previous) - set(current))
+    if orphans:
+        raise KeyringError(
+            f"{ENV_PREVIOUS_PREFIX}{orphans[0]} is set without {ENV_SECRET_PREFIX}{orphans[0]}"
+        )
+    return {name: [s, previous[name]] if name in previous else [s] for name, s in current.items()}
+
+
+def _read_secrets_file(path: Path) -> tuple[dict[str, Secrets], bool]:
     where = f"{ENV_SECRETS_FILE} {path}"
     try:
         mode = path.stat().st_mode
@@ -197,10 +239,18 @@ def _read_secrets_file(path: Path) -> tuple[dict[str, str | bytes], bool]:
     reject_unknown = doc.get("reject_unknown_providers", False)
     if not isinstance(providers, dict) or not isinstance(reject_unknown, bool):
         raise KeyringError(f"{where}: expected [providers] and a boolean reject_unknown_providers")
-    bad = sorted(p for p, s in providers.items() if not isinstance(s, str))
+    bad = sorted(p for p, s in providers.items() if not _strings(s))
     if bad:
-        raise KeyringError(f"{where}: the secret of {', '.join(bad)} is not a string")
+        raise KeyringError(
+            f"{where}: the secret of {', '.join(bad)} is not a string or a list of strings"
+        )
     return dict(providers), reject_unknown
+
+
+def _strings(value: object) -> bool:
+    if isinstance(value, list):
+        return bool(value) and all(isinstance(s, str) for s in value)
+    return isinstance(value, str)
 
 
 @functools.cache

@@ -509,7 +509,7 @@ def test_dashboard_command_line(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     assert "--server.port 8601" in capsys.readouterr().out
     assert main(["--db", str(tmp_path / "x.writer.duckdb")]) == 2
     args = streamlit_args(["--server.port", "8601", "--server.address=0.0.0.0"])
-    assert args[:2] == ["run", str(APP)]
+    assert args[:2] == ["run", str(ROOT / "dashboard" / "server.py")]  # app.py and its routes
     assert "--browser.gatherUsageStats=false" in args
     assert not any(a.startswith("--server.address=127") for a in args)
     assert args[-3:] == ["--server.port", "8601", "--server.address=0.0.0.0"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.kafka_tools import signature_for
 from flows.simulator import write_feed
 from flows.sources import bounded_lines, open_feed, read_lines
 from operators import signing
@@ -41,7 +42,9 @@ GOAL = b'{"v":1,"provider":"sim","match_id":"m1","seq":7,"ts":1000,"type":"goal"
 def keyring_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Keyring]]:
     """`use(**env)`: this process's keyring from these environment variables; restored after."""
     for name in list(os.environ):
-        if name.startswith("ODDSFLOW_SECRET") or name == signing.ENV_REJECT_UNKNOWN:
+        if name.startswith(("ODDSFLOW_SECRET", signing.ENV_PREVIOUS_PREFIX)) or (
+            name == signing.ENV_REJECT_UNKNOWN
+        ):
             monkeypatch.delenv(name)
 
     def use(**env: str) -> Keyring:
@@ -79,6 +82,29 @@ def test_check_accepts_only_the_exact_bytes_with_their_signature() -> None:
     strict = Keyring.of({"sim": SECRET}, reject_unknown=True)
     assert check(strict, "scout-a", GOAL, good) == UNKNOWN_PROVIDER
     assert check(strict, "sim", GOAL, good) is None
+
+
+OLD_SECRET = "the secret before the rotation"
+
+
+def test_during_a_rotation_either_secret_verifies_and_the_first_signs() -> None:
+    old, new = sign(GOAL, OLD_SECRET.encode()), sign(GOAL, SECRET.encode())
+    rotating = Keyring.of({"sim": [SECRET, OLD_SECRET]})
+    rotated = Keyring.of({"sim": SECRET})
+
+    assert check(rotating, "sim", GOAL, old) is None
+    assert check(rotating, "sim", GOAL, new) is None
+    assert check(rotating, "sim", GOAL.replace(b"1000", b"1001"), old) == BAD_SIGNATURE
+    assert check(rotated, "sim", GOAL, new) is None
+    assert check(rotated, "sim", GOAL, old) == BAD_SIGNATURE
+    assert rotating.secret_for("sim") == SECRET.encode()  # signers switch with the order
+    assert signature_for(GOAL, rotating) == new  # what `oddsflow publish --sign` puts on
+    assert rotating.secrets_for("sim") == (SECRET.encode(), OLD_SECRET.encode())
+    assert OLD_SECRET not in repr(rotating)
+    with pytest.raises(KeyringError, match="SIM"):
+        Keyring.of({"sim": [SECRET, "tiny-secret"]})
+    with pytest.raises(KeyringError, match="no secret for SIM"):
+        Keyring.of({"sim": []})
 
 
 def test_provider_names_map_to_environment_names() -> None:
@@ -136,6 +162,32 @@ def test_keyring_from_environment_and_file(tmp_path: Path) -> None:
     off = load_keyring({**env, "ODDSFLOW_REJECT_UNKNOWN_PROVIDERS": "0"})
     assert not off.reject_unknown
     assert not load_keyring({}).active
+
+
+def test_two_secrets_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text(
+        f'[providers]\nsim = ["{SECRET}", "{OLD_SECRET}"]\n"scout-a" = ["scout secret, long"]\n'
+    )
+    secrets.chmod(0o600)
+
+    from_file = load_keyring({"ODDSFLOW_SECRETS_FILE": str(secrets)})
+    assert from_file.secrets_for("sim") == (SECRET.encode(), OLD_SECRET.encode())
+    assert from_file.secrets_for("scout-a") == (b"scout secret, long",)
+    from_env = load_keyring(
+        {"ODDSFLOW_SECRET_SIM": SECRET, "ODDSFLOW_PREVIOUS_SECRET_SIM": OLD_SECRET}
+    )
+    assert from_env.secrets_for("sim") == (SECRET.encode(), OLD_SECRET.encode())
+    overridden = load_keyring(
+        {"ODDSFLOW_SECRETS_FILE": str(secrets), "ODDSFLOW_SECRET_SIM": SECRET}
+    )
+    assert overridden.secrets_for("sim") == (SECRET.encode(),)  # the environment names sim
+    with pytest.raises(KeyringError, match="ODDSFLOW_PREVIOUS_SECRET_SIM is set without") as e:
+        load_keyring({"ODDSFLOW_PREVIOUS_SECRET_SIM": OLD_SECRET})
+    assert OLD_SECRET not in str(e.value)
+    secrets.write_text('[providers]\nsim = ["a secret long enough", 7]\n')
+    with pytest.raises(KeyringError, match="not a string or a list of strings"):
+        load_keyring({"ODDSFLOW_SECRETS_FILE": str(secrets)})
 
 
 def test_a_secrets_file_others_can_read_is_refused(tmp_path: Path) -> None:
@@ -312,3 +364,45 @@ def test_tampered_and_unsigned_lines_are_rejected_and_change_nothing(
     keyring_env(ODDSFLOW_SECRET_SIM="")  # no keyring: the forgeries would have counted
     trusting_db = replay([feed], tmp_path / "trusting.duckdb")
     assert table(trusting_db, STATE_TABLES["matches"]) != table(clean_db, STATE_TABLES["matches"])
+
+
+def test_a_key_rotates_through_the_replay_flow(
+    tmp_path: Path, keyring_env: Callable[..., Keyring]
+) -> None:
+    """Lines signed before the switch (old secret) and after it (new secret) in one feed:
+    all accepted while both secrets are held, the old ones refused once the old is dropped."""
+    simulated = tmp_path / "sim.jsonl.gz"
+    write_feed(simulated, matches=2, seed=5)
+    with open_feed(simulated) as f:
+        lines = [raw.rstrip(b"\n") for raw in f]
+    signed_at = [i for i, line in enumerate(lines) if b'"provider":"sim"' in line]
+    switch = signed_at[len(signed_at) // 2]  # the signer moves to the new secret here
+    feed = tmp_path / "rotating.jsonl"
+    feed.write_bytes(
+        b"\n".join(
+            signed_line(line, sign(line, (OLD_SECRET if i < switch else SECRET).encode()))
+            if i in signed_at
+            else line
+            for i, line in enumerate(lines)
+        )
+        + b"\n"
+    )
+    refused = "SELECT source FROM rejects WHERE reason = 'bad_signature' ORDER BY ALL"
+
+    keyring_env(ODDSFLOW_SECRET_SIM=SECRET, ODDSFLOW_PREVIOUS_SECRET_SIM=OLD_SECRET)
+    during = replay([feed], tmp_path / "during.duckdb")
+    keyring_env(ODDSFLOW_PREVIOUS_SECRET_SIM="")
+    after = replay([feed], tmp_path / "after.duckdb")
+
+    assert table(during, refused) == []
+    old_lines = {f"rotating.jsonl:{i + 1}" for i in signed_at if i < switch and _json(lines[i])}
+    assert len(old_lines) > 100  # (a line too broken to name its provider is malformed_json)
+    assert {source for (source,) in table(after, refused)} == old_lines
+
+
+def _json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
