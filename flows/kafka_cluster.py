@@ -157,9 +157,16 @@ def up() -> ClusterStatus:
     libs = kafka_broker.ensure_jars()
     _format_new_nodes(libs)
     launched = [start_node(n, wait=False, libs=libs) for n in NODES]
-    for node, pid in zip(NODES, launched, strict=True):
-        if pid is not None:
-            _wait_until_ready(NodePaths.of(node), pid, started + START_TIMEOUT_S)
+    try:
+        for node, pid in zip(NODES, launched, strict=True):
+            if pid is not None:
+                _wait_until_ready(NodePaths.of(node), pid, started + START_TIMEOUT_S)
+    except BrokerError:  # leave no half-started cluster behind
+        for node, pid in zip(NODES, launched, strict=True):
+            if pid is not None:
+                kafka_broker._stop(pid)
+                NodePaths.of(node).pid_file.unlink(missing_ok=True)
+        raise
     ours = settings()
     try:
         ensure_topics(
