@@ -125,10 +125,11 @@ def watch(settings: KafkaSettings, stop: Any, results: Any, count: Any, last_at:
 # --- the killer: a thread ---------------------------------------------------------------
 
 
-def kill_loop(settings: KafkaSettings, every_s: float, done: threading.Event) -> list[Kill]:
+def kill_loop(
+    settings: KafkaSettings, every_s: float, done: threading.Event, kills: list[Kill]
+) -> None:
     """Every `every_s` (and once the cluster is back in sync), SIGKILL the leader of the
-    busiest input partition and start it again; the kills, timed."""
-    kills: list[Kill] = []
+    busiest input partition and start it again; each kill, timed, goes to `kills`."""
     while not done.wait(every_s):
         topic, part = busiest_input_partition(settings)
         node = kafka_cluster.leader_of(settings, topic, part)
@@ -139,7 +140,7 @@ def kill_loop(settings: KafkaSettings, every_s: float, done: threading.Event) ->
         while kafka_cluster.leader_of(settings, topic, part) in (node, -1):
             time.sleep(0.1)
         kill.moved_s = time.monotonic() - started
-        kafka_cluster.start_node(node)
+        kafka_cluster.start_node(node, timeout_s=600)  # minutes on a loaded 2-core machine
         kill.back_s = time.monotonic() - started
         kafka_cluster.wait_in_sync(settings, timeout=300)
         kill.in_sync_s = time.monotonic() - started
@@ -149,7 +150,6 @@ def kill_loop(settings: KafkaSettings, every_s: float, done: threading.Event) ->
             f"{kill.in_sync_s:.1f} s",
             flush=True,
         )
-    return kills
 
 
 def busiest_input_partition(settings: KafkaSettings) -> tuple[str, int]:
@@ -192,9 +192,7 @@ def soak(settings: KafkaSettings, lines: list[bytes], rate: int, every_s: float)
         time.sleep(0.1)
     done = threading.Event()
     kills: list[Kill] = []
-    killer = threading.Thread(
-        target=lambda: kills.extend(kill_loop(settings, every_s, done)), daemon=True
-    )
+    killer = threading.Thread(target=kill_loop, args=(settings, every_s, done, kills))
     killer.start()
     produced, started, finished = _publish(producer, settings, lines, rate)
     done.set()
@@ -239,13 +237,11 @@ def compare(settings: KafkaSettings, run: dict[str, Any]) -> dict[str, Any]:
         read_outputs,
         replay_of_partitions,
         tables_without_sources,
-        without_duplicates,
     )
 
     replayed = replay_of_partitions(settings, run["workdir"] / "partitions")
     sent = read_outputs(settings)
-    unique = without_duplicates(sent)
-    duplicates = sum(len(v) for v in sent.values()) - sum(len(v) for v in unique.values())
+    unique, duplicates, collisions = split_duplicates(sent, IDENTITY)
     lost = {t: len(ids) for t, ids in missing(run["db"], unique, IDENTITY).items()}
 
     def equal(db: Path) -> bool:
@@ -258,10 +254,33 @@ def compare(settings: KafkaSettings, run: dict[str, Any]) -> dict[str, Any]:
     return {
         "lost": lost,
         "duplicates": duplicates,
+        "collisions": collisions,
         "outputs_own": equal(run["db"]),
         "outputs_replay": equal(replayed),
         "db_replay": tables_without_sources(run["db"]) == tables_without_sources(replayed),
     }
+
+
+def split_duplicates(
+    sent: dict[str, list[dict[str, Any]]], identity: dict[str, tuple[str, ...]]
+) -> tuple[dict[str, list[dict[str, Any]]], int, dict[str, int]]:
+    """The messages with their repeats dropped, how many repeats (the same key and version
+    again, the same message), and per topic how many messages shared a key and version
+    with a different one before them (two lines of a match at one `ts`: the flow's own
+    doing, not Kafka's)."""
+    unique: dict[str, list[dict[str, Any]]] = {}
+    repeats, collisions = 0, {}
+    for topic, values in sent.items():
+        seen: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for value in values:
+            same_id = seen.setdefault(tuple(value[f] for f in identity[topic]), [])
+            if value in same_id:
+                repeats += 1
+            else:
+                same_id.append(value)
+        unique[topic] = [v for group in seen.values() for v in group]
+        collisions[topic] = sum(len(group) - 1 for group in seen.values())
+    return unique, repeats, {t: n for t, n in collisions.items() if n}
 
 
 def missing(
@@ -322,6 +341,7 @@ def summarise(run: dict[str, Any], checks: dict[str, Any], rate: int, lines: int
             f"  lines published / read        {lines + 1:,} / {run['read']:,} (with the warm-up)",
             f"  messages lost                 {sum(checks['lost'].values())} {checks['lost']}",
             f"  duplicates (key, version)     {checks['duplicates']}",
+            f"  same key and version, another message  {checks['collisions'] or 'none'}",
             f"  output topics = own DuckDB    {yes(checks['outputs_own'])}",
             f"  output topics = replay        {yes(checks['outputs_replay'])}",
             f"  DuckDB = replay               {yes(checks['db_replay'])}",

@@ -228,9 +228,12 @@ def kill(node: int) -> int:
     return pid
 
 
-def start_node(node: int, wait: bool = True, libs: Path | None = None) -> int | None:
+def start_node(
+    node: int, wait: bool = True, libs: Path | None = None, timeout_s: float = START_TIMEOUT_S
+) -> int | None:
     """Start node `node` unless it runs (its storage must be formatted: `up`); its new
-    pid, or None if it was running. `wait`: return once it answers metadata."""
+    pid, or None if it was running. `wait`: return once it answers metadata (within
+    `timeout_s`)."""
     paths = NodePaths.of(node)
     if kafka_broker._running_pid(paths) is not None:
         return None
@@ -241,7 +244,7 @@ def start_node(node: int, wait: bool = True, libs: Path | None = None) -> int | 
     paths.log4j.write_text(kafka_broker._LOG4J)
     pid = kafka_broker._launch(paths, libs, JVM_FLAGS)
     if wait:
-        _wait_until_ready(paths, pid, time.monotonic() + START_TIMEOUT_S)
+        _wait_until_ready(paths, pid, time.monotonic() + timeout_s)
     return pid
 
 

@@ -11,6 +11,9 @@ this module started it. It uses its own ports and state, beside the shared singl
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,6 +47,7 @@ from tests.test_live_flow import (
 )
 
 pytestmark = pytest.mark.kafka
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +197,24 @@ def end_offsets(settings: KafkaSettings, partitions: list[tuple[str, int]]) -> i
         )
     finally:
         consumer.close()
+
+
+def test_status_shows_each_node_the_controller_and_no_under_replicated(cluster: str) -> None:
+    """`oddsflow kafka status --brokers 3` on the running cluster: exit 0, every node up
+    on its own port, the active controller one of them, no under-replicated partition."""
+    result = subprocess.run(
+        [sys.executable, "-m", "flows", "kafka", "status", "--brokers", "3"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"kafka cluster: 3 of 3 nodes up, bootstrap {cluster}")
+    for node, port in ((1, 19092), (2, 19093), (3, 19094)):
+        assert any(
+            re.match(rf"  node {node}: up \(pid \d+\) 127\.0\.0\.1:{port}$", x) for x in lines
+        )
+    assert re.search(r"^  active controller: node [123]$", result.stdout, re.M), result.stdout
+    assert "  under-replicated partitions: none" in lines
