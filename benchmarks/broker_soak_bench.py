@@ -253,7 +253,7 @@ def compare(settings: KafkaSettings, run: dict[str, Any]) -> dict[str, Any]:
 
     def equal(db: Path) -> bool:
         try:
-            assert_outputs_equal_tables(sent, db)
+            assert_outputs_equal_tables(unique, db)
         except AssertionError:
             return False
         return True
@@ -271,10 +271,10 @@ def compare(settings: KafkaSettings, run: dict[str, Any]) -> dict[str, Any]:
 def split_duplicates(
     sent: dict[str, list[dict[str, Any]]], identity: dict[str, tuple[str, ...]]
 ) -> tuple[dict[str, list[dict[str, Any]]], int, dict[str, int]]:
-    """The messages with their repeats dropped, how many repeats (the same key and version
-    again, the same message), and per topic how many messages shared a key and version
-    with a different one before them (two lines of a match at one `ts`: the flow's own
-    doing, not Kafka's)."""
+    """One message per key and version (the last one, in partition order), how many
+    repeats were dropped (the same message again), and per topic how many messages shared
+    a key and version with a different one (two lines of a match at one `ts` give two
+    `matches` messages of one version: the flow's doing, not Kafka's)."""
     unique: dict[str, list[dict[str, Any]]] = {}
     repeats, collisions = 0, {}
     for topic, values in sent.items():
@@ -285,7 +285,7 @@ def split_duplicates(
                 repeats += 1
             else:
                 same_id.append(value)
-        unique[topic] = [v for group in seen.values() for v in group]
+        unique[topic] = [group[-1] for group in seen.values()]
         collisions[topic] = sum(len(group) - 1 for group in seen.values())
     return unique, repeats, {t: n for t, n in collisions.items() if n}
 
