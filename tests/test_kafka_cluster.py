@@ -152,7 +152,7 @@ def test_live_rides_through_the_death_of_a_partition_leader(
             time.sleep(0.2)
         print(f"output to them again {time.monotonic() - killed_at:.1f} s after the kill")
         assert live.running(), live.stderr()
-        kafka_cluster.start_node(victim)
+        kafka_cluster.start_node(victim, timeout_s=180)  # slow on a loaded machine
         print(f"node {victim} back {time.monotonic() - killed_at:.1f} s after the kill")
 
         counts = wait_for_outputs(settings, expected, live)
