@@ -15,6 +15,8 @@ the git-ignored `.cache/kafka/libs`. One JVM is both KRaft controller and broker
 - State in `.kafka/` (or `$ODDSFLOW_KAFKA_HOME`): `data/` formatted on first start
   with a random cluster id, the generated `server.properties`, `logs/server.log`,
   and `broker.pid`.
+- `--brokers 3` is a local three-node cluster instead (flows/kafka_cluster.py, its own
+  ports and state); `down` stops it as well as the single broker.
 """
 
 from __future__ import annotations
