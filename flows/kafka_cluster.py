@@ -131,6 +131,8 @@ class ClusterStatus:
         running = sum(n.up for n in self.nodes)
         lines = [f"kafka cluster: {running} of {len(self.nodes)} nodes up, bootstrap {BOOTSTRAP}"]
         lines += [f"  {n.describe()}" for n in self.nodes]
+        if not running:
+            return "\n".join(lines)
         lines.append(f"  active controller: node {self.controller or '?'}")
         urp = self.under_replicated
         lines.append(f"  under-replicated partitions: {len(urp) if urp else 'none'}")
