@@ -55,6 +55,7 @@ from sinks.kafka_config import (
     INPUT_TOPICS,
     MARKETS,
     OUTPUT_TOPICS,
+    POSITION_HEADER,
     KafkaSettings,
     drop_topics,
     ensure_topics,
@@ -312,10 +313,16 @@ def _warm_up(producer: Producer, settings: KafkaSettings, total: Synchronized[in
 
 
 def _publish(
-    producer: Producer, settings: KafkaSettings, lines: list[bytes], rate: int
+    producer: Producer,
+    settings: KafkaSettings,
+    lines: list[bytes],
+    rate: int,
+    positions: bool = False,
 ) -> tuple[dict[Key, float], float, float]:
     """Produce `lines` at `rate` per second of wall time, in bursts of what is due each
-    millisecond; the produce time of each goal-possible line."""
+    millisecond; the produce time of each goal-possible line. `positions`: with each
+    line's index as its `oddsflow-pos` header, as `oddsflow publish` sends them (lines
+    stamped with one millisecond then keep their order in a replay of the topics)."""
     topics = {name: settings.topic(name) for name in ALL_TOPICS}
     produced: dict[Key, float] = {}
     started = time.time()
@@ -331,7 +338,11 @@ def _publish(
             produced.setdefault(goal, time.time())
         while True:
             try:
-                producer.produce(topics[suffix], value, key)
+                if positions:
+                    headers = [(POSITION_HEADER, str(i).encode())]
+                    producer.produce(topics[suffix], value, key, headers=headers)
+                else:
+                    producer.produce(topics[suffix], value, key)
                 break
             except BufferError:
                 producer.poll(0.01)

@@ -15,6 +15,8 @@ the git-ignored `.cache/kafka/libs`. One JVM is both KRaft controller and broker
 - State in `.kafka/` (or `$ODDSFLOW_KAFKA_HOME`): `data/` formatted on first start
   with a random cluster id, the generated `server.properties`, `logs/server.log`,
   and `broker.pid`.
+- `--brokers 3` is a local three-node cluster instead (flows/kafka_cluster.py, its own
+  ports and state); `down` stops it as well as the single broker.
 """
 
 from __future__ import annotations
@@ -254,10 +256,12 @@ def _ready_settings(paths: StatePaths) -> KafkaSettings:
     certificate on the secure one (its SCRAM users do not exist before the first setup)."""
     if paths.secure:
         return kafka_secure.internal_settings(paths.files)
-    return KafkaSettings(bootstrap=BOOTSTRAP)
+    return KafkaSettings(bootstrap=paths.bootstrap)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from flows import kafka_cluster  # it builds on this module
+
     parser = argparse.ArgumentParser(
         prog="oddsflow kafka", description="Run a local Apache Kafka broker on " + BOOTSTRAP
     )
@@ -273,12 +277,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for command in (start, stop, state):
         command.add_argument("--secure", action="store_true", help=secure_help)
+    for command in (start, state):
+        command.add_argument(
+            "--brokers",
+            type=int,
+            choices=(1, kafka_cluster.BROKERS),
+            default=1,
+            help=f"{kafka_cluster.BROKERS}: a local cluster on {kafka_cluster.BOOTSTRAP} "
+            "(3 replicas, min.insync.replicas=2) instead of the single broker; `down` stops "
+            "both",
+        )
     args = parser.parse_args(argv)
+    cluster = getattr(args, "brokers", 1) > 1
     try:
-        if args.command == "up":
+        if args.command == "up" and cluster:
+            kafka_cluster.up()
+        elif args.command == "up":
             up(secure=args.secure)
         elif args.command == "down":
             down(secure=args.secure)
+            if not args.secure:
+                kafka_cluster.down()
+        elif cluster:
+            state_now = kafka_cluster.status()
+            print(state_now.describe())
+            return 0 if state_now.up else 1
         else:
             current = status(secure=args.secure)
             print(current.describe())
@@ -458,9 +481,9 @@ def _log_flags(paths: StatePaths) -> list[str]:
 _launched: list[subprocess.Popen[bytes]] = []
 
 
-def _launch(paths: StatePaths, libs: Path) -> int:
+def _launch(paths: StatePaths, libs: Path, jvm_flags: Sequence[str] = JVM_FLAGS) -> int:
     classpath = ["-cp", f"{libs}/*"]
-    command = [_java(), *JVM_FLAGS, *_log_flags(paths), *classpath, "kafka.Kafka"]
+    command = [_java(), *jvm_flags, *_log_flags(paths), *classpath, "kafka.Kafka"]
     command.append(str(paths.server_properties))
     with paths.jvm_out.open("ab") as out:
         proc = subprocess.Popen(

@@ -326,12 +326,16 @@ def ensure_topics(
     settings: KafkaSettings,
     names: Iterable[str],
     partitions: int = DEFAULT_PARTITIONS,
-    replication: int = 1,
+    replication: int = -1,
     *,
     config: Mapping[str, str] | None = None,
     timeout: float = 30.0,
 ) -> list[str]:
     """Create the prefixed topics for `names` that do not exist yet; return those created.
+
+    `replication` -1 leaves the replication factor (and `min.insync.replicas`) to the
+    brokers' defaults: 1 on the local broker, 3 (and 2) on the local cluster, whatever a
+    real cluster's operators chose there.
 
     Idempotent: existing topics are left as they are (their partition count too), and
     a topic created concurrently by someone else counts as existing. Returns once every
