@@ -570,6 +570,8 @@ def serve(
     recovery: RecoveryConfig | None = None,
     process_id: int | None = None,
     addresses: list[str] | None = None,
+    rules: Rules = DEFAULT_RULES,
+    publish_every_s: float = 2.0,
 ) -> int:
     """`oddsflow live`: run until SIGINT or SIGTERM; the exit status. `process_id` and
     `addresses`: this process as a member of a cluster (`--process-id`, `--addresses`).
@@ -600,11 +602,13 @@ def serve(
     flow = get_flow(
         settings,
         db,
+        rules=rules,
         group_id=group_id,
         from_beginning=from_beginning,
         wall_clock=wall_clock,
         recoverable=recovery is not None,
         stop=stop,
+        publish_every_s=publish_every_s,
     )
     freeze_startup_heap()
     started = time.monotonic()

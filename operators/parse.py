@@ -8,7 +8,7 @@ Hostile input is stopped before any JSON decoding: a line longer than its format
 (`line_too_long`) or nested deeper than `max_depth` (`too_deep`, found by a byte scan) never
 reaches a decoder. `Limits` holds every input limit, one per format (a native line, a
 Betfair stream line, a StatsBomb file), each from its environment variable, read once per
-process.
+process; a command that loads the config file sets them instead (`use_limits`).
 `route` also checks signed providers' signatures (operators/signing.py): a line refused
 there (`bad_signature`, `unknown_provider`) goes to the rejects bucket, never to its match.
 """
@@ -27,6 +27,7 @@ import msgspec
 
 from operators.events import TYPE_NAMES, Bet, Event, FeedEvent, MatchEnd
 from operators.rows import Reject
+from operators.settings import at_least
 from operators.signing import UNKNOWN_PROVIDER, active_keyring, check
 
 _decoder = msgspec.json.Decoder(Event)
@@ -70,6 +71,10 @@ class Limits:
     max_betfair_line_bytes: int = SIZE_LIMITS["betfair"].default
     max_statsbomb_bytes: int = SIZE_LIMITS["statsbomb"].default
 
+    def __post_init__(self) -> None:
+        for name in ("max_line_bytes", "max_depth", *(s.field for s in SIZE_LIMITS.values())):
+            at_least(self, name, 1)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
         env = os.environ if environ is None else environ
@@ -107,7 +112,15 @@ class Limits:
         return None
 
 
-LIMITS = Limits.from_env()  # this process's limits
+LIMITS = Limits.from_env()  # this process's limits: read them as `parse.LIMITS` (`use_limits`)
+
+
+def use_limits(limits: Limits) -> None:
+    """Make `limits` this process's limits (the config file's, flows/config.py), for every
+    line and file read from now on."""
+    global LIMITS
+    LIMITS = limits
+
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(rb"[\[\]{}]")
