@@ -65,6 +65,7 @@ def _replay(args: argparse.Namespace) -> int:
         fmt=args.format,
         merge=args.merge,
         kafka=kafka,
+        limits=settings.limits,
     )
     problem = _start_metrics(args, "replay")
     if problem:
@@ -95,7 +96,7 @@ def _kafka_settings(settings: Settings) -> KafkaSettings | None:
     from sinks.kafka_config import KafkaConfigError, KafkaUnreachableError, TopicSetupError
 
     try:
-        kafka = settings.kafka_settings()
+        kafka = settings.kafka.client_settings()
         prepare_topics(kafka)
     except (KafkaConfigError, KafkaUnreachableError, TopicSetupError) as exc:
         print(f"oddsflow replay: {exc}", file=sys.stderr)
@@ -113,7 +114,7 @@ def _live(args: argparse.Namespace) -> int:
         return 2
     config: Settings = args.settings
     try:
-        settings = config.kafka_settings()
+        settings = config.kafka.client_settings()
     except KafkaConfigError as exc:
         print(f"oddsflow live: {exc}", file=sys.stderr)
         return 2
@@ -133,6 +134,7 @@ def _live(args: argparse.Namespace) -> int:
         group_id=args.group_id,
         rules=config.rules,
         publish_every_s=config.live.publish_s,
+        limits=config.limits,
         wall_clock=not args.event_time_only,
         recovery=_recovery_config(args),
         process_id=args.process_id,
@@ -387,7 +389,6 @@ def _cluster_member(args: argparse.Namespace, parent: int) -> None:
     from flows import logs
 
     logs.configure()  # as the command was told (through the environment)
-    _use_settings(args.settings)  # the command's, pickled with `args`
 
     threading.Thread(target=orphaned, daemon=True).start()
     raise SystemExit(args.run(args))
@@ -415,14 +416,6 @@ def _config_show(args: argparse.Namespace) -> int:
 
     print(show(args.settings, args.origin), end="")
     return 0
-
-
-def _use_settings(settings: Settings) -> None:
-    """Make the settings this process's where the flows read them from a module: the
-    input limits."""
-    from operators.parse import use_limits
-
-    use_limits(settings.limits)
 
 
 def _simulate(argv: list[str]) -> int:
@@ -729,6 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from flows import config, logs
+    from operators.parse import use_limits
 
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -749,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
     except (config.ConfigError, logs.LogOptionError) as exc:
         print(f"oddsflow: {exc}", file=sys.stderr)
         return 2
-    _use_settings(settings)
+    use_limits(settings.limits)  # for the commands that read feed files (publish)
     if delegated:
         return DELEGATED[argv[0]][0](argv[1:])
     args.settings, args.origin = settings, origin

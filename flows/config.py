@@ -79,6 +79,15 @@ class KafkaSection:
     topic_prefix: str = DEFAULT_PREFIX
     properties: str = ""
 
+    def client_settings(self) -> KafkaSettings:
+        """The Kafka client settings: these, with the properties file's; raises
+        `KafkaConfigError` when that file is missing or its security settings cannot work."""
+        return KafkaSettings.from_properties(
+            None if self.bootstrap == DEFAULT_BOOTSTRAP else self.bootstrap,
+            self.topic_prefix,
+            Path(self.properties) if self.properties else None,
+        )
+
     def __post_init__(self) -> None:
         if not self.bootstrap.strip():
             raise ValueError("`bootstrap` must name at least one HOST:PORT")
@@ -137,16 +146,6 @@ class Settings:
     replay: FlowSection = field(default_factory=_replay)
     live: FlowSection = field(default_factory=_live)
     logging: LoggingSection = field(default_factory=LoggingSection)
-
-    def kafka_settings(self) -> KafkaSettings:
-        """The Kafka client settings: these, with the properties file's; raises
-        `KafkaConfigError` when that file is missing or its security settings cannot work."""
-        kafka = self.kafka
-        return KafkaSettings.from_properties(
-            None if kafka.bootstrap == DEFAULT_BOOTSTRAP else kafka.bootstrap,
-            kafka.topic_prefix,
-            Path(kafka.properties) if kafka.properties else None,
-        )
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(Settings)  # name -> struct, in file order
@@ -208,16 +207,27 @@ def load(
     return resolve(path, environ, flags)[0]
 
 
+def from_env(environ: Mapping[str, str]) -> Settings:
+    """The defaults under the variables of `environ`, no file read."""
+    return _resolve(None, environ, None)[0]
+
+
 def resolve(
     path: Path | None = None, environ: Mapping[str, str] | None = None, flags: Flags | None = None
 ) -> tuple[Settings, dict[str, str]]:
     """`load`'s settings, with where each key set came from (the file's path, the
     variable's name, the option); keys left at their defaults are not in it."""
+    if path is None and DEFAULT_FILE.is_file():
+        path = DEFAULT_FILE
+    return _resolve(path, environ, flags)
+
+
+def _resolve(
+    path: Path | None, environ: Mapping[str, str] | None, flags: Flags | None
+) -> tuple[Settings, dict[str, str]]:
     env = os.environ if environ is None else environ
     values: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     origin: dict[str, str] = {}
-    if path is None and DEFAULT_FILE.is_file():
-        path = DEFAULT_FILE
     if path is not None:
         for key, value in _read_file(path).items():
             _put(values, key, value)
@@ -282,7 +292,7 @@ def _read_file(path: Path) -> dict[str, Any]:
             out[key] = value
     properties = out.get("kafka.properties")
     if isinstance(properties, str) and properties and not Path(properties).is_absolute():
-        out["kafka.properties"] = str(path.parent / properties)
+        out["kafka.properties"] = str((path.parent / properties).absolute())
     return out
 
 

@@ -407,7 +407,7 @@ def _kafka_settings(args: argparse.Namespace) -> KafkaSettings:
     """The Kafka settings of the command line (flows/config.py: the config file, the
     environment, then `--kafka` / `--kafka-config`); raises `KafkaConfigError`."""
     try:
-        return config.current(config.flags_of(args)).kafka_settings()
+        return config.current(config.flags_of(args)).kafka.client_settings()
     except config.ConfigError as exc:
         raise KafkaConfigError(str(exc)) from None
 
