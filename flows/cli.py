@@ -641,7 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument(
         "--kafka",
         metavar="BOOTSTRAP",
-        help="bootstrap servers (default: $ODDSFLOW_KAFKA, the config file, 127.0.0.1:9092)",
+        help="bootstrap servers (default: $ODDSFLOW_KAFKA, kafka.bootstrap of the config "
+        "file, bootstrap.servers of the --kafka-config file, 127.0.0.1:9092)",
     )
     live.add_argument(
         "--kafka-config",

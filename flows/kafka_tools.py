@@ -393,7 +393,8 @@ def _add_kafka_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kafka",
         metavar="BOOTSTRAP",
-        help="bootstrap servers (default: $ODDSFLOW_KAFKA, the config file, 127.0.0.1:9092)",
+        help="bootstrap servers (default: $ODDSFLOW_KAFKA, kafka.bootstrap of the config "
+        "file, bootstrap.servers of the --kafka-config file, 127.0.0.1:9092)",
     )
     parser.add_argument(
         "--kafka-config",

@@ -150,9 +150,9 @@ def get_flow(
     """
     if isinstance(settings, str) or rules is None or publish_every_s is None or limits is None:
         loaded = config.load()
-        rules = rules or loaded.rules
-        publish_every_s = publish_every_s or loaded.live.publish_s
-        limits = limits or loaded.limits
+        rules = loaded.rules if rules is None else rules
+        publish_every_s = loaded.live.publish_s if publish_every_s is None else publish_every_s
+        limits = loaded.limits if limits is None else limits
         if isinstance(settings, str):
             settings = replace(loaded.kafka, bootstrap=settings).client_settings()
             prepare_topics(settings)

@@ -42,9 +42,9 @@ def get_flow(
     replay` reads them without options."""
     if rules is None or publish_every_s is None or limits is None:
         settings = config.load()
-        rules = rules or settings.rules
-        publish_every_s = publish_every_s or settings.replay.publish_s
-        limits = limits or settings.limits
+        rules = settings.rules if rules is None else rules
+        publish_every_s = settings.replay.publish_s if publish_every_s is None else publish_every_s
+        limits = settings.limits if limits is None else limits
     use_limits(limits)
     tune_interpreter()
     flow = Dataflow("oddsflow_replay")
