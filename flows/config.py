@@ -189,6 +189,7 @@ def flags_of(args: argparse.Namespace, command: str | None = None) -> dict[str, 
     for dest, (option, key) in FLAG_KEYS.items():
         value = getattr(args, dest, None)
         if value is not None and (command or "{command}" not in key):
+            value = str(value) if isinstance(value, Path) else value  # `--kafka-config`
             flags[key.format(command=command)] = (option, value)
     for item in getattr(args, "set", None) or ():
         key, sep, value = item.partition("=")

@@ -102,9 +102,8 @@ def test_a_commands_own_options_win_over_the_environment_and_the_file(
     monkeypatch.chdir(tmp_path)  # no ./oddsflow.toml
     path = tmp_path / "live.toml"
     path.write_text('[kafka]\nbootstrap = "file:9092"\n[live]\nsnapshot_s = 5.0\npublish_s = 3.0\n')
-    args = build_parser().parse_args(
-        ["live", "--db", "x.duckdb", "--kafka", "flag:9092", "--snapshot-s", "0.25"]
-    )
+    command = "live --db x.duckdb --kafka flag:9092 --snapshot-s 0.25 --kafka-config c.properties"
+    args = build_parser().parse_args(command.split())
     env = {
         "ODDSFLOW_KAFKA": "env:9092",
         "ODDSFLOW_LIVE_SNAPSHOT_S": "2",
@@ -113,6 +112,7 @@ def test_a_commands_own_options_win_over_the_environment_and_the_file(
     settings, origin = config.resolve(path, env, config.flags_of(args, "live"))
     assert settings.kafka.bootstrap == "flag:9092" and origin["kafka.bootstrap"] == "--kafka"
     assert settings.live.snapshot_s == 0.25 and origin["live.snapshot_s"] == "--snapshot-s"
+    assert settings.kafka.properties == "c.properties"  # the option's, from the cwd
     assert settings.live.publish_s == 4.0 and origin["live.publish_s"] == "ODDSFLOW_LIVE_PUBLISH_S"
     assert settings.replay == config.Settings().replay  # --snapshot-s of live is live's
     without = config.load(
