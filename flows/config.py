@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import os
 import re
@@ -151,6 +152,7 @@ class Settings:
 SECTIONS: dict[str, type] = typing.get_type_hints(Settings)  # name -> struct, in file order
 
 
+@functools.cache
 def _fields(section: str) -> dict[str, Any]:
     """The keys of a section with their types."""
     return typing.get_type_hints(SECTIONS[section])
