@@ -9,6 +9,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
@@ -16,8 +17,14 @@ import pytest
 from flows import config
 from flows.cli import build_parser
 from operators.settings import Rules
+from sinks.kafka_config import FEED, KafkaSettings
 from tests.conftest import table
 from tests.feedkit import KICKOFF, Feed
+
+if TYPE_CHECKING:
+    from tests.kafka_fixtures import ReadTopics
+
+pytest_plugins = ("tests.kafka_fixtures",)  # kafka_settings, read_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "oddsflow.example.toml"
@@ -203,6 +210,23 @@ def test_simulate_prices_its_bets_at_the_configured_margin(tmp_path: Path) -> No
             runs[name, engine] = dict(table(db, "SELECT status, count(*) FROM bets GROUP BY 1"))
     assert runs["thin", "thin"] == runs["default", "default"]
     assert runs["thin", "default"] != runs["thin", "thin"]
+
+
+@pytest.mark.kafka
+def test_publish_sends_to_the_broker_and_prefix_of_the_config_file(
+    kafka_settings: KafkaSettings, read_topics: ReadTopics, tmp_path: Path
+) -> None:
+    feed = penalty_feed(tmp_path / "penalties.jsonl", matches=1)
+    lines = feed.read_bytes().splitlines()
+    (tmp_path / "kafka.toml").write_text(
+        f'[kafka]\nbootstrap = "{kafka_settings.bootstrap}"\n'
+        f'topic_prefix = "{kafka_settings.topic_prefix}"\n'
+    )
+    done = oddsflow("--config", "kafka.toml", "publish", feed, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    received = read_topics(kafka_settings, [FEED], len(lines))
+    assert {r.topic for r in received} == {kafka_settings.topic(FEED)}
+    assert sorted(r.value for r in received) == sorted(lines)
 
 
 # --- errors -------------------------------------------------------------------------------
