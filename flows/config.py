@@ -353,7 +353,10 @@ def _invalid(
     elif name is not None and name in given:  # a wrong type: show the value given
         problem = f"{_lower_first(problem)} ({_toml(given[name])})"
     key = f"{section}.{name}" if name else section
-    return ConfigError(f"{origin.get(key, 'defaults')}: {key}: {_lower_first(problem)}")
+    # A check across keys (max_stake >= min_stake) may name a key left at its default: the
+    # problem then comes from a key of the section that was set.
+    where = origin.get(key) or next((origin[f"{section}.{n}"] for n in given), "defaults")
+    return ConfigError(f"{where}: {key}: {_lower_first(problem)}")
 
 
 def _lower_first(text: str) -> str:

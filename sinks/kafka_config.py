@@ -59,7 +59,7 @@ DEFAULT_PARTITIONS = 4
 # librdkafka properties that belong to `security` rather than `client_overrides`.
 _SECURITY_PREFIXES = ("security.protocol", "sasl.", "ssl.")
 # Any property whose name contains one of these is shown as *** by repr().
-_SECRET_WORDS = ("password", "secret", "key")
+_SECRET_WORDS = ("password", "secret", "key", "jaas", "token", "oauthbearer.config")
 # `client_overrides` keys with one of these prefixes apply to that client kind only.
 _ROLES = ("producer", "consumer", "admin")
 

@@ -245,6 +245,10 @@ ERRORS = {
         "[rules]\nmin_suspension_ms = -5\n",
         "rules.min_suspension_ms: must be >= 0, got -5",
     ),
+    "a check across keys": (
+        '[rules]\nmin_stake = "2000"\n',
+        "rules.max_stake: must be >= min_stake (2000), got 1000.00",
+    ),
     "bad margin": ("[rules]\nmargin = 1.5\n", "rules.margin: must be >= 0 and < 1, got 1.5"),
     "bad decimal": (
         '[rules]\nmax_stake = "lots"\n',
@@ -295,13 +299,14 @@ def test_config_show_masks_the_kafka_secrets(tmp_path: Path) -> None:
     props.write_text(
         "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"
         "sasl.username=oddsflow\nsasl.password=hunter2\n"
+        "sasl.oauthbearer.config=clientSecret=hunter3\n"
     )
     (tmp_path / "prod.toml").write_text('[kafka]\nproperties = "client.properties"\n')
     done = oddsflow(
         "config", "show", "--config", "prod.toml", cwd=tmp_path, ODDSFLOW_SECRET_SIM="topsecret"
     )
     assert done.returncode == 0, done.stderr
-    assert "hunter2" not in done.stdout and "topsecret" not in done.stdout
+    assert "hunter" not in done.stdout and "topsecret" not in done.stdout
     assert "#   sasl.password = ***" in done.stdout
     assert "#   sasl.username = oddsflow" in done.stdout
     values, origin = shown(done.stdout)
