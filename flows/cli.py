@@ -16,6 +16,7 @@ from flows.sources import FORMATS
 if TYPE_CHECKING:
     from bytewax.recovery import RecoveryConfig
 
+    from flows.config import Settings
     from sinks.kafka_config import KafkaSettings
 
 EPILOG = """\
@@ -23,6 +24,10 @@ examples:
   oddsflow simulate --matches 20 --seed 1 --out out/feed.jsonl.gz
   oddsflow replay out/feed.jsonl.gz --db out/oddsflow.duckdb
   oddsflow dashboard --db out/oddsflow.duckdb
+  oddsflow --config prod.toml config show
+
+settings: --config FILE (default ./oddsflow.toml when present; every key in
+oddsflow.example.toml), overridden by ODDSFLOW_* variables, overridden by options.
 """
 
 
@@ -41,9 +46,10 @@ def _replay(args: argparse.Namespace) -> int:
     if problem:
         print(f"oddsflow replay: {problem}", file=sys.stderr)
         return 2
+    settings: Settings = args.settings
     kafka = None
     if args.kafka:
-        kafka = _kafka_settings(args.kafka)
+        kafka = _kafka_settings(settings)
         if kafka is None:
             return 1
     addresses = _cluster_setup(args)
@@ -51,7 +57,15 @@ def _replay(args: argparse.Namespace) -> int:
         return _local_cluster(args)
     recovery = _recovery_config(args)
     flow = get_flow(
-        args.files, args.db, speed=args.speed, fmt=args.format, merge=args.merge, kafka=kafka
+        args.files,
+        args.db,
+        speed=args.speed,
+        rules=settings.rules,
+        publish_every_s=settings.replay.publish_s,
+        fmt=args.format,
+        merge=args.merge,
+        kafka=kafka,
+        limits=settings.limits,
     )
     problem = _start_metrics(args, "replay")
     if problem:
@@ -67,7 +81,7 @@ def _replay(args: argparse.Namespace) -> int:
             workers_per_process=args.workers,
             process_id=args.process_id,
             addresses=addresses,
-            epoch_interval=timedelta(seconds=args.epoch_s),
+            epoch_interval=timedelta(seconds=settings.replay.snapshot_s),
             recovery_config=recovery,
         )
     report = member_summary(time.monotonic() - started, args.process_id, len(addresses or ()))
@@ -75,31 +89,32 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kafka_settings(bootstrap: str) -> KafkaSettings | None:
-    """Settings for `--kafka`, once the broker answered and the topics exist; None (the
-    cause printed) when not."""
+def _kafka_settings(settings: Settings) -> KafkaSettings | None:
+    """The Kafka settings for `replay --kafka`, once the broker answered and the topics
+    exist; None (the cause printed) when not."""
     from flows.live import prepare_topics
-    from sinks.kafka_config import KafkaSettings, KafkaUnreachableError, TopicSetupError
+    from sinks.kafka_config import KafkaConfigError, KafkaUnreachableError, TopicSetupError
 
-    settings = KafkaSettings.from_env_and_args(bootstrap)
     try:
-        prepare_topics(settings)
-    except (KafkaUnreachableError, TopicSetupError) as exc:
+        kafka = settings.kafka.client_settings()
+        prepare_topics(kafka)
+    except (KafkaConfigError, KafkaUnreachableError, TopicSetupError) as exc:
         print(f"oddsflow replay: {exc}", file=sys.stderr)
         return None
-    return settings
+    return kafka
 
 
 def _live(args: argparse.Namespace) -> int:
     from flows.live import serve
-    from sinks.kafka_config import KafkaConfigError, KafkaSettings
+    from sinks.kafka_config import KafkaConfigError
 
     problem = _cluster_problem(args)
     if problem:
         print(f"oddsflow live: {problem}", file=sys.stderr)
         return 2
+    config: Settings = args.settings
     try:
-        settings = KafkaSettings.from_env_and_args(args.kafka, args.kafka_config)
+        settings = config.kafka.client_settings()
     except KafkaConfigError as exc:
         print(f"oddsflow live: {exc}", file=sys.stderr)
         return 2
@@ -115,8 +130,11 @@ def _live(args: argparse.Namespace) -> int:
         args.db,
         workers=args.workers,
         from_beginning=args.from_beginning,
-        epoch_s=args.epoch_s,
+        epoch_s=config.live.snapshot_s,
         group_id=args.group_id,
+        rules=config.rules,
+        publish_every_s=config.live.publish_s,
+        limits=config.limits,
         wall_clock=not args.event_time_only,
         recovery=_recovery_config(args),
         process_id=args.process_id,
@@ -393,6 +411,13 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_show(args: argparse.Namespace) -> int:
+    from flows.config import show
+
+    print(show(args.settings, args.origin), end="")
+    return 0
+
+
 def _simulate(argv: list[str]) -> int:
     from flows.simulator import main as simulate_main
 
@@ -489,10 +514,24 @@ def _cluster_options(command: argparse.ArgumentParser) -> None:
     )
 
 
+CONFIG_HELP = (
+    "TOML file of settings (default: ./oddsflow.toml when present; every key in "
+    "oddsflow.example.toml); ODDSFLOW_* variables and options override it"
+)
+
+
 def _add_global_options(parser: argparse.ArgumentParser) -> None:
     from flows.logs import FORMATS, LEVELS
 
     parser.add_argument("--version", action="store_true", help="print the versions and exit")
+    parser.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="set one key of the config file, over the file and the environment "
+        "(--set rules.min_suspension_ms=5000; repeatable)",
+    )
     parser.add_argument(
         "--log-level",
         type=str.upper,
@@ -508,8 +547,8 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _global_options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """The options before the command (`--version`, `--log-level`, `--log-format`), and the
-    rest of the command line."""
+    """The options before the command (`--version`, `--config`, `--set`, `--log-level`,
+    `--log-format`), and the rest of the command line."""
     parser = argparse.ArgumentParser(prog="oddsflow", add_help=False)
     _add_global_options(parser)
     head = 0
@@ -584,17 +623,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--epoch-s",
         dest="epoch_s",
         type=float,
-        default=10.0,
         metavar="SECONDS",
         help="epoch length: at the end of each the DuckDB sink flushes and, with "
-        "--recovery-dir, the state is snapshotted, so a resume redoes at most one (default 10)",
+        "--recovery-dir, the state is snapshotted, so a resume redoes at most one "
+        "(default: replay.snapshot_s, 10)",
     )
     _recovery_options(replay)
     replay.add_argument(
         "--kafka",
         metavar="BOOTSTRAP",
-        help="also publish the output rows to the Kafka output topics (prefix: "
-        "$ODDSFLOW_KAFKA_PREFIX, default oddsflow.)",
+        help="also publish the output rows to the Kafka output topics (prefix and "
+        "security: the config file's [kafka], or $ODDSFLOW_KAFKA_PREFIX)",
     )
     replay.add_argument("--secrets", type=Path, metavar="FILE", help=SECRETS_HELP)
     replay.set_defaults(run=_replay)
@@ -602,7 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument(
         "--kafka",
         metavar="BOOTSTRAP",
-        help="bootstrap servers (default: $ODDSFLOW_KAFKA, the config file, 127.0.0.1:9092)",
+        help="bootstrap servers (default: $ODDSFLOW_KAFKA, kafka.bootstrap of the config "
+        "file, bootstrap.servers of the --kafka-config file, 127.0.0.1:9092)",
     )
     live.add_argument(
         "--kafka-config",
@@ -639,10 +679,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--epoch-s",
         dest="epoch_s",
         type=float,
-        default=1.0,
         metavar="SECONDS",
         help="epoch length: at the end of each the DuckDB sink flushes and, with "
-        "--recovery-dir, the state and input offsets are snapshotted (default 1)",
+        "--recovery-dir, the state and input offsets are snapshotted (default: "
+        "live.snapshot_s, 1)",
     )
     _recovery_options(live)
     live.add_argument(
@@ -668,29 +708,46 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--db", type=Path, required=True, help="the published file")
     export.add_argument("--out", type=Path, required=True, help="the DuckDB file to write")
     export.set_defaults(run=_export)
+    config = sub.add_parser("config", help="the settings: config show")
+    config_sub = config.add_subparsers(dest="action", metavar="ACTION", required=True)
+    show = config_sub.add_parser(
+        "show",
+        help="print the effective settings as TOML, where each came from, secrets masked",
+    )
+    show.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
+    show.set_defaults(run=_config_show)
     for name, (_, help_text) in DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows import logs
+    from flows import config, logs
+    from operators.parse import use_limits
 
     argv = sys.argv[1:] if argv is None else argv
     try:
         options, argv = _global_options(argv)
-        logs.configure(options.log_level, options.log_format)
-    except (SystemExit, logs.LogOptionError) as exc:
-        if isinstance(exc, SystemExit):
-            return int(exc.code or 0)
-        print(f"oddsflow: {exc}", file=sys.stderr)
-        return 2
+    except SystemExit as exc:
+        return int(exc.code or 0)
     if options.version:
         print(version_line())
         return 0
-    if argv and argv[0] in DELEGATED:
+    delegated = bool(argv) and argv[0] in DELEGATED
+    args = argparse.Namespace() if delegated else build_parser().parse_args(argv)
+    try:
+        path = getattr(args, "config", None) or options.config
+        flags = {**config.flags_of(options), **config.flags_of(args, args.__dict__.get("command"))}
+        settings, origin = config.resolve(path, flags=flags)
+        config.choose(path, config.flags_of(options))  # for the delegated commands
+        logs.configure(settings.logging.level, settings.logging.format, environ={})
+    except (config.ConfigError, logs.LogOptionError) as exc:
+        print(f"oddsflow: {exc}", file=sys.stderr)
+        return 2
+    use_limits(settings.limits)  # for the commands that read feed files (publish)
+    if delegated:
         return DELEGATED[argv[0]][0](argv[1:])
-    args = build_parser().parse_args(argv)
+    args.settings, args.origin = settings, origin
     if getattr(args, "secrets", None) is not None:
         from operators.signing import KeyringError, use_secrets_file
 

@@ -30,6 +30,7 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 from confluent_kafka.admin import ClusterMetadata
 
+from flows import config
 from flows.sources import bounded_lines, file_format, open_feed, read_limit
 from operators.signing import (
     ENV_SECRETS_FILE,
@@ -277,7 +278,7 @@ def publish_main(argv: Sequence[str] | None = None) -> int:
     if not args.file.is_file():
         return _fail("publish", f"no such file: {args.file}")
     try:
-        settings = KafkaSettings.from_env_and_args(args.kafka, args.kafka_config)
+        settings = _kafka_settings(args)
         env = {**os.environ, ENV_SECRETS_FILE: str(args.secrets)} if args.secrets else None
         keyring = load_keyring(env)
     except (KafkaConfigError, KeyringError) as exc:
@@ -324,7 +325,7 @@ def tail_main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        settings = KafkaSettings.from_env_and_args(args.kafka, args.kafka_config)
+        settings = _kafka_settings(args)
         metadata = fetch_metadata(settings, timeout=CHECK_TIMEOUT_S)
     except (KafkaConfigError, KafkaUnreachableError) as exc:
         return _fail("tail", str(exc))
@@ -392,7 +393,8 @@ def _add_kafka_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kafka",
         metavar="BOOTSTRAP",
-        help="bootstrap servers (default: $ODDSFLOW_KAFKA, the config file, 127.0.0.1:9092)",
+        help="bootstrap servers (default: $ODDSFLOW_KAFKA, kafka.bootstrap of the config "
+        "file, bootstrap.servers of the --kafka-config file, 127.0.0.1:9092)",
     )
     parser.add_argument(
         "--kafka-config",
@@ -400,6 +402,15 @@ def _add_kafka_args(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="librdkafka .properties file (security.protocol, sasl.*, ssl.*, ...)",
     )
+
+
+def _kafka_settings(args: argparse.Namespace) -> KafkaSettings:
+    """The Kafka settings of the command line (flows/config.py: the config file, the
+    environment, then `--kafka` / `--kafka-config`); raises `KafkaConfigError`."""
+    try:
+        return config.current(config.flags_of(args)).kafka.client_settings()
+    except config.ConfigError as exc:
+        raise KafkaConfigError(str(exc)) from None
 
 
 def _fail(command: str, message: str) -> int:

@@ -44,7 +44,7 @@ import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -66,14 +66,15 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from flows import config
 from flows.runtime import tune_interpreter
 from flows.sources import Progress
 from operators.dataflow import market_sync
 from operators.latency import LatencyRecorder
 from operators.ordering import Group, Router, line_ts
-from operators.parse import REJECTS_KEY, RawLine
+from operators.parse import REJECTS_KEY, Limits, RawLine, use_limits
 from operators.rows import LatencyRow, Reject, Row
-from operators.settings import DEFAULT_RULES, Rules
+from operators.settings import Rules
 from operators.signing import MessageHeaders, header_signature, header_value
 from sinks.duckdb_sink import DuckDBSink
 from sinks.kafka_config import (
@@ -119,20 +120,23 @@ _librdkafka_log.propagate = False
 def get_flow(
     settings: KafkaSettings | str,
     db: str | Path,
-    rules: Rules = DEFAULT_RULES,
+    rules: Rules | None = None,
     group_id: str = DEFAULT_GROUP,
     from_beginning: bool = True,
-    publish_every_s: float = 2.0,
+    publish_every_s: float | None = None,
     wall_clock: bool = True,
     recoverable: bool = True,
     stop: threading.Event | None = None,
+    limits: Limits | None = None,
 ) -> Dataflow:
     """The live flow; the topics must exist (`prepare_topics`). It runs until `stop` is
     set: the input then ends, and the flow ends once everything read is written.
 
     `settings` may be a bootstrap string, for `python -m bytewax.run "flows.live:get_flow(
-    '127.0.0.1:9092', 'out/live.duckdb')"`: the settings are then read as `oddsflow live`
-    reads them (`ODDSFLOW_KAFKA_*`), and missing topics are created. Under `bytewax.run`
+    '127.0.0.1:9092', 'out/live.duckdb')"`: the other Kafka settings are then read as
+    `oddsflow live` reads them (the config file, `ODDSFLOW_KAFKA_*`), and missing topics are
+    created. `rules`, `publish_every_s` and `limits` (this process's input limits from now
+    on) not given: the config file's and the environment's. Under `bytewax.run`
     nothing sets `stop`: Ctrl-C interrupts the flow where it is (the recovery store, `-r`,
     resumes it).
 
@@ -144,9 +148,15 @@ def get_flow(
     comes (see `operators.dataflow`); without it they wait for the match's next line, as
     in replay, and the output depends only on the lines and their order.
     """
-    if isinstance(settings, str):
-        settings = KafkaSettings.from_env_and_args(settings)
-        prepare_topics(settings)
+    if isinstance(settings, str) or rules is None or publish_every_s is None or limits is None:
+        loaded = config.load()
+        rules = loaded.rules if rules is None else rules
+        publish_every_s = loaded.live.publish_s if publish_every_s is None else publish_every_s
+        limits = loaded.limits if limits is None else limits
+        if isinstance(settings, str):
+            settings = replace(loaded.kafka, bootstrap=settings).client_settings()
+            prepare_topics(settings)
+    use_limits(limits)
     tune_interpreter(live=True)
     flow = Dataflow("oddsflow_live")
     learn_worker_index(flow)  # for the per-worker sinks
@@ -570,6 +580,9 @@ def serve(
     recovery: RecoveryConfig | None = None,
     process_id: int | None = None,
     addresses: list[str] | None = None,
+    rules: Rules | None = None,
+    publish_every_s: float | None = None,
+    limits: Limits | None = None,
 ) -> int:
     """`oddsflow live`: run until SIGINT or SIGTERM; the exit status. `process_id` and
     `addresses`: this process as a member of a cluster (`--process-id`, `--addresses`).
@@ -600,11 +613,14 @@ def serve(
     flow = get_flow(
         settings,
         db,
+        rules=rules,
         group_id=group_id,
         from_beginning=from_beginning,
         wall_clock=wall_clock,
         recoverable=recovery is not None,
         stop=stop,
+        publish_every_s=publish_every_s,
+        limits=limits,
     )
     freeze_startup_heap()
     started = time.monotonic()

@@ -1,7 +1,8 @@
 """The replay flow: recorded feed files -> market sync -> DuckDB (and Kafka when configured).
 
 Run it with `oddsflow replay FILE... --db PATH`, or straight with Bytewax:
-`python -m bytewax.run "flows.replay:get_flow(['data/sample.jsonl.gz'], 'out/sample.duckdb')"`.
+`python -m bytewax.run "flows.replay:get_flow(['data/sample.jsonl.gz'], 'out/sample.duckdb')"`
+(the settings then from `./oddsflow.toml` and the `ODDSFLOW_*` variables, flows/config.py).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from pathlib import Path
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from flows import config
 from flows.runtime import tune_interpreter
 from flows.sources import ReplaySource
 from operators.dataflow import market_sync
-from operators.settings import DEFAULT_RULES, Rules
+from operators.parse import Limits, use_limits
+from operators.settings import Rules
 from sinks.duckdb_sink import DuckDBSink
 from sinks.kafka_config import KafkaSettings
 from sinks.kafka_rows import kafka_output
@@ -27,12 +30,22 @@ def get_flow(
     files: list[str | Path],
     db: str | Path,
     speed: float = 0.0,
-    rules: Rules = DEFAULT_RULES,
-    publish_every_s: float = 2.0,
+    rules: Rules | None = None,
+    publish_every_s: float | None = None,
     fmt: str = "auto",
     merge: bool = False,
     kafka: KafkaSettings | None = None,
+    limits: Limits | None = None,
 ) -> Dataflow:
+    """The replay flow. `rules`, `publish_every_s` and `limits` (this process's input
+    limits from now on) not given: the config file's and the environment's, as `oddsflow
+    replay` reads them without options."""
+    if rules is None or publish_every_s is None or limits is None:
+        settings = config.load()
+        rules = settings.rules if rules is None else rules
+        publish_every_s = settings.replay.publish_s if publish_every_s is None else publish_every_s
+        limits = settings.limits if limits is None else limits
+    use_limits(limits)
     tune_interpreter()
     flow = Dataflow("oddsflow_replay")
     learn_worker_index(flow)  # for the per-worker sinks

@@ -46,6 +46,7 @@ import msgspec
 
 from operators.events import MAX_PRICE
 from operators.pricing import MAX_REDS, RED_OPPONENT, RED_OWN, PricingState, quote
+from operators.settings import DEFAULT_RULES
 
 PROVIDER = "sim"
 FAULT_PROVIDER = "sim-faults"
@@ -116,9 +117,11 @@ def simulate_streams(
     users: int = 100,
     bets_per_match: int = 20,
     fault_rate: float = 0.005,
+    margin: float = DEFAULT_RULES.margin,
 ) -> Iterator[tuple[int, SimLine]]:
     """`simulate`'s lines, each with its stream: 0 for the deposits, n + 1 for match n (its
-    feed lines, bets and faulty lines)."""
+    feed lines, bets and faulty lines). Bets take the prices of the engine's pricer at
+    `margin` (`[rules] margin` of the config file, for `oddsflow simulate`)."""
     if matches < 0 or users < 0 or bets_per_match < 0:
         raise ValueError("matches, users and bets_per_match must be >= 0")
     if not 0.0 <= fault_rate < 1.0:
@@ -129,7 +132,7 @@ def simulate_streams(
     ledger = _deposit_schedule(
         seed, users, start_ts, last_kickoff + 2 * MATCH_MS, matches, bets_per_match
     )
-    settings = _Settings(seed, users, bets_per_match, fault_rate, ledger)
+    settings = _Settings(seed, users, bets_per_match, fault_rate, ledger, margin)
 
     def build(n: int) -> list[tuple[int, SimLine]]:
         return _match_lines(n, start_ts + n * KICKOFF_STAGGER_MS, settings)
@@ -200,6 +203,8 @@ def _compressed(raw: BufferedIOBase, path: Path) -> AbstractContextManager[Buffe
 
 def main(argv: list[str] | None = None) -> int:
     """`oddsflow simulate`: write a recorded feed and print a one-line summary."""
+    from flows import config
+
     args = _parser().parse_args(argv)
     started = time.monotonic()
     summary = write_feed(
@@ -210,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         users=args.users,
         bets_per_match=args.bets_per_match,
         fault_rate=args.fault_rate,
+        margin=config.current().rules.margin,
     )
     seconds = time.monotonic() - started
     faults = ", ".join(f"{k} {v}" for k, v in summary.faults.items()) or "none"
@@ -354,9 +360,9 @@ def _deposit_schedule(
 # Pricing
 
 
-def _price(state: PricingState) -> Quote:
-    """The in-play pricer's book at its default margin."""
-    return quote(state)
+def _price(state: PricingState, margin: float) -> Quote:
+    """The in-play pricer's book at `margin`."""
+    return quote(state, margin)
 
 
 def _red_factor(own_reds: int, other_reds: int) -> float:
@@ -376,6 +382,7 @@ class _Settings:
     bets_per_match: int
     fault_rate: float
     ledger: _Ledger
+    margin: float
 
 
 def _match_lines(n: int, kickoff: int, settings: _Settings) -> list[tuple[int, SimLine]]:
@@ -851,7 +858,7 @@ class _Bettors:
         """The pricer's book for `state` (a match prices few distinct states: cache them)."""
         book = self._quotes.get(state)
         if book is None:
-            book = self._quotes[state] = _price(state)
+            book = self._quotes[state] = _price(state, self.settings.margin)
         return book
 
 

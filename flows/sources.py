@@ -16,8 +16,9 @@ from typing import IO, cast
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from operators import parse
 from operators.ordering import Group, Router, line_ts, order_time
-from operators.parse import LIMITS, RawLine
+from operators.parse import RawLine
 from operators.providers import FILE_FORMATS, sniff, too_long
 from operators.signing import SIGNATURE_HEX, split_signed
 
@@ -70,7 +71,7 @@ def read_lines(path: Path, fmt: str = "auto") -> Iterator[RawLine]:
 def read_limit(fmt: str) -> int:
     """The most bytes read of one line of a file of format `fmt`: its format's line limit,
     a signature, its tab and the newline, and one more byte to tell an overlong line."""
-    return LIMITS.max_bytes(fmt) + SIGNATURE_HEX + 3
+    return parse.LIMITS.max_bytes(fmt) + SIGNATURE_HEX + 3
 
 
 def bounded_lines(f: IO[bytes], limit: int) -> Iterator[bytes]:

@@ -7,18 +7,17 @@ whose `detail` names the field and the problem in words.
 Hostile input is stopped before any JSON decoding: a line longer than its format allows
 (`line_too_long`) or nested deeper than `max_depth` (`too_deep`, found by a byte scan) never
 reaches a decoder. `Limits` holds every input limit, one per format (a native line, a
-Betfair stream line, a StatsBomb file), each from its environment variable, read once per
-process.
+Betfair stream line, a StatsBomb file), named by the environment variable that sets it
+(flows/config.py reads them, with the config file); a process's limits are `LIMITS`, set by
+`use_limits`.
 `route` also checks signed providers' signatures (operators/signing.py): a line refused
 there (`bad_signature`, `unknown_provider`) goes to the rejects bucket, never to its match.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -27,6 +26,7 @@ import msgspec
 
 from operators.events import TYPE_NAMES, Bet, Event, FeedEvent, MatchEnd
 from operators.rows import Reject
+from operators.settings import at_least
 from operators.signing import UNKNOWN_PROVIDER, active_keyring, check
 
 _decoder = msgspec.json.Decoder(Event)
@@ -70,20 +70,9 @@ class Limits:
     max_betfair_line_bytes: int = SIZE_LIMITS["betfair"].default
     max_statsbomb_bytes: int = SIZE_LIMITS["statsbomb"].default
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
-        env = os.environ if environ is None else environ
-        named = {size.field: size.env for size in SIZE_LIMITS.values()}
-        named["max_depth"] = ENV_MAX_DEPTH
-        values = {}
-        for name, var in named.items():
-            text = env.get(var)
-            if text:
-                try:
-                    values[name] = int(text)
-                except ValueError:
-                    raise ValueError(f"{var} must be an integer, not {text!r}") from None
-        return cls(**values)
+    def __post_init__(self) -> None:
+        for name in ("max_line_bytes", "max_depth", *(s.field for s in SIZE_LIMITS.values())):
+            at_least(self, name, 1)
 
     def max_bytes(self, fmt: str) -> int:
         """The most bytes of one line (one file, for StatsBomb) of format `fmt`."""
@@ -107,7 +96,16 @@ class Limits:
         return None
 
 
-LIMITS = Limits.from_env()  # this process's limits
+LIMITS = Limits()  # this process's limits: read them as `parse.LIMITS` (`use_limits`)
+
+
+def use_limits(limits: Limits) -> None:
+    """Make `limits` this process's limits, for every line and file read from now on (the
+    flows set the config's and the environment's, flows/config.py: no file or variable is
+    read here)."""
+    global LIMITS
+    LIMITS = limits
+
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(rb"[\[\]{}]")

@@ -20,8 +20,9 @@ from typing import Protocol
 
 import msgspec
 
+from operators import parse
 from operators.adapters import betfair, statsbomb
-from operators.parse import LIMITS, REJECTS_KEY, RawLine, refuse, route
+from operators.parse import REJECTS_KEY, RawLine, refuse, route
 from operators.rows import Row
 from operators.settings import Rules
 
@@ -84,7 +85,7 @@ def route_line(raw: RawLine) -> list[tuple[str, RawLine]]:
     if fmt is NATIVE:
         return route(raw)  # checks the native limits itself
     if not raw.rejected:
-        too_much = LIMITS.exceeded(raw.data, fmt.name)
+        too_much = parse.LIMITS.exceeded(raw.data, fmt.name)
         if too_much is None:
             return fmt.route(raw)
         raw = refuse(raw, fmt.provider, *too_much)
@@ -102,7 +103,7 @@ def new_processor(raw: RawLine, rules: Rules) -> Processor:
 def too_long(raw: RawLine, fmt: str) -> RawLine:
     """`raw` refused as longer than the line limit of format `fmt` (a reader cut it there)."""
     provider = next((f.provider for f in LINE_FORMATS if f.name == fmt), "")
-    return refuse(raw, provider, "line_too_long", LIMITS.too_long(fmt))
+    return refuse(raw, provider, "line_too_long", parse.LIMITS.too_long(fmt))
 
 
 # ---- whole-file formats ------------------------------------------------------------------

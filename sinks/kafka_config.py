@@ -59,7 +59,7 @@ DEFAULT_PARTITIONS = 4
 # librdkafka properties that belong to `security` rather than `client_overrides`.
 _SECURITY_PREFIXES = ("security.protocol", "sasl.", "ssl.")
 # Any property whose name contains one of these is shown as *** by repr().
-_SECRET_WORDS = ("password", "secret", "key")
+_SECRET_WORDS = ("password", "secret", "key", "jaas", "token", "oauthbearer.config")
 # `client_overrides` keys with one of these prefixes apply to that client kind only.
 _ROLES = ("producer", "consumer", "admin")
 
@@ -118,8 +118,22 @@ class KafkaSettings:
         *,
         environ: Mapping[str, str] | None = None,
     ) -> KafkaSettings:
-        """Settings from `--kafka` / `--kafka-config`, the environment and defaults."""
+        """Settings from `--kafka` / `--kafka-config`, the environment and defaults (the
+        commands read them through flows/config.py, which adds the config file)."""
         env = os.environ if environ is None else environ
+        return cls.from_properties(
+            bootstrap or env.get(ENV_BOOTSTRAP),
+            env.get(ENV_PREFIX, DEFAULT_PREFIX),
+            config_file,
+        )
+
+    @classmethod
+    def from_properties(
+        cls, bootstrap: str | None, topic_prefix: str, config_file: Path | None
+    ) -> KafkaSettings:
+        """Validated settings with the security and client properties of `config_file` (a
+        librdkafka `.properties` file); `bootstrap` None: the file's `bootstrap.servers`,
+        else the default."""
         from_file = _read_config_file(config_file) if config_file is not None else {}
         file_bootstrap = from_file.pop("bootstrap.servers", None)
         timeout = from_file.pop("delivery.timeout.ms", None)
@@ -131,8 +145,8 @@ class KafkaSettings:
         except ValueError:
             raise KafkaConfigError("delivery.timeout.ms must be an integer") from None
         settings = cls(
-            bootstrap=bootstrap or env.get(ENV_BOOTSTRAP) or file_bootstrap or DEFAULT_BOOTSTRAP,
-            topic_prefix=env.get(ENV_PREFIX, DEFAULT_PREFIX),
+            bootstrap=bootstrap or file_bootstrap or DEFAULT_BOOTSTRAP,
+            topic_prefix=topic_prefix,
             security=security,
             client_overrides=overrides,
             delivery_timeout_ms=timeout_ms,
@@ -204,8 +218,8 @@ class KafkaSettings:
     def __repr__(self) -> str:
         return (
             f"KafkaSettings(bootstrap={self.bootstrap!r}, topic_prefix={self.topic_prefix!r}, "
-            f"security={_masked(self.security)!r}, "
-            f"client_overrides={_masked(self.client_overrides)!r}, "
+            f"security={masked(self.security)!r}, "
+            f"client_overrides={masked(self.client_overrides)!r}, "
             f"delivery_timeout_ms={self.delivery_timeout_ms!r})"
         )
 
@@ -265,7 +279,8 @@ def _read_config_file(path: Path) -> dict[str, str]:
         raise KafkaConfigError(f"--kafka-config: {path} is not UTF-8 text") from None
 
 
-def _masked(props: Mapping[str, str]) -> dict[str, str]:
+def masked(props: Mapping[str, str]) -> dict[str, str]:
+    """`props` with the value of every property that may hold a secret shown as ***."""
     return {
         k: "***" if any(word in k.lower() for word in _SECRET_WORDS) else v
         for k, v in props.items()

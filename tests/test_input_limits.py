@@ -12,12 +12,14 @@ import bz2
 import gzip
 import heapq
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from flows import config
 from flows.sources import read_limit, read_lines
 from operators.engine import LocalEngine
 from operators.parse import Limits
@@ -282,14 +284,14 @@ def test_a_statsbomb_file_over_its_limit_is_rejected_and_the_other_files_go_on(
 
 
 def test_limits_per_format_from_the_environment() -> None:
-    limits = Limits.from_env(
+    limits = config.from_env(
         {
             "ODDSFLOW_MAX_LINE_BYTES": "1024",
             "ODDSFLOW_MAX_BETFAIR_LINE_BYTES": "2048",
             "ODDSFLOW_MAX_STATSBOMB_BYTES": "4096",
             "ODDSFLOW_MAX_DEPTH": "",  # empty: the default
         }
-    )
+    ).limits
     assert [limits.max_bytes(f) for f in ("native", "betfair", "statsbomb")] == [1024, 2048, 4096]
     assert limits.max_depth == Limits().max_depth
     assert Limits().max_bytes("betfair") == BETFAIR_LIMIT
@@ -299,5 +301,6 @@ def test_limits_per_format_from_the_environment() -> None:
         "over 1024 bytes, the native line limit (ODDSFLOW_MAX_LINE_BYTES)",
     )
     assert limits.exceeded(line, "betfair") is None
-    with pytest.raises(ValueError, match="ODDSFLOW_MAX_BETFAIR_LINE_BYTES must be an integer"):
-        Limits.from_env({"ODDSFLOW_MAX_BETFAIR_LINE_BYTES": "8M"})
+    bad = "ODDSFLOW_MAX_BETFAIR_LINE_BYTES: limits.max_betfair_line_bytes: expected int, got '8M'"
+    with pytest.raises(config.ConfigError, match=re.escape(bad)):
+        config.from_env({"ODDSFLOW_MAX_BETFAIR_LINE_BYTES": "8M"})

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from flows import config
 from flows.kafka_tools import signature_for
 from flows.simulator import write_feed
 from flows.sources import bounded_lines, open_feed, read_lines
@@ -236,10 +237,10 @@ def test_hostile_lines_are_rejected_before_any_decoder(line: bytes, reason: str)
 
 
 def test_limits_from_environment() -> None:
-    limits = Limits.from_env({"ODDSFLOW_MAX_LINE_BYTES": "1024", "ODDSFLOW_MAX_DEPTH": "4"})
+    limits = config.from_env({"ODDSFLOW_MAX_LINE_BYTES": "1024", "ODDSFLOW_MAX_DEPTH": "4"}).limits
 
     assert (limits.max_line_bytes, limits.max_depth) == (1024, 4)
-    assert Limits.from_env({}) == Limits()
+    assert config.from_env({}).limits == Limits()
     assert limits.exceeded(b"[[[[[]]]]]") == ("too_deep", "nested deeper than 4 levels")
 
 

@@ -56,7 +56,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from operators.parse import LIMITS, Limits
+from operators import parse
+from operators.parse import Limits
 
 Line = dict[str, Any]
 
@@ -224,7 +225,7 @@ def read_match(
     lineups yield a reject and the match converts without them.
     """
     events_path = Path(events_path)
-    limits = limits or LIMITS
+    limits = limits or parse.LIMITS
     kwargs.setdefault("match_id", events_path.name.split("_events")[0].split(".")[0])
     kwargs.setdefault("source", events_path.name)
     where = {"provider": kwargs.get("provider", "statsbomb"), "match_id": kwargs["match_id"]}
