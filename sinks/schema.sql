@@ -52,6 +52,25 @@ CREATE TABLE IF NOT EXISTS matches (
     ts BIGINT NOT NULL
 );
 
+-- Tennis matches only: the whole score, latest per match (the `matches` row of a tennis
+-- match counts sets in home_score/away_score and the set in play in `period`).
+CREATE TABLE IF NOT EXISTS tennis_scores (
+    match_id VARCHAR PRIMARY KEY,
+    version INTEGER NOT NULL,           -- rises with every change of the score
+    best_of INTEGER NOT NULL,           -- 3 or 5
+    final_set_tiebreak BOOLEAN NOT NULL,
+    server VARCHAR NOT NULL,            -- home or away: who serves the next point
+    home_sets INTEGER NOT NULL,
+    away_sets INTEGER NOT NULL,
+    home_games INTEGER NOT NULL,        -- in the set in play
+    away_games INTEGER NOT NULL,
+    points VARCHAR NOT NULL,            -- the game in play, home first: 15-30, AD-40; tiebreak 5-4
+    set_scores VARCHAR NOT NULL,        -- finished sets, home first: 6-4 3-6
+    points_played INTEGER NOT NULL,
+    result VARCHAR NOT NULL,            -- '', home, away (winner), retired:<side>, walkover:<side>
+    ts BIGINT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS market_status (
     match_id VARCHAR NOT NULL,
     market VARCHAR NOT NULL,
