@@ -248,3 +248,12 @@ def test_the_walk_raises_bad_record_for_the_flow_to_turn_into_data(
 ) -> None:
     with pytest.raises(BadRecord):
         walk(read_record(_row(rows, AO_FINAL) | {"pbp": "SSSS;"}))
+
+
+def test_the_tour_serve_average_is_the_files(converted: list[Converted]) -> None:
+    from operators.tennis_pricing import TOUR_SERVE_WIN
+
+    points = [p for c in converted if c.walk is not None for p in c.walk.points]
+    share = sum(p.server_won for p in points) / len(points)
+    assert len(points) == 352_821
+    assert share == pytest.approx(TOUR_SERVE_WIN, abs=5e-5)
