@@ -47,11 +47,13 @@ _CACHE = 4096
 Distribution = dict[tuple[int, int], float]  # (winner, games in the set) -> probability
 
 
-def serve_estimate(prior: float, won: int, played: int) -> float:
+def serve_estimate(
+    prior: float, won: int, played: int, pseudo: float = SERVE_PSEUDO_POINTS
+) -> float:
     """A player's serve-point win probability after `won` of `played` serve points: the
-    points shrunk toward `prior` as if `SERVE_PSEUDO_POINTS` more had been played at it
-    (the mean of a beta prior updated by a binomial count)."""
-    return (won + SERVE_PSEUDO_POINTS * prior) / (played + SERVE_PSEUDO_POINTS)
+    points shrunk toward `prior` as if `pseudo` more had been played at it (the mean of a
+    beta prior with `pseudo` points of weight, updated by a binomial count)."""
+    return (won + pseudo * prior) / (played + pseudo)
 
 
 # --- games and tiebreaks --------------------------------------------------------------------
@@ -301,6 +303,45 @@ def total_games_distribution(
         return {}
     model = _model(score, fmt, serve)
     return {model.finished_games + n: float(p) for n, p in enumerate(model.rest.totals) if p > 0.0}
+
+
+def match_probability(score: TennisScore, fmt: TennisFormat, serve: tuple[float, float]) -> float:
+    """P(home wins the match): the `match` market of `fair_probabilities` alone, without
+    the totals' convolutions (for calibration runs over every point of a season)."""
+    if score.winner is not None:
+        return 1.0 if score.winner == 0 else 0.0
+    played = sum(score.games)
+    tiebreak_set = fmt.final_set_tiebreak or not score.is_final_set(fmt)
+    game_server = tiebreak_opener(score) if score.in_tiebreak(fmt) else score.server
+    game_home = current_game_home(score, fmt, serve)
+    live = set_outcomes(serve, score.games, game_server, tiebreak_set, game_home)
+    set_first_server = game_server if played % 2 == 0 else 1 - game_server
+    home = 0.0
+    for (winner, games), prob in live.items():
+        after = (
+            (score.sets[0] + 1, score.sets[1])
+            if winner == 0
+            else (score.sets[0], score.sets[1] + 1)
+        )
+        next_server = set_first_server if games % 2 == 0 else 1 - set_first_server
+        home += prob * _match_from(serve, fmt, after, next_server)
+    return home
+
+
+@lru_cache(maxsize=_CACHE)
+def _match_from(
+    serve: tuple[float, float], fmt: TennisFormat, sets: tuple[int, int], server: int
+) -> float:
+    """P(home wins the match) from the start of a set, `server` serving its first game."""
+    need = fmt.sets_to_win
+    if max(sets) == need:
+        return 1.0 if sets[0] == need else 0.0
+    tiebreak = fmt.final_set_tiebreak or sets != (need - 1, need - 1)
+    home = 0.0
+    for (winner, games), prob in fresh_set(serve, server, tiebreak).items():
+        after = (sets[0] + 1, sets[1]) if winner == 0 else (sets[0], sets[1] + 1)
+        home += prob * _match_from(serve, fmt, after, server if games % 2 == 0 else 1 - server)
+    return home
 
 
 def current_game_home(score: TennisScore, fmt: TennisFormat, serve: tuple[float, float]) -> float:

@@ -14,6 +14,7 @@ from operators.tennis_pricing import (
     TOTAL_LINES,
     fair_probabilities,
     game_win,
+    match_probability,
     serve_estimate,
     tiebreak_win,
     total_games_distribution,
@@ -161,3 +162,12 @@ def test_serve_estimate_shrinks_toward_the_prior() -> None:
     )
     assert 0.64 < serve_estimate(0.64, 40, 50) < 0.8
     assert serve_estimate(0.64, 8000, 10000) == pytest.approx(0.8, abs=0.01)
+
+
+@pytest.mark.parametrize(("fmt", "seed"), [(BO3, 5), (BO5, 6)])
+def test_match_probability_is_the_match_market(fmt: TennisFormat, seed: int) -> None:
+    for n, score in enumerate(_in_play_scores(fmt, seed)):
+        serve = (0.6 + n * 1e-4, 0.67 - n * 1e-4)
+        books = fair_probabilities(score, fmt, serve)
+        assert match_probability(score, fmt, serve) == pytest.approx(books["match"]["home"])
+    assert match_probability(TennisScore(sets=(0, 2), winner=1), BO3, (0.6, 0.6)) == 0.0
