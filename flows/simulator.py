@@ -70,6 +70,7 @@ FAULT_KINDS = (
 )
 _FAULT_WEIGHTS = (15, 15, 14, 10, 14, 10, 8, 7, 7)
 HARMLESS_TYPES = frozenset({"foul", "corner", "substitution"})  # out_of_order candidates
+SPORTS = ("football", "tennis", "mixed")
 
 Payload = dict[str, Any]
 Quote = dict[str, dict[str, tuple[float, Decimal]]]
@@ -116,9 +117,14 @@ def simulate_streams(
     users: int = 100,
     bets_per_match: int = 20,
     fault_rate: float = 0.005,
+    sport: str = "football",
 ) -> Iterator[tuple[int, SimLine]]:
     """`simulate`'s lines, each with its stream: 0 for the deposits, n + 1 for match n (its
-    feed lines, bets and faulty lines)."""
+    feed lines, bets and faulty lines). `sport`: every match football, every match tennis
+    (`flows.tennis_simulator`), or `mixed` (the odd-numbered matches tennis: match 1, 3, ...
+    of 0, 1, 2, ...); a football match is the same whatever `sport` is."""
+    if sport not in SPORTS:
+        raise ValueError(f"sport must be one of {', '.join(SPORTS)}, got {sport!r}")
     if matches < 0 or users < 0 or bets_per_match < 0:
         raise ValueError("matches, users and bets_per_match must be >= 0")
     if not 0.0 <= fault_rate < 1.0:
@@ -132,7 +138,12 @@ def simulate_streams(
     settings = _Settings(seed, users, bets_per_match, fault_rate, ledger)
 
     def build(n: int) -> list[tuple[int, SimLine]]:
-        return _match_lines(n, start_ts + n * KICKOFF_STAGGER_MS, settings)
+        kickoff = start_ts + n * KICKOFF_STAGGER_MS
+        if sport == "tennis" or (sport == "mixed" and n % 2 == 1):
+            from flows.tennis_simulator import tennis_match_lines  # it imports this module
+
+            return tennis_match_lines(n, kickoff, settings)
+        return _match_lines(n, kickoff, settings)
 
     def earliest(n: int) -> int:
         return start_ts + n * KICKOFF_STAGGER_MS - FIXTURE_LEAD_MS[1]
@@ -210,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         users=args.users,
         bets_per_match=args.bets_per_match,
         fault_rate=args.fault_rate,
+        sport=args.sport,
     )
     seconds = time.monotonic() - started
     faults = ", ".join(f"{k} {v}" for k, v in summary.faults.items()) or "none"
@@ -226,9 +238,10 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oddsflow simulate",
-        description="Write a realistic, deterministic recorded football feed (native format "
-        "v1, see data/README.md): matches kicking off 3 min apart, clock heartbeats, goals, "
-        "VAR, penalties, cards, deposits and bets, with a small share of faulty lines.",
+        description="Write a realistic, deterministic recorded feed (native format v1, see "
+        "data/README.md): matches starting 3 min apart, clock heartbeats, goals, VAR, "
+        "penalties, cards (tennis: points, challenges, rain, retirements), deposits and bets, "
+        "with a small share of faulty lines.",
         epilog="example: oddsflow simulate --matches 6 --seed 7 --out data/sample.jsonl.gz",
     )
     arg = parser.add_argument
@@ -242,6 +255,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="split by match into N files FILE-00 ... (match n in file n %% N, deposits in "
         "the first), for replays with one partition per file (default 1: one file)",
+    )
+    arg(
+        "--sport",
+        choices=SPORTS,
+        default="football",
+        help="football (default), tennis, or mixed (every other match tennis)",
     )
     arg("--users", type=int, default=100, metavar="U", help="bettors u0001... (default 100)")
     arg(

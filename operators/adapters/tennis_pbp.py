@@ -288,7 +288,8 @@ def native_lines(record: Record, played: Walk, start_ts: int) -> Iterator[Line]:
             yield _clock(line, beat, start_ts)
             beat += HEARTBEAT_MS
         yield line("point", ts, **_point_fields(point))
-        yield from _checks(line, ts, point.result)
+        for delay, kind, fields in score_checks(point.result):
+            yield line(kind, ts + delay, **fields)
         end_ts = ts
     if played.retired is not None:
         end_ts += RETIREMENT_DELAY_MS
@@ -313,37 +314,28 @@ def _point_fields(point: Point) -> dict[str, str]:
     return fields
 
 
-def _checks(line: Any, ts: int, result: PointResult) -> Iterator[Line]:
-    """The provider's game, set and match ends after a point that finished them."""
+def score_checks(result: PointResult) -> list[tuple[int, str, dict[str, Any]]]:
+    """The provider's `game_end` / `set_end` / `match_end` after a point that finished
+    them, as (delay after the point in ms, type, fields); [] after any other point."""
     score = result.score
     if result.game_won_by is None:
-        return
+        return []
     games = score.set_games[-1] if result.set_won_by is not None else score.games
-    yield line(
-        "game_end",
-        ts,
-        winner=SIDES[result.game_won_by],
-        home_games=games[0],
-        away_games=games[1],
-    )
-    if result.set_won_by is None:
-        return
-    yield line(
-        "set_end",
-        ts,
-        winner=SIDES[result.set_won_by],
-        home_sets=score.sets[0],
-        away_sets=score.sets[1],
-        home_games=games[0],
-        away_games=games[1],
-    )
-    if result.match_won_by is not None:
-        yield line(
-            "match_end",
-            ts + MATCH_END_DELAY_MS,
-            home_score=score.sets[0],
-            away_score=score.sets[1],
+    checks: list[tuple[int, str, dict[str, Any]]] = [
+        (
+            0,
+            "game_end",
+            {"winner": SIDES[result.game_won_by], "home_games": games[0], "away_games": games[1]},
         )
+    ]
+    if result.set_won_by is not None:
+        sets = {"home_sets": score.sets[0], "away_sets": score.sets[1]}
+        games_fields = {"home_games": games[0], "away_games": games[1]}
+        checks.append((0, "set_end", {"winner": SIDES[result.set_won_by], **sets, **games_fields}))
+    if result.match_won_by is not None:
+        final = {"home_score": score.sets[0], "away_score": score.sets[1]}
+        checks.append((MATCH_END_DELAY_MS, "match_end", final))
+    return checks
 
 
 # --- the whole file ---------------------------------------------------------------------------
