@@ -35,7 +35,7 @@ from operators.tennis_score import TennisFormat, TennisScore, tiebreak_opener, t
 TOUR_SERVE_WIN = 0.6355
 # Pseudo-count of the in-play update: how many serve points the prior weighs
 # (`benchmarks/tennis_calibration_bench.py` picks it on the first half of the 2017 season).
-SERVE_PSEUDO_POINTS = 70.0
+SERVE_PSEUDO_POINTS = 100.0
 ADVANTAGE_SET_CAP = 40  # games in a final set without a tiebreak followed exactly
 TOTAL_LINES = {3: (19.5, 21.5, 23.5), 5: (34.5, 37.5, 40.5)}
 SET_SCORES = {
