@@ -59,25 +59,39 @@ def serve_estimate(
 # --- games and tiebreaks --------------------------------------------------------------------
 
 
-@lru_cache(maxsize=_CACHE)
 def game_win(p: float, a: int = 0, b: int = 0) -> float:
     """P(the server wins the game) from points (a, b), winning each point with `p`."""
+    q = 1.0 - p
+    if a == 0 and b == 0:  # to love, 15 or 30, or through deuce: p² / (p² + q²) from there
+        return p**4 * (1 + 4 * q + 10 * q * q) + 20 * p**3 * q**3 * p * p / (p * p + q * q)
     if a >= 4 and a - b >= 2:
         return 1.0
     if b >= 4 and b - a >= 2:
         return 0.0
     if a >= 3 and b >= 3:
-        deuce = p * p / (p * p + (1 - p) * (1 - p))
+        deuce = p * p / (p * p + q * q)
         if a == b:
             return deuce
-        return p + (1 - p) * deuce if a > b else p * deuce
-    return p * game_win(p, a + 1, b) + (1 - p) * game_win(p, a, b + 1)
+        return p + q * deuce if a > b else p * deuce
+    return p * game_win(p, a + 1, b) + q * game_win(p, a, b + 1)
 
 
-@lru_cache(maxsize=_CACHE)
 def tiebreak_win(p_opener: float, p_other: float, a: int = 0, b: int = 0) -> float:
     """P(the opener wins the tiebreak) from points (a, b) (a: the opener's), each player
     winning a point on his own serve with his probability."""
+    if a == 0 and b == 0:
+        return _tiebreak_start(p_opener, p_other)
+    return _tiebreak(p_opener, p_other, a, b, {})
+
+
+@lru_cache(maxsize=_CACHE)
+def _tiebreak_start(p_opener: float, p_other: float) -> float:
+    return _tiebreak(p_opener, p_other, 0, 0, {})
+
+
+def _tiebreak(
+    p_opener: float, p_other: float, a: int, b: int, memo: dict[tuple[int, int], float]
+) -> float:
     if a >= 7 and a - b >= 2:
         return 1.0
     if b >= 7 and b - a >= 2:
@@ -85,11 +99,15 @@ def tiebreak_win(p_opener: float, p_other: float, a: int = 0, b: int = 0) -> flo
     if a == b and a >= 6:  # the next two points: one serve each, back to a tie or decided
         both = p_opener * (1 - p_other)
         return both / (both + (1 - p_opener) * p_other)
-    on_serve = tiebreak_server(0, a + b) == 0
-    win = p_opener if on_serve else 1 - p_other
-    return win * tiebreak_win(p_opener, p_other, a + 1, b) + (1 - win) * tiebreak_win(
-        p_opener, p_other, a, b + 1
+    known = memo.get((a, b))
+    if known is not None:
+        return known
+    win = p_opener if tiebreak_server(0, a + b) == 0 else 1 - p_other
+    value = win * _tiebreak(p_opener, p_other, a + 1, b, memo) + (1 - win) * _tiebreak(
+        p_opener, p_other, a, b + 1, memo
     )
+    memo[(a, b)] = value
+    return value
 
 
 # --- sets -------------------------------------------------------------------------------------
@@ -124,32 +142,56 @@ def _set_from(
     serve: tuple[float, float], games: tuple[int, int], server: int, tiebreak: bool
 ) -> Distribution:
     """(winner, games in the set) -> P from the start of a game at `games`, `server` to
-    serve it: game by game up to 6-6, then the tiebreak or the advantage tail."""
+    serve it: game by game on a 7 x 7 grid up to 6-6, then the tiebreak or the advantage
+    tail."""
     home_wins = (game_win(serve[0]), 1.0 - game_win(serve[1]))  # by who serves the game
     out: Distribution = {}
-    mass = {games: 1.0}
-    while mass:
-        following: dict[tuple[int, int], float] = {}
-        for (g0, g1), prob in mass.items():
-            to_serve = server if (g0 + g1 - games[0] - games[1]) % 2 == 0 else 1 - server
-            if g0 >= 6 and g1 >= 6:  # 6-6 (or beyond, in a set without a tiebreak)
-                if tiebreak:
-                    opener = tiebreak_win(serve[to_serve], serve[1 - to_serve])
-                    home = opener if to_serve == 0 else 1.0 - opener
-                    _put(out, (0, 13), prob * home)
-                    _put(out, (1, 13), prob * (1.0 - home))
-                else:
-                    _advantage_tail(out, home_wins, (g0, g1), to_serve, prob)
+    a0, b0 = games
+    if (a0 >= 6 and b0 >= 6) or a0 > 6 or b0 > 6:  # past 6-6: a set without a tiebreak
+        _set_end(out, serve, home_wins, games, server, tiebreak, 1.0)
+        return out
+    grid = [[0.0] * 7 for _ in range(7)]
+    grid[a0][b0] = 1.0
+    for total in range(a0 + b0, 12):
+        to_serve = server if (total - a0 - b0) % 2 == 0 else 1 - server
+        home = home_wins[to_serve]
+        for g0 in range(max(a0, total - 6), min(6, total - b0) + 1):
+            g1 = total - g0
+            prob = grid[g0][g1]
+            if prob == 0.0:
                 continue
-            home = home_wins[to_serve]
-            for after, share in (((g0 + 1, g1), home), ((g0, g1 + 1), 1.0 - home)):
-                winner = _set_winner(after, tiebreak)
-                if winner is not None:
-                    _put(out, (winner, after[0] + after[1]), prob * share)
-                else:
-                    following[after] = following.get(after, 0.0) + prob * share
-        mass = following
+            if g0 + 1 >= 6 and g0 + 1 - g1 >= 2:
+                _put(out, (0, total + 1), prob * home)
+            elif g0 + 1 == 6 and g1 == 6:
+                _set_end(out, serve, home_wins, (6, 6), 1 - to_serve, tiebreak, prob * home)
+            else:
+                grid[g0 + 1][g1] += prob * home
+            if g1 + 1 >= 6 and g1 + 1 - g0 >= 2:
+                _put(out, (1, total + 1), prob * (1.0 - home))
+            elif g1 + 1 == 6 and g0 == 6:
+                _set_end(out, serve, home_wins, (6, 6), 1 - to_serve, tiebreak, prob * (1 - home))
+            else:
+                grid[g0][g1 + 1] += prob * (1.0 - home)
     return out
+
+
+def _set_end(
+    out: Distribution,
+    serve: tuple[float, float],
+    home_wins: tuple[float, float],
+    games: tuple[int, int],
+    server: int,
+    tiebreak: bool,
+    prob: float,
+) -> None:
+    """A set at 6-6 (or past it, without a tiebreak), `server` to serve the next game."""
+    if tiebreak:
+        opener = tiebreak_win(serve[server], serve[1 - server])
+        home = opener if server == 0 else 1.0 - opener
+        _put(out, (0, 13), prob * home)
+        _put(out, (1, 13), prob * (1.0 - home))
+    else:
+        _advantage_tail(out, home_wins, games, server, prob)
 
 
 def _set_winner(games: tuple[int, int], tiebreak: bool) -> int | None:
