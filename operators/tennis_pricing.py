@@ -81,33 +81,51 @@ def tiebreak_win(p_opener: float, p_other: float, a: int = 0, b: int = 0) -> flo
     winning a point on his own serve with his probability."""
     if a == 0 and b == 0:
         return _tiebreak_start(p_opener, p_other)
-    return _tiebreak(p_opener, p_other, a, b, {})
+    return _tiebreak(p_opener, p_other, a, b)
 
 
 @lru_cache(maxsize=_CACHE)
 def _tiebreak_start(p_opener: float, p_other: float) -> float:
-    return _tiebreak(p_opener, p_other, 0, 0, {})
+    return _tiebreak(p_opener, p_other, 0, 0)
 
 
-def _tiebreak(
-    p_opener: float, p_other: float, a: int, b: int, memo: dict[tuple[int, int], float]
-) -> float:
+def _tiebreak(p_opener: float, p_other: float, a: int, b: int) -> float:
+    """A forward pass over the points on a 7 x 7 grid; from a tie at 6-6 or later the next
+    two points take one serve each, so the opener wins from there with w / (w + l)."""
+    both = p_opener * (1 - p_other)
+    tie = both / (both + (1 - p_opener) * p_other)
     if a >= 7 and a - b >= 2:
         return 1.0
     if b >= 7 and b - a >= 2:
         return 0.0
-    if a == b and a >= 6:  # the next two points: one serve each, back to a tie or decided
-        both = p_opener * (1 - p_other)
-        return both / (both + (1 - p_opener) * p_other)
-    known = memo.get((a, b))
-    if known is not None:
-        return known
-    win = p_opener if tiebreak_server(0, a + b) == 0 else 1 - p_other
-    value = win * _tiebreak(p_opener, p_other, a + 1, b, memo) + (1 - win) * _tiebreak(
-        p_opener, p_other, a, b + 1, memo
-    )
-    memo[(a, b)] = value
-    return value
+    if a >= 6 and b >= 6:
+        if a == b:
+            return tie
+        win = p_opener if tiebreak_server(0, a + b) == 0 else 1 - p_other
+        return win + (1 - win) * tie if a > b else win * tie
+    grid = [[0.0] * 7 for _ in range(7)]
+    grid[a][b] = 1.0
+    opener_wins = 0.0
+    for total in range(a + b, 12):
+        win = p_opener if tiebreak_server(0, total) == 0 else 1 - p_other
+        for i in range(max(a, total - 6), min(6, total - b) + 1):
+            prob = grid[i][total - i]
+            if prob == 0.0:
+                continue
+            j = total - i
+            if i == 6 and j <= 5:
+                opener_wins += prob * win  # 7-j, j <= 5
+            elif i == 5 and j == 6:
+                opener_wins += prob * win * tie  # 6-6
+            else:
+                grid[i + 1][j] += prob * win
+            if j == 6 and i <= 5:
+                pass  # the other wins 7-i
+            elif j == 5 and i == 6:
+                opener_wins += prob * (1 - win) * tie  # 6-6
+            else:
+                grid[i][j + 1] += prob * (1 - win)
+    return opener_wins
 
 
 # --- sets -------------------------------------------------------------------------------------
@@ -266,7 +284,30 @@ def match_from_set_start(
         return Rest({sets: 1.0}, np.ones(1))
     final = sets == (need - 1, need - 1)
     tiebreak = fmt.final_set_tiebreak or not final
-    return _after_set(serve, fmt, sets, server, fresh_set(serve, server, tiebreak))
+    return _after_set(serve, fmt, sets, server, _fresh_groups(serve, server, tiebreak))
+
+
+Groups = tuple[tuple[int, int, float, np.ndarray], ...]  # (winner, parity, P, P by games)
+
+
+def _grouped(set_dist: Distribution) -> Groups:
+    """A set's outcomes grouped by winner and the parity of its games (the parity says who
+    opens the next set): each group's probability and its probability by games."""
+    lists: dict[tuple[int, int], list[float]] = {}
+    for (winner, games), prob in set_dist.items():
+        by_games = lists.setdefault((winner, games % 2), [])
+        if len(by_games) <= games:
+            by_games.extend([0.0] * (games + 1 - len(by_games)))
+        by_games[games] += prob
+    return tuple(
+        (winner, parity, sum(by_games), np.array(by_games))
+        for (winner, parity), by_games in lists.items()
+    )
+
+
+@lru_cache(maxsize=_CACHE)
+def _fresh_groups(serve: tuple[float, float], server: int, tiebreak: bool) -> Groups:
+    return _grouped(fresh_set(serve, server, tiebreak))
 
 
 def _after_set(
@@ -274,35 +315,22 @@ def _after_set(
     fmt: TennisFormat,
     sets: tuple[int, int],
     server: int,
-    set_dist: Distribution,
+    groups: Groups,
 ) -> Rest:
     """The rest of the match from a set's outcomes (`server` opened the set; the totals
-    count the set's own games and the later sets'): the set's games are grouped by winner
-    and parity (the parity says who opens the next set), each group convolved once."""
-    groups: dict[tuple[int, int], np.ndarray] = {}
-    for (winner, games), prob in set_dist.items():
-        group = groups.get((winner, games % 2))
-        if group is None:
-            group = groups[(winner, games % 2)] = np.zeros(ADVANTAGE_SET_CAP + 4)
-        group[games] += prob
+    count the set's own games and the later sets'), each group convolved once."""
     finals: dict[tuple[int, int], float] = {}
-    totals = np.zeros(1)
-    for (winner, parity), by_games in groups.items():
+    parts = []
+    for winner, parity, weight, by_games in groups:
         after = (sets[0] + 1, sets[1]) if winner == 0 else (sets[0], sets[1] + 1)
         rest = match_from_set_start(serve, fmt, after, server if parity == 0 else 1 - server)
-        weight = float(by_games.sum())
         for final, prob in rest.finals.items():
             finals[final] = finals.get(final, 0.0) + weight * prob
-        totals = _add(totals, np.convolve(by_games, rest.totals))
+        parts.append(np.convolve(by_games, rest.totals))
+    totals = np.zeros(max(len(part) for part in parts))
+    for part in parts:
+        totals[: len(part)] += part
     return Rest(finals, totals)
-
-
-def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if len(a) < len(b):
-        a, b = b, a
-    out = a.copy()
-    out[: len(b)] += b
-    return out
 
 
 def fair_probabilities(
@@ -414,5 +442,5 @@ def _model(score: TennisScore, fmt: TennisFormat, serve: tuple[float, float]) ->
     game_server = tiebreak_opener(score) if score.in_tiebreak(fmt) else score.server
     live = set_outcomes(serve, score.games, game_server, tiebreak_set, game_home)
     set_first_server = game_server if played % 2 == 0 else 1 - game_server
-    rest = _after_set(serve, fmt, score.sets, set_first_server, live)
+    rest = _after_set(serve, fmt, score.sets, set_first_server, _grouped(live))
     return _Model(game_home, live, rest, score.total_games() - played)
