@@ -320,8 +320,8 @@ class MatchProcessor:
         markets.advance(match, ts, out)
         if match.apply(ev):
             out.append(match.row(ts))
-            if type(ev) in _TENNIS_SCORE_LINES:
-                out.append(match.score_row(ts))
+        if type(ev) in _TENNIS_SCORE_LINES:
+            out.append(match.score_row(ts))
         if not isinstance(ev, MatchEnd):
             markets.heard(match, ts, out)
         if isinstance(ev, Point):

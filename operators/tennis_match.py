@@ -149,15 +149,15 @@ class TennisMatch:
     # ---- folding lines in --------------------------------------------------------------------
 
     def apply(self, ev: FeedEvent) -> bool:
-        """Fold `ev` in; True when a `matches` or `tennis_scores` column changed."""
+        """Fold `ev` in; True when a `matches` column changed (the `tennis_scores` row
+        changes with every point, retirement, walkover and the end)."""
         self.last_ts = max(self.last_ts, ev.ts)
         if isinstance(ev, Clock):
             changed = ev.minute != self.minute
             self.minute, self.second = ev.minute, ev.second
             return changed
         if isinstance(ev, Point):
-            self._point(ev.won_by == "server")
-            return True
+            return self._point(ev.won_by == "server")
         if isinstance(ev, Suspension):
             if self.status in ("live", "break"):
                 self.status = "break" if ev.state == "start" else "live"
@@ -167,14 +167,15 @@ class TennisMatch:
             self.stopped_by = ev.player
             self.walkover = isinstance(ev, Walkover)
             self.score_version += 1
-            return True
+            return False
         if isinstance(ev, MatchEnd):
             self.status = "ended"
             self.score_version += 1
             return True
         return False
 
-    def _point(self, server_won: bool) -> None:
+    def _point(self, server_won: bool) -> bool:
+        """One point; True when it changed a `matches` column (a set won, play started)."""
         score = self.score
         server = score.server
         self.serve_played[server] += 1
@@ -187,9 +188,11 @@ class TennisMatch:
         if result.set_won_by is not None:
             after = result.score
             self.last_set = (result.set_won_by, after.sets, after.set_games[-1])
+        self.score_version += 1
         if self.status == "scheduled":
             self.status = "live"
-        self.score_version += 1
+            return True
+        return result.set_won_by is not None
 
     # ---- rows --------------------------------------------------------------------------------
 

@@ -238,6 +238,15 @@ def test_final_set_without_a_tiebreak_goes_on_to_two_clear() -> None:
     assert rejects(rows) == []
     final = last_score(rows)
     assert (final.set_scores, final.result) == ("6-0 0-6 9-7", "home")
+    match = [r for r in rows if isinstance(r, MatchRow)]
+    assert [(r.period, r.home_score, r.away_score, r.status) for r in match] == [
+        (0, 0, 0, "scheduled"),  # the fixture
+        (1, 0, 0, "live"),  # the first point
+        (2, 1, 0, "live"),  # a set won: sets count as the score
+        (3, 1, 1, "live"),
+        (3, 2, 1, "live"),  # the last point
+        (3, 2, 1, "ended"),  # match_end
+    ]
     won = settled(rows)
     assert won["match"] == "home" and won["set_betting"] == "2-1"
     assert won["set_3"] == "home" and won["games_ou_23.5"] == "over"
