@@ -42,9 +42,9 @@ CREATE TABLE IF NOT EXISTS matches (
     home VARCHAR NOT NULL,
     away VARCHAR NOT NULL,
     kickoff BIGINT NOT NULL,
-    period INTEGER NOT NULL,            -- 0 before kickoff, 1..4 in play
+    period INTEGER NOT NULL,            -- 0 before kickoff, 1..4 in play; tennis: the set
     minute INTEGER NOT NULL,
-    home_score INTEGER NOT NULL,
+    home_score INTEGER NOT NULL,        -- goals; tennis: sets (the games: tennis_scores)
     away_score INTEGER NOT NULL,
     home_red INTEGER NOT NULL,
     away_red INTEGER NOT NULL,
