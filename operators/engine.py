@@ -134,7 +134,7 @@ class MatchProcessor:
                 out.append(FeedGapRow(ev.provider, ev.match_id, gap[0], gap[1], ev.ts))
             view = self._view(ev)
             reason = check_match(view, ev, self.rules)
-            if reason is None and type(ev) in _TENNIS_ENDS and isinstance(view, TennisMatch):
+            if reason is None and type(view) is TennisMatch and type(ev) in _TENNIS_ENDS:
                 detail = view.disagreement(ev)  # the provider's own ends against the points
                 if detail is not None:
                     out.append(_reject(raw, ev, "score_mismatch", detail))

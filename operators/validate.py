@@ -21,6 +21,7 @@ from operators.settings import Rules
 from operators.tennis_match import TennisMatch
 
 DUPLICATE = "duplicate"
+_TENNIS = frozenset(TENNIS_TYPES)
 OUT_OF_ORDER = "out_of_order"
 
 
@@ -63,7 +64,7 @@ def check_match(match: MatchState | TennisMatch | None, ev: FeedEvent, rules: Ru
         return "match_over"
     if isinstance(match, TennisMatch):
         return match.check(ev)
-    if type(ev) in TENNIS_TYPES:
+    if type(ev) in _TENNIS:
         return "wrong_sport"
     if type(ev) is Clock and ev.minute > FOOTBALL_MAX_MINUTE:
         return "invalid_field:minute"
