@@ -236,6 +236,10 @@ class MatchProcessor:
         self.backups[old.provider] = old
         self.match = new = self.backups.pop(provider)
         out.append(new.row(ts))
+        if isinstance(new, TennisMatch) and isinstance(old, TennisMatch):
+            # the score row follows the new driver; its version keeps rising across views
+            new.score_version = max(new.score_version, old.score_version) + 1
+            out.append(new.score_row(ts))
         markets.incident("provider_switch", "provider_switch", ts, out)
         markets.heard(new, ts, out)
         markets.resolve("provider_switch", new, ts, out)

@@ -373,3 +373,25 @@ def test_bets_on_tennis_markets_are_judged_delayed_and_settled() -> None:
         "b2": ("rejected", "bet_delay_suspension"),
         "b3": ("rejected", "price_changed"),
     }
+
+
+def test_a_backup_provider_takes_over_a_silent_one() -> None:
+    main = started().play("SS")  # points at 5 s and 10 s, then silence
+    backup = TennisFeed(provider="backup").play("SS")  # the same points
+    backup.play("SSSSSS")  # and six more, every 5 s: past 20 s the main one is silent
+    rows = run(
+        sorted([*main.lines, *backup.lines], key=lambda line: msgspec.json.decode(line)["ts"])
+    )
+    # suspended while the backup is ahead of the silent main provider; it drives from its
+    # line at 25 s (15 s after main's last), and the markets reopen 3 s after the switch
+    reopened = [
+        r.ts - KICKOFF
+        for r in rows
+        if isinstance(r, MarketStatusRow) and r.market == "match" and r.reason == "reopen"
+    ]
+    assert reopened == [13_000, 28_000]
+    switch = next(r for r in rows if isinstance(r, TennisScoreRow) and r.ts == KICKOFF + 25_000)
+    assert (switch.home_games, switch.points, switch.points_played) == (1, "0-15", 5)
+    last = last_score(rows)
+    assert (last.home_games, last.away_games, last.points_played) == (1, 1, 8)
+    assert last.ts == KICKOFF + 40_000
