@@ -240,9 +240,12 @@ def tennis_score(
         help=f"Best of {score['best_of']}; the finished sets' games below, home first.",
     )
     cols[1].metric("Status", status)
+    games = f"{score['home_games']}-{score['away_games']}"
+    if result and score["set_scores"] and games == "0-0":  # over between sets: the last set's
+        games = score["set_scores"].split()[-1]
     cols[2].metric(
         "Games",
-        f"{score['home_games']}-{score['away_games']}",
+        games,
         f"set {match['period']}, minute {match['minute']}",
         delta_arrow="off",
         delta_color="off",
