@@ -1,13 +1,16 @@
 """Replay-core throughput next to the bare Bytewax ceiling, measured in one invocation.
 
     python -m benchmarks.replay_bench [--matches 400] [--rounds 2] [--feed FILE]
+                                      [--tennis PBP_CSV]
 
 The ceiling is the same lines read in batches of the same size, `key_on` +
 `stateful_map` passthrough into a sink that drops everything: what Bytewax alone costs.
 The core is the real replay flow: parse, validate, match state, markets and pricing, and
 the DuckDB sink with its published file. Each run is a fresh child process (fork), so its
 peak RSS is its own (the core's: plus its DuckDB writer process's); rounds alternate
-ceiling/core and the best of each is kept.
+ceiling/core and the best of each is kept. `--tennis`: also the same replay flow over as
+many native tennis lines as the football feed has, the first of the real point-by-point
+records' (`operators/adapters/tennis_pbp.py`: points, game/set/match ends, heartbeats).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import gzip
 import itertools
 import multiprocessing as mp
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -142,7 +146,10 @@ def measure(kind: str, feed: Path, db: Path) -> tuple[float, float]:
     writer process: the sum of both peaks)."""
     db.parent.mkdir(parents=True, exist_ok=True)
     for stale in db.parent.glob(f"{db.stem}*"):
-        stale.unlink()
+        if stale.is_dir():  # the sink's segments (`<db>.data`)
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
     parent, child = mp.Pipe()
     proc = mp.get_context("fork").Process(target=_child, args=(kind, feed, db, child))
     proc.start()
@@ -168,6 +175,17 @@ def suspension_latency(feed: Path) -> tuple[float, float, int]:
     return statistics.median(samples), p99, len(samples)
 
 
+def tennis_feed(records: Path, lines: int, out: Path) -> Path:
+    """The first `lines` native lines of a point-by-point file, as a gzip JSON Lines feed."""
+    from operators.adapters import tennis_pbp
+
+    converted = (line for line in tennis_pbp.file_lines(records) if not line.get("reject"))
+    with gzip.open(out, "wb") as f:
+        for line in itertools.islice(converted, lines):
+            f.write(msgspec.json.encode(line) + b"\n")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -191,6 +209,13 @@ def main() -> None:
         help="also run the core with a process running every dashboard query "
         "every SECONDS on the published file (the app refreshes every 2)",
     )
+    parser.add_argument(
+        "--tennis",
+        type=Path,
+        metavar="PBP_CSV",
+        help="also replay as many native tennis lines, converted from this point-by-point "
+        "file (../shared/data/tennis/atp_main_2017.csv.gz)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="oddsflow-bench-"))
@@ -209,10 +234,17 @@ def main() -> None:
     kinds = ["ceiling", "core"]
     if args.dashboard:
         kinds.append(f"core+dashboard@{args.dashboard}")
+    feeds = dict.fromkeys(kinds, feed)
+    if args.tennis:
+        feeds["tennis"] = tennis_feed(args.tennis, lines, work / "tennis.jsonl.gz")
+        kinds.append("tennis")
+        with gzip.open(feeds["tennis"], "rb") as f:
+            points = sum(1 for line in f if b'"type":"point"' in line)
+        print(f"tennis feed: {feeds['tennis']} ({lines:,} lines, {points / lines:.0%} points)")
     best: dict[str, tuple[float, float]] = {}
     for r in range(args.rounds):
         for kind in kinds:
-            seconds, rss = measure(kind, feed, work / "out" / "bench.duckdb")
+            seconds, rss = measure(kind, feeds[kind], work / "out" / "bench.duckdb")
             print(
                 f"  round {r + 1} {kind:8s} {lines / seconds:>10,.0f} lines/s  "
                 f"{seconds:6.2f} s  peak RSS {rss:,.0f} MiB"
@@ -229,6 +261,12 @@ def main() -> None:
         f"peak RSS {best['core'][1]:,.0f} MiB"
     )
     print(f"core / ceiling: {core / ceiling:.0%}")
+    if args.tennis:
+        tennis = lines / best["tennis"][0]
+        print(
+            f"tennis core (the same flow, real tennis lines):     {tennis:,.0f} lines/s, "
+            f"peak RSS {best['tennis'][1]:,.0f} MiB; tennis / football: {tennis / core:.0%}"
+        )
     if args.dashboard:
         with_reader = lines / best[kinds[-1]][0]
         print(

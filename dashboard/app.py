@@ -8,10 +8,13 @@ read-only, asks its questions (dashboard/queries.py), closes it, then draws (cha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import polars as pl
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from dashboard import auth, charts, queries
 from dashboard.queries import FileState, Missing
@@ -205,6 +208,53 @@ def overview() -> None:
         )
 
 
+def football_score(cols: Sequence[DeltaGenerator], match: dict[str, Any]) -> None:
+    """A football match's score, state, clock and red cards, in the first four columns."""
+    cols[0].metric("Score", f"{match['home_score']}-{match['away_score']}")
+    cols[1].metric("Status", match["status"])
+    cols[2].metric(
+        "Minute",
+        f"{match['minute']}'",
+        f"period {match['period']}",
+        delta_arrow="off",
+        delta_color="off",
+    )
+    cols[3].metric("Red cards", f"{match['home_red']}-{match['away_red']}")
+
+
+def tennis_score(
+    cols: Sequence[DeltaGenerator], match: dict[str, Any], score: dict[str, Any]
+) -> None:
+    """A tennis match in its own terms: sets (and the finished sets' games), games of the
+    set in play, points of the game in play, who serves; home first everywhere."""
+    sets = score["set_scores"] or "no set finished"
+    result = score["result"]
+    status = match["status"] + (f" ({result.replace(':', ' ')})" if result else "")
+    server = match["home"] if score["server"] == "home" else match["away"]
+    cols[0].metric(
+        "Sets",
+        f"{score['home_sets']}-{score['away_sets']}",
+        sets,
+        delta_arrow="off",
+        delta_color="off",
+        help=f"Best of {score['best_of']}; the finished sets' games below, home first.",
+    )
+    cols[1].metric("Status", status)
+    games = f"{score['home_games']}-{score['away_games']}"
+    if result and score["set_scores"] and games == "0-0":  # over between sets: the last set's
+        games = score["set_scores"].split()[-1]
+    cols[2].metric(
+        "Games",
+        games,
+        f"set {match['period']}, minute {match['minute']}",
+        delta_arrow="off",
+        delta_color="off",
+    )
+    cols[3].metric(
+        "Points", score["points"], f"{server} serves", delta_arrow="off", delta_color="off"
+    )
+
+
 @st.fragment(run_every=REFRESH_S)
 def match_view() -> None:
     state = published()
@@ -230,20 +280,15 @@ def match_view() -> None:
         bands = queries.status_bands(db, match_id, market)
         prices = queries.price_segments(db, match_id, market)
         suspended = queries.suspensions(db, match_id)
+        tennis = queries.tennis_score(db, match_id)
     match = matches.row(by_predicate=pl.col("match_id") == match_id, named=True)
     held = suspended.filter(pl.col("market") == market)
 
     cols = st.columns(6)
-    cols[0].metric("Score", f"{match['home_score']}-{match['away_score']}")
-    cols[1].metric("Status", match["status"])
-    cols[2].metric(
-        "Minute",
-        f"{match['minute']}'",
-        f"period {match['period']}",
-        delta_arrow="off",
-        delta_color="off",
-    )
-    cols[3].metric("Red cards", f"{match['home_red']}-{match['away_red']}")
+    if tennis is None:
+        football_score(cols, match)
+    else:
+        tennis_score(cols, match, tennis)
     cols[4].metric(
         "Suspensions",
         f"{suspended.height}",

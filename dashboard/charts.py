@@ -34,6 +34,9 @@ EVENT_COLORS = {
     "yellow card": "#c9a400",
     "var": "#e377c2",
     "period": "#555555",
+    "challenge": "#e377c2",
+    "medical timeout": "#d62728",
+    "suspension": "#1f77b4",
 }
 TIME_FORMAT = "%H:%M"
 ODDS_TICKS = [1, 1.5, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000]

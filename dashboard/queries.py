@@ -304,12 +304,15 @@ def match_events(db: Snapshot, match_id: str) -> pl.DataFrame:
             SELECT ts, type, payload::JSON AS p FROM feed_events
             WHERE match_id = ?
               AND type IN ('goal', 'penalty', 'card', 'var', 'period_start', 'period_end',
-                           'match_end')
+                           'match_end', 'set_end', 'challenge', 'medical_timeout',
+                           'suspension', 'retirement', 'walkover')
         )
         SELECT ts,
-            CASE WHEN type LIKE 'period_%' THEN 'period' WHEN type = 'match_end' THEN 'period'
+            CASE WHEN type LIKE 'period_%' THEN 'period'
+                 WHEN type IN ('match_end', 'set_end', 'retirement', 'walkover') THEN 'period'
                  WHEN type = 'card' AND p->>'color' = 'yellow' THEN 'yellow card'
-                 WHEN type = 'card' THEN 'red card' ELSE type END AS kind,
+                 WHEN type = 'card' THEN 'red card'
+                 WHEN type = 'medical_timeout' THEN 'medical timeout' ELSE type END AS kind,
             CASE type
                 WHEN 'goal' THEN 'Goal ' || (p->>'state') || ' (' || (p->>'team') || ')'
                 WHEN 'penalty' THEN 'Penalty ' || (p->>'state') || ' (' || (p->>'team') || ')'
@@ -320,6 +323,17 @@ def match_events(db: Snapshot, match_id: str) -> pl.DataFrame:
                             ELSE '' END
                 WHEN 'period_start' THEN 'Period ' || (p->>'period') || ' starts'
                 WHEN 'period_end' THEN 'Period ' || (p->>'period') || ' ends'
+                WHEN 'set_end' THEN 'Set to ' || (p->>'winner') || ' ' || (p->>'home_games')
+                    || '-' || (p->>'away_games') || ' (sets ' || (p->>'home_sets') || '-'
+                    || (p->>'away_sets') || ')'
+                WHEN 'challenge' THEN 'Challenge ' || (p->>'state') || ' (' || (p->>'player') || ')'
+                WHEN 'medical_timeout' THEN 'Medical timeout ' || (p->>'state')
+                    || ' (' || (p->>'player') || ')'
+                WHEN 'suspension' THEN 'Play suspended: ' || (p->>'state')
+                    || CASE WHEN coalesce(p->>'reason', '') <> '' THEN ' (' || (p->>'reason') || ')'
+                            ELSE '' END
+                WHEN 'retirement' THEN 'Retirement (' || (p->>'player') || ')'
+                WHEN 'walkover' THEN 'Walkover (' || (p->>'player') || ')'
                 ELSE 'Match end ' || (p->>'home_score') || '-' || (p->>'away_score')
             END AS label,
             CASE type
@@ -332,18 +346,33 @@ def match_events(db: Snapshot, match_id: str) -> pl.DataFrame:
                     ELSE 'P' || (p->>'period') || ' start' END
                 WHEN 'period_end' THEN CASE p->>'period' WHEN '1' THEN 'HT'
                     ELSE 'P' || (p->>'period') || ' end' END
+                WHEN 'set_end' THEN (p->>'home_games') || '-' || (p->>'away_games')
+                WHEN 'challenge' THEN 'Chal.'
+                WHEN 'medical_timeout' THEN 'MTO'
+                WHEN 'suspension' THEN 'Susp.'
+                WHEN 'retirement' THEN 'Ret. ' || (p->>'player')
+                WHEN 'walkover' THEN 'W/O ' || (p->>'player')
                 ELSE 'FT ' || (p->>'home_score') || '-' || (p->>'away_score')
             END AS short,
             -- worth a label on the chart (the rest has a rule and a tooltip)
             NOT ((type = 'goal' AND p->>'state' = 'possible')
                  OR (type = 'penalty' AND p->>'state' <> 'awarded')
                  OR (type = 'card' AND p->>'color' = 'yellow')
-                 OR (type = 'var' AND p->>'state' = 'end')) AS labelled
+                 OR (type IN ('var', 'challenge', 'medical_timeout', 'suspension')
+                     AND p->>'state' = 'end')) AS labelled
         FROM e ORDER BY ts
         """,
         [match_id],
     )
     return with_time(frame)
+
+
+def tennis_score(db: Snapshot, match_id: str) -> dict[str, object] | None:
+    """The tennis match's whole score (`tennis_scores`), None for a football match."""
+    if not db.has("tennis_scores"):
+        return None
+    frame = db.frame("SELECT * FROM tennis_scores WHERE match_id = ?", [match_id])
+    return frame.row(0, named=True) if frame.height else None
 
 
 def match_markets(db: Snapshot, match_id: str) -> list[str]:

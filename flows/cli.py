@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 EPILOG = """\
 examples:
   oddsflow simulate --matches 20 --seed 1 --out out/feed.jsonl.gz
+  oddsflow simulate --matches 20 --seed 1 --sport mixed --out out/mixed.jsonl.gz
+  oddsflow replay atp_main_2017.csv.gz --format tennis-pbp --db out/tennis.duckdb
   oddsflow replay out/feed.jsonl.gz --db out/oddsflow.duckdb
   oddsflow dashboard --db out/oddsflow.duckdb
   oddsflow --config prod.toml config show
@@ -609,7 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=FORMATS,
         default="auto",
         help="input format (default: recognised from each file: native JSONL, "
-        "Betfair stream lines, or a StatsBomb events JSON array)",
+        "Betfair stream lines, a StatsBomb events JSON array, or point-by-point tennis "
+        "CSV, tennis-pbp)",
     )
     replay.add_argument(
         "--merge",

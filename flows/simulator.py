@@ -71,6 +71,7 @@ FAULT_KINDS = (
 )
 _FAULT_WEIGHTS = (15, 15, 14, 10, 14, 10, 8, 7, 7)
 HARMLESS_TYPES = frozenset({"foul", "corner", "substitution"})  # out_of_order candidates
+SPORTS = ("football", "tennis", "mixed")
 
 Payload = dict[str, Any]
 Quote = dict[str, dict[str, tuple[float, Decimal]]]
@@ -118,10 +119,16 @@ def simulate_streams(
     bets_per_match: int = 20,
     fault_rate: float = 0.005,
     margin: float = DEFAULT_RULES.margin,
+    sport: str = "football",
 ) -> Iterator[tuple[int, SimLine]]:
     """`simulate`'s lines, each with its stream: 0 for the deposits, n + 1 for match n (its
     feed lines, bets and faulty lines). Bets take the prices of the engine's pricer at
-    `margin` (`[rules] margin` of the config file, for `oddsflow simulate`)."""
+    `margin` (`[rules] margin` of the config file, for `oddsflow simulate`). `sport`: every
+    match football, every match tennis (`flows.tennis_simulator`), or `mixed` (the
+    odd-numbered matches tennis: match 1, 3, ... of 0, 1, 2, ...); a football match is the
+    same whatever `sport` is."""
+    if sport not in SPORTS:
+        raise ValueError(f"sport must be one of {', '.join(SPORTS)}, got {sport!r}")
     if matches < 0 or users < 0 or bets_per_match < 0:
         raise ValueError("matches, users and bets_per_match must be >= 0")
     if not 0.0 <= fault_rate < 1.0:
@@ -135,7 +142,12 @@ def simulate_streams(
     settings = _Settings(seed, users, bets_per_match, fault_rate, ledger, margin)
 
     def build(n: int) -> list[tuple[int, SimLine]]:
-        return _match_lines(n, start_ts + n * KICKOFF_STAGGER_MS, settings)
+        kickoff = start_ts + n * KICKOFF_STAGGER_MS
+        if sport == "tennis" or (sport == "mixed" and n % 2 == 1):
+            from flows.tennis_simulator import tennis_match_lines  # it imports this module
+
+            return tennis_match_lines(n, kickoff, settings)
+        return _match_lines(n, kickoff, settings)
 
     def earliest(n: int) -> int:
         return start_ts + n * KICKOFF_STAGGER_MS - FIXTURE_LEAD_MS[1]
@@ -216,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         bets_per_match=args.bets_per_match,
         fault_rate=args.fault_rate,
         margin=config.current().rules.margin,
+        sport=args.sport,
     )
     seconds = time.monotonic() - started
     faults = ", ".join(f"{k} {v}" for k, v in summary.faults.items()) or "none"
@@ -232,9 +245,10 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oddsflow simulate",
-        description="Write a realistic, deterministic recorded football feed (native format "
-        "v1, see data/README.md): matches kicking off 3 min apart, clock heartbeats, goals, "
-        "VAR, penalties, cards, deposits and bets, with a small share of faulty lines.",
+        description="Write a realistic, deterministic recorded feed (native format v1, see "
+        "data/README.md): matches starting 3 min apart, clock heartbeats, goals, VAR, "
+        "penalties, cards (tennis: points, challenges, rain, retirements), deposits and bets, "
+        "with a small share of faulty lines.",
         epilog="example: oddsflow simulate --matches 6 --seed 7 --out data/sample.jsonl.gz",
     )
     arg = parser.add_argument
@@ -248,6 +262,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="split by match into N files FILE-00 ... (match n in file n %% N, deposits in "
         "the first), for replays with one partition per file (default 1: one file)",
+    )
+    arg(
+        "--sport",
+        choices=SPORTS,
+        default="football",
+        help="football (default), tennis, or mixed (every other match tennis)",
     )
     arg("--users", type=int, default=100, metavar="U", help="bettors u0001... (default 100)")
     arg(

@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from operators.events import Bet
-from operators.markets import CLOSED, OPEN, SETTLED, SUSPENDED, MatchMarkets
+from operators.markets import CLOSED, OPEN, SETTLED, SUSPENDED, MarketBook
 from operators.parse import wallet_key
 from operators.rows import MarketStatusRow, PriceRow
 from operators.settings import Rules
@@ -81,7 +81,12 @@ class MatchBets:
     red_cards: int = 0
 
     def judge(
-        self, source: str, bet: Bet, markets: MatchMarkets | None, in_play: bool, out: MessageSink
+        self,
+        source: str,
+        bet: Bet,
+        markets: MarketBook[Any] | None,
+        in_play: bool,
+        out: MessageSink,
     ) -> None:
         """A bet line at `bet.ts` (the markets already advanced to it)."""
         if bet.bet_id in self.seen:
@@ -99,7 +104,7 @@ class MatchBets:
         else:
             self._accept(source, bet, bet.ts, out)
 
-    def _check(self, bet: Bet, markets: MatchMarkets | None) -> str:
+    def _check(self, bet: Bet, markets: MarketBook[Any] | None) -> str:
         market = markets.markets.get(bet.market) if markets else None
         if market is None or (market.prices and bet.selection not in market.prices):
             return "unknown_market"

@@ -9,45 +9,59 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from operators.bets import BetDecision, MatchBets, SettlementNotice, WalletMessage, wallet_shard_of
 from operators.events import (
     Bet,
     Card,
+    Challenge,
     Clock,
     Deposit,
     FeedEvent,
     Fixture,
+    GameEnd,
     Goal,
     MatchEnd,
+    MedicalTimeout,
     Penalty,
     PeriodEnd,
     PeriodStart,
+    Point,
+    Retirement,
+    SetEnd,
+    Suspension,
     Var,
+    Walkover,
     type_name,
 )
-from operators.markets import MatchMarkets
+from operators.markets import MarketBook, MatchMarkets
 from operators.match import MatchState
 from operators.parse import RawLine, is_wallet_key, parse_line
 from operators.providers import Processor, new_processor, route_line
 from operators.rows import FeedEventRow, FeedGapRow, Reject, Row, RowSink, new_row
 from operators.settings import DEFAULT_RULES, Rules
+from operators.tennis_markets import TennisMarkets
+from operators.tennis_match import TennisMatch
 from operators.validate import SeqTracker, check_match
 from operators.wallets import WalletShard
 
 Output = Row | WalletMessage
+AnyMatch = MatchState | TennisMatch  # the fixture's `sport` decides which
 
 
 @dataclass(slots=True)
 class MatchProcessor:
-    """All state of one match key (or of the bucket of lines too broken to route)."""
+    """All state of one match key (or of the bucket of lines too broken to route). The
+    fixture's `sport` picks the match state and markets: football's or tennis's; bets,
+    their delay, wallets and exposure are the same for both."""
 
     rules: Rules = DEFAULT_RULES
-    match: MatchState | None = None
-    markets: MatchMarkets | None = None
+    match: AnyMatch | None = None
+    markets: MarketBook[Any] | None = None  # MatchMarkets or TennisMarkets
     bets: MatchBets | None = None
     seqs: dict[str, SeqTracker] = field(default_factory=dict)
-    backups: dict[str, MatchState] = field(default_factory=dict)  # views of other providers
+    backups: dict[str, AnyMatch] = field(default_factory=dict)  # views of other providers
 
     def process_lines(self, lines: Sequence[RawLine]) -> list[Output]:
         """Lines of this key, in order: exactly what `process` gives for each, in turn.
@@ -118,7 +132,15 @@ class MatchProcessor:
             gap = tracker.record(ev.seq)
             if gap is not None:
                 out.append(FeedGapRow(ev.provider, ev.match_id, gap[0], gap[1], ev.ts))
-            reason = check_match(self._view(ev), ev, self.rules)
+            view = self._view(ev)
+            reason = check_match(view, ev, self.rules)
+            if reason is None and type(view) is TennisMatch and type(ev) in _TENNIS_ENDS:
+                detail = view.disagreement(ev)  # the provider's own ends against the points
+                if detail is not None:
+                    out.append(_reject(raw, ev, "score_mismatch", detail))
+                    if isinstance(ev, MatchEnd) and self.bets is not None:
+                        self.bets.notice_rejected_end(raw.source, ev.match_id, ev.ts, out)
+                    return
         if reason is not None:
             out.append(_reject(raw, ev, reason))
             if isinstance(ev, MatchEnd) and self.bets is not None:
@@ -149,6 +171,7 @@ class MatchProcessor:
         rules = self.rules
         kickoff, far = match.kickoff, rules.max_kickoff_distance_ms
         silent_after = rules.heartbeat_timeout_ms
+        max_minute = match.max_minute
         n = len(lines)
         while i < n:
             raw = lines[i]
@@ -167,6 +190,8 @@ class MatchProcessor:
             ts = ev.ts
             if abs(ts - kickoff) > far or ts > markets.last_heard + silent_after:
                 return i
+            if ev.minute > max_minute:
+                return i
             tracker.last = ev.seq
             out.append(_event_row(raw, ev))
             if match.apply(ev):
@@ -178,7 +203,7 @@ class MatchProcessor:
             i += 1
         return i
 
-    def _view(self, ev: FeedEvent) -> MatchState | None:
+    def _view(self, ev: FeedEvent) -> AnyMatch | None:
         """The match as `ev`'s provider reported it so far (a backup's view starts at the
         fixture when its first line comes)."""
         match = self.match
@@ -211,6 +236,10 @@ class MatchProcessor:
         self.backups[old.provider] = old
         self.match = new = self.backups.pop(provider)
         out.append(new.row(ts))
+        if isinstance(new, TennisMatch) and isinstance(old, TennisMatch):
+            # the score row follows the new driver; its version keeps rising across views
+            new.score_version = max(new.score_version, old.score_version) + 1
+            out.append(new.score_row(ts))
         markets.incident("provider_switch", "provider_switch", ts, out)
         markets.heard(new, ts, out)
         markets.resolve("provider_switch", new, ts, out)
@@ -220,9 +249,9 @@ class MatchProcessor:
         match, markets = self.match, self.markets
         if match is None or markets is None or not self.backups or match.status == "ended":
             return
-        score = (match.home_score, match.away_score)
+        score = match.scoreline()
         disagree = any(
-            (v.home_score, v.away_score) != score
+            v.scoreline() != score
             for v in self.backups.values()
             if ts - v.last_ts <= self.rules.heartbeat_timeout_ms
         )
@@ -233,13 +262,20 @@ class MatchProcessor:
 
     def _apply(self, raw: RawLine, ev: FeedEvent, out: list[Output]) -> None:
         if isinstance(ev, Fixture):
+            if ev.sport == "tennis":
+                self._open_tennis(ev, out)
+                return
             fresh = self.match = MatchState.from_fixture(ev)
             self.markets = MatchMarkets(self.rules, ev.match_id)
             out.append(fresh.row(ev.ts))
             self.markets.open_book(fresh, ev.ts, out)
             return
-        match, markets, bets = self.match, self.markets, self.bets
-        assert match is not None and markets is not None and bets is not None
+        match, bets = self.match, self.bets
+        assert match is not None and self.markets is not None and bets is not None
+        if isinstance(match, TennisMatch):
+            self._apply_tennis(raw, ev, match, cast(TennisMarkets, self.markets), bets, out)
+            return
+        markets = cast(MatchMarkets, self.markets)
         markets.advance(match, ev.ts, out)
         if isinstance(ev, MatchEnd) and (match.home_score, match.away_score) != (
             ev.home_score,
@@ -264,6 +300,62 @@ class MatchProcessor:
             bets.review(out, ev.ts, out)  # bets still in their delay see the close first
             bets.settle(raw.source, ev.match_id, out, ev.ts, out)
 
+    # ---- tennis --------------------------------------------------------------------------
+
+    def _open_tennis(self, ev: Fixture, out: list[Output]) -> None:
+        fresh = self.match = TennisMatch.from_fixture(ev)
+        markets = self.markets = TennisMarkets(self.rules, ev.match_id)
+        out.append(fresh.row(ev.ts))
+        out.append(fresh.score_row(ev.ts))
+        markets.open_book(fresh, ev.ts, out)
+
+    def _apply_tennis(
+        self,
+        raw: RawLine,
+        ev: FeedEvent,
+        match: TennisMatch,
+        markets: TennisMarkets,
+        bets: MatchBets,
+        out: list[Output],
+    ) -> None:
+        """A validated line of a tennis match's driving provider (its ends already agree
+        with the points: `_feed`)."""
+        ts = ev.ts
+        markets.advance(match, ts, out)
+        if match.apply(ev):
+            out.append(match.row(ts))
+        if type(ev) in _TENNIS_SCORE_LINES:
+            out.append(match.score_row(ts))
+        if not isinstance(ev, MatchEnd):
+            markets.heard(match, ts, out)
+        if isinstance(ev, Point):
+            markets.point_played(match, ts, out)
+        elif isinstance(ev, (Challenge, MedicalTimeout, Suspension)):
+            key, reason = _TENNIS_INCIDENTS[type(ev)]
+            if isinstance(ev, MedicalTimeout):
+                key = f"{key}:{ev.player}"
+            if ev.state == "start":
+                markets.incident(key, reason, ts, out)
+            else:
+                markets.resolve(key, match, ts, out)
+        elif isinstance(ev, (Retirement, Walkover)):
+            markets.stop(match, type_name(ev), ts, out)
+        elif isinstance(ev, MatchEnd):
+            markets.settle(match, ts, out)
+            bets.review(out, ts, out)  # bets still in their delay see the close first
+            bets.settle(raw.source, ev.match_id, out, ts, out)
+
+
+# The provider's own ends of games, sets and matches: checked against the points (tennis).
+_TENNIS_ENDS = frozenset((GameEnd, SetEnd, MatchEnd))
+# Tennis lines that change the `tennis_scores` row.
+_TENNIS_SCORE_LINES = frozenset((Point, Retirement, Walkover, MatchEnd))
+# Tennis incidents: line type -> (incident key, suspension reason).
+_TENNIS_INCIDENTS: dict[type, tuple[str, str]] = {
+    Challenge: ("challenge", "challenge"),
+    MedicalTimeout: ("medical_timeout", "medical_timeout"),
+    Suspension: ("suspension", "suspension"),
+}
 
 # Line types that can move the markets by themselves (clock, foul, corner ... cannot).
 _REACTIVE = frozenset((Goal, Penalty, Card, Var, PeriodStart, PeriodEnd, MatchEnd))

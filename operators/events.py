@@ -3,6 +3,11 @@
 One struct per line type, tagged by the `type` field, so a single decoder turns a JSON line
 into the right struct and names the field when a line is wrong. Unknown extra fields are
 ignored (providers may add fields); missing or wrongly typed ones are errors.
+
+Two sports share the one union: the fixture's `sport` (default football) says which. Tennis
+matches use `point`, `game_end`, `set_end`, `challenge`, `medical_timeout`, `suspension`,
+`retirement` and `walkover`, plus the common `clock` and `match_end` (whose scores count
+sets); football matches the rest. Which lines fit which sport is `operators.validate`'s job.
 """
 
 from __future__ import annotations
@@ -17,11 +22,17 @@ NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]  # fits BIGINT with
 Seq = Annotated[int, msgspec.Meta(ge=1, le=2**53 - 1)]
 Period = Annotated[int, msgspec.Meta(ge=1, le=4)]
 Rate = Annotated[float, msgspec.Meta(ge=0.0, le=20.0)]
-Minute = Annotated[int, msgspec.Meta(ge=0, le=200)]
+Minute = Annotated[int, msgspec.Meta(ge=0, le=1440)]  # football: 200 at most (validate.py)
+FOOTBALL_MAX_MINUTE = 200
 Second = Annotated[int, msgspec.Meta(ge=0, le=59)]
 Goals = Annotated[int, msgspec.Meta(ge=0, le=99)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Team = Literal["home", "away"]
+Sport = Literal["football", "tennis"]
+Games = Annotated[int, msgspec.Meta(ge=0, le=999)]  # a final set without a tiebreak: 70-68
+Sets = Annotated[int, msgspec.Meta(ge=0, le=3)]
+ServeWin = Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)]  # a serve-point win probability
+NO_RATE = -1.0  # `Fixture.home_rate`/`away_rate` absent (tennis): never a valid rate
 
 
 MAX_MONEY = Decimal("1000000000.00")  # a deposit or stake; balances stay within DECIMAL(14, 2)
@@ -47,15 +58,36 @@ class FeedEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=
 
 
 class Fixture(FeedEvent, tag="fixture", frozen=True):
+    """A match's first line. Football needs `home_rate`/`away_rate` (expected goals);
+    tennis (`sport: "tennis"`, `home`/`away` the two players) needs `best_of` and
+    `first_server`, and may give each player's serve-point win probability."""
+
     home: Name
     away: Name
     kickoff: NonNegInt
-    home_rate: Rate
-    away_rate: Rate
+    home_rate: Rate = NO_RATE  # required for football: see __post_init__
+    away_rate: Rate = NO_RATE
+    sport: Sport = "football"
+    best_of: Literal[3, 5] | None = None
+    first_server: Team | None = None
+    final_set_tiebreak: bool = True
+    home_serve: ServeWin | None = None
+    away_serve: ServeWin | None = None
 
     def __post_init__(self) -> None:
+        if self.sport == "tennis":
+            _require(self, "best_of", "first_server")
+            return
+        _require(self, "home_rate", "away_rate")
         if not (math.isfinite(self.home_rate) and math.isfinite(self.away_rate)):
             raise ValueError("`home_rate`/`away_rate` must be finite")
+
+
+def _require(fixture: Fixture, *names: str) -> None:
+    """A sport's required fields, refused as msgspec refuses a missing field."""
+    for name in names:
+        if getattr(fixture, name) in (None, NO_RATE):
+            raise ValueError(f"Object missing required field `{name}`")
 
 
 class PeriodStart(FeedEvent, tag="period_start", frozen=True):
@@ -110,8 +142,76 @@ class Clock(FeedEvent, tag="clock", frozen=True):
 
 
 class MatchEnd(FeedEvent, tag="match_end", frozen=True):
+    """The official result: goals in football, sets in tennis."""
+
     home_score: Goals
     away_score: Goals
+
+
+# ---- tennis ----------------------------------------------------------------------------------
+
+
+class Point(FeedEvent, tag="point", frozen=True):
+    """One point, won by the player serving it or by the receiver."""
+
+    won_by: Literal["server", "receiver"]
+    detail: Literal["ace", "double_fault"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.detail is not None and _WON_BY[self.detail] != self.won_by:
+            raise ValueError(f"`detail` {self.detail} does not fit a point won by {self.won_by}")
+
+
+_WON_BY = {"ace": "server", "double_fault": "receiver"}
+
+
+class GameEnd(FeedEvent, tag="game_end", frozen=True):
+    """The provider's own end of a game: a check on the points (games in the set after it)."""
+
+    winner: Team
+    home_games: Games
+    away_games: Games
+
+
+class SetEnd(FeedEvent, tag="set_end", frozen=True):
+    """The provider's own end of a set: sets after it, and the set's games."""
+
+    winner: Team
+    home_sets: Sets
+    away_sets: Sets
+    home_games: Games
+    away_games: Games
+
+
+class Challenge(FeedEvent, tag="challenge", frozen=True):
+    """A player's challenge of a line call (electronic review), `start` then `end`."""
+
+    state: Literal["start", "end"]
+    player: Team
+
+
+class MedicalTimeout(FeedEvent, tag="medical_timeout", frozen=True):
+    state: Literal["start", "end"]
+    player: Team
+
+
+class Suspension(FeedEvent, tag="suspension", frozen=True):
+    """Play stopped (rain, light, ...), `start` then `end`."""
+
+    state: Literal["start", "end"]
+    reason: str = ""
+
+
+class Retirement(FeedEvent, tag="retirement", frozen=True):
+    """`player` retires during the match; the `match_end` that follows settles it."""
+
+    player: Team
+
+
+class Walkover(FeedEvent, tag="walkover", frozen=True):
+    """`player` does not play: before the first point; the `match_end` that follows settles."""
+
+    player: Team
 
 
 class Deposit(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="deposit", gc=False):
@@ -153,6 +253,26 @@ FEED_TYPES: tuple[type[FeedEvent], ...] = (
     Corner,
     Clock,
     MatchEnd,
+    Point,
+    GameEnd,
+    SetEnd,
+    Challenge,
+    MedicalTimeout,
+    Suspension,
+    Retirement,
+    Walkover,
+)
+TENNIS_TYPES: tuple[type[FeedEvent], ...] = FEED_TYPES[-8:]
+FOOTBALL_TYPES: tuple[type[FeedEvent], ...] = (
+    PeriodStart,
+    PeriodEnd,
+    Goal,
+    Penalty,
+    Card,
+    Var,
+    Substitution,
+    Foul,
+    Corner,
 )
 Event = (
     Fixture
@@ -167,6 +287,14 @@ Event = (
     | Corner
     | Clock
     | MatchEnd
+    | Point
+    | GameEnd
+    | SetEnd
+    | Challenge
+    | MedicalTimeout
+    | Suspension
+    | Retirement
+    | Walkover
     | Deposit
     | Bet
 )

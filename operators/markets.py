@@ -1,15 +1,17 @@
 """The market state machine of one match (CONTRACT section 2). Plain Python, event time only.
 
 Every market moves only through `Market.move`, which allows exactly the transitions of
-`ALLOWED` and bumps `version` on every status or price change. `MatchMarkets` decides when:
+`ALLOWED` and bumps `version` on every status or price change. `MarketBook` decides when:
 it suspends every market at once when an incident opens, and reopens them, with new
 prices in the same version, once every incident is resolved and the hold time has passed.
+`MatchMarkets` is football's book; tennis's is `operators.tennis_markets.TennisMarkets`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Generic, Protocol, TypeVar
 
 from operators.match import MatchState
 from operators.pricing import MARKETS_OU, Book, PricingState, quote_book
@@ -67,9 +69,23 @@ class Market:
                 out.append(new_row(PriceRow, row))
 
 
+class Priced(Protocol):
+    """What the market machinery reads of a match state (football's or tennis's)."""
+
+    status: str
+
+    @property
+    def in_play(self) -> bool: ...
+
+
+M = TypeVar("M", bound=Priced)
+
+
 @dataclass(slots=True)
-class MatchMarkets:
-    """All markets of one match, the open incidents, and the event-time timers."""
+class MarketBook(Generic[M]):
+    """All markets of one match, the open incidents, and the event-time timers: the rules
+    every sport shares. A sport says which markets there are and how they are priced
+    (`_quote`), and when they close and settle."""
 
     rules: Rules
     match_id: str
@@ -83,13 +99,6 @@ class MatchMarkets:
 
     # ---- triggers -------------------------------------------------------------------
 
-    def open_book(self, match: MatchState, ts: int, out: RowSink) -> None:
-        """Fixture: every market OPEN, priced pre-match."""
-        for name in (*FIXED_MARKETS, "goal_1"):
-            self.markets[name] = Market(self.match_id, name)
-        self.last_heard = ts
-        self._reopen(match, ts, "fixture", out)
-
     def incident(self, key: str, reason: str, ts: int, out: RowSink) -> None:
         """An incident opens: suspend every OPEN market at once, hold for the minimum."""
         self.incidents[key] = reason
@@ -99,7 +108,7 @@ class MatchMarkets:
             if market.status == OPEN:
                 market.move(SUSPENDED, reason, ts, out)
 
-    def resolve(self, key: str, match: MatchState, ts: int, out: RowSink) -> None:
+    def resolve(self, key: str, match: M, ts: int, out: RowSink) -> None:
         """An incident ends; reopen now if nothing else holds the markets."""
         if self.incidents.pop(key, None) is None or self.incidents:
             return
@@ -107,14 +116,14 @@ class MatchMarkets:
         if ts >= self.hold_until:
             self._reopen(match, ts, "reopen", out)
 
-    def heard(self, match: MatchState, ts: int, out: RowSink) -> None:
+    def heard(self, match: M, ts: int, out: RowSink) -> None:
         """A line from the match's provider: the feed is alive."""
         if ts > self.last_heard:
             self.last_heard = ts
         if "feed_silent" in self.incidents:
             self.resolve("feed_silent", match, ts, out)
 
-    def advance(self, match: MatchState, ts: int, out: RowSink) -> None:
+    def advance(self, match: M, ts: int, out: RowSink) -> None:
         """Event time moved to `ts` (before the line at `ts` is applied): the provider's
         silence, then a reopening that fell due in between, at the time it fell due."""
         silent_since = self.last_heard + self.rules.heartbeat_timeout_ms
@@ -125,13 +134,63 @@ class MatchMarkets:
             if ts >= due:
                 self._reopen(match, due, "reopen", out)
 
-    def next_due(self, match: MatchState) -> int | None:
+    def next_due(self, match: M) -> int | None:
         """When `advance` would next act: a due reopening, or the provider's silence."""
         if self.held and not self.incidents:
             return max(self.calm_since, self.hold_until)
         if match.in_play and "feed_silent" not in self.incidents:
             return self.last_heard + self.rules.heartbeat_timeout_ms + 1
         return None
+
+    def tick(self, match: M, ts: int, out: RowSink) -> None:
+        """After a line is applied: what time alone does to the prices (nothing, unless a
+        sport says otherwise)."""
+
+    # ---- prices --------------------------------------------------------------------------
+
+    def reprice(self, match: M, ts: int, reason: str, out: RowSink) -> None:
+        """New prices for OPEN markets whose offered prices changed."""
+        markets = self.markets
+        for candidate in markets.values():
+            if candidate.status == OPEN:
+                break
+        else:
+            return  # nothing to reprice (a loop: any() over a generator costs more)
+        layout, fair, prices = self._quote(match, ts)
+        for name, selections, start, stop in layout:
+            market = markets.get(name)
+            # Its prices came from the pricer too: same selections in the same order.
+            if (
+                market is not None
+                and market.status == OPEN
+                and [price for _, price in market.prices.values()] != prices[start:stop]
+            ):
+                market.move(OPEN, reason, ts, out, _prices(selections, start, fair, prices))
+
+    def _reopen(self, match: M, ts: int, reason: str, out: RowSink) -> None:
+        """Open the SUSPENDED markets the pricer quotes (decided ones are CLOSED)."""
+        self.held = False
+        layout, fair, prices = self._quote(match, ts)
+        for name, selections, start, _ in layout:
+            market = self.markets.get(name)
+            if market is not None and market.status == SUSPENDED:
+                market.move(OPEN, reason, ts, out, _prices(selections, start, fair, prices))
+
+    def _quote(self, match: M, ts: int) -> Book:
+        """Every undecided market's fair probabilities and offered prices now."""
+        raise NotImplementedError
+
+
+@dataclass(slots=True)
+class MatchMarkets(MarketBook[MatchState]):
+    """A football match's markets: `1x2`, `ou_k.5`, `goal_N`."""
+
+    def open_book(self, match: MatchState, ts: int, out: RowSink) -> None:
+        """Fixture: every market OPEN, priced pre-match."""
+        for name in (*FIXED_MARKETS, "goal_1"):
+            self.markets[name] = Market(self.match_id, name)
+        self.last_heard = ts
+        self._reopen(match, ts, "fixture", out)
 
     def tick(self, match: MatchState, ts: int, out: RowSink) -> None:
         """After a line is applied: time decay, new prices at least once a match minute."""
@@ -169,37 +228,6 @@ class MatchMarkets:
                     winner=winner(name, match.home_score, match.away_score, scorers),
                 )
         self.incidents.clear()
-
-    # ---- prices --------------------------------------------------------------------------
-
-    def reprice(self, match: MatchState, ts: int, reason: str, out: RowSink) -> None:
-        """New prices for OPEN markets whose offered prices changed."""
-        markets = self.markets
-        for candidate in markets.values():
-            if candidate.status == OPEN:
-                break
-        else:
-            return  # nothing to reprice (a loop: any() over a generator costs more)
-        layout, fair, prices = self._quote(match, ts)
-        for name, selections, start, stop in layout:
-            market = markets.get(name)
-            # Its prices came from the pricer too: same selections in the same order.
-            if (
-                market is not None
-                and market.status == OPEN
-                and [price for _, price in market.prices.values()] != prices[start:stop]
-            ):
-                market.move(OPEN, reason, ts, out, _prices(selections, start, fair, prices))
-
-    def _reopen(self, match: MatchState, ts: int, reason: str, out: RowSink) -> None:
-        """Open the SUSPENDED markets the pricer quotes: the fixed ones and the next goal's
-        (decided ones are CLOSED)."""
-        self.held = False
-        layout, fair, prices = self._quote(match, ts)
-        for name, selections, start, _ in layout:
-            market = self.markets.get(name)
-            if market is not None and market.status == SUSPENDED:
-                market.move(OPEN, reason, ts, out, _prices(selections, start, fair, prices))
 
     def _quote(self, match: MatchState, ts: int) -> Book:
         self.last_priced = ts

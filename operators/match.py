@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from operators.events import (
+    FOOTBALL_MAX_MINUTE,
     Card,
     Clock,
     FeedEvent,
@@ -48,6 +49,9 @@ class MatchState:
     goals: dict[str, GoalRecord] = field(default_factory=dict)
     last_ts: int = 0
 
+    max_minute = FOOTBALL_MAX_MINUTE  # class constants: the clock's last minute, the sport
+    sport = "football"
+
     @classmethod
     def from_fixture(cls, ev: Fixture) -> MatchState:
         return cls(
@@ -88,6 +92,10 @@ class MatchState:
     @property
     def in_play(self) -> bool:
         return self.status in ("live", "break")
+
+    def scoreline(self) -> object:
+        """What two providers must agree on."""
+        return self.home_score, self.away_score
 
     def apply(self, ev: FeedEvent) -> bool:
         """Fold `ev` in; True when a `matches` column changed."""

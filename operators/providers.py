@@ -13,7 +13,7 @@ decodes it; over it, the line (file) becomes a `line_too_long` reject and the fl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,7 +21,7 @@ from typing import Protocol
 import msgspec
 
 from operators import parse
-from operators.adapters import betfair, statsbomb
+from operators.adapters import betfair, statsbomb, tennis_pbp
 from operators.parse import REJECTS_KEY, RawLine, refuse, route
 from operators.rows import Row
 from operators.settings import Rules
@@ -119,6 +119,18 @@ def statsbomb_lines(path: Path) -> Iterator[RawLine]:
     converted = statsbomb.read_match(
         path, lineups if lineups.exists() else None, kickoff_ts=STATSBOMB_KICKOFF_MS
     )
+    return adapted_lines(path, converted)
+
+
+def tennis_pbp_lines(path: Path) -> Iterator[RawLine]:
+    """A point-by-point tennis CSV (one match a row) as native tennis lines, every match
+    merged in time order; rows its adapter refused, as lines marked with the reason."""
+    return adapted_lines(path, tennis_pbp.file_lines(path))
+
+
+def adapted_lines(path: Path, converted: Iterable[dict]) -> Iterator[RawLine]:
+    """A file adapter's native line dicts as raw lines; its rejects (`"reject": True`) as
+    lines refused with the adapter's reason."""
     for n, line in enumerate(converted, 1):
         if line.get("reject"):
             raw = str(line["raw"]).encode("utf-8", errors="replace")
@@ -138,15 +150,20 @@ def statsbomb_lines(path: Path) -> Iterator[RawLine]:
             yield RawLine(f"{path.name}:{n}", data)
 
 
-FILE_FORMATS: dict[str, Callable[[Path], Iterator[RawLine]]] = {"statsbomb": statsbomb_lines}
+FILE_FORMATS: dict[str, Callable[[Path], Iterator[RawLine]]] = {
+    "statsbomb": statsbomb_lines,
+    "tennis-pbp": tennis_pbp_lines,
+}
 
 
 def sniff(path: Path, head: bytes) -> str:
-    """The format of a file from its first bytes: `statsbomb` (a JSON array), `betfair`
-    (Betfair stream lines) or `native`."""
+    """The format of a file from its first bytes: `statsbomb` (a JSON array), `tennis-pbp`
+    (a CSV whose header starts with `pbp_id`), `betfair` (Betfair stream lines) or `native`."""
     text = head.lstrip()
     if text.startswith(b"["):
         return "statsbomb"
+    if text.startswith(b"pbp_id,"):
+        return "tennis-pbp"
     return "betfair" if betfair.is_betfair_line(text) else "native"
 
 

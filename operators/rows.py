@@ -58,6 +58,25 @@ class MatchRow(NamedTuple):
     ts: int
 
 
+class TennisScoreRow(NamedTuple):
+    """A tennis match's whole score after a change (a point, a retirement, the end)."""
+
+    match_id: str
+    version: int  # rises with every change of the match's score
+    best_of: int
+    final_set_tiebreak: bool
+    server: str  # home or away: who serves the next point
+    home_sets: int
+    away_sets: int
+    home_games: int  # in the set in play
+    away_games: int
+    points: str  # in the game in play, home first: "15-30", "AD-40"; a tiebreak's "5-4"
+    set_scores: str  # finished sets, home first: "6-4 3-6"
+    points_played: int
+    result: str  # "", home, away (the winner), retired:<side>, walkover:<side>
+    ts: int
+
+
 class MarketStatusRow(NamedTuple):
     """One status or price change of a market: a `market_history` row, the new `market_status`."""
 
@@ -135,6 +154,7 @@ Row = (
     | Reject
     | FeedGapRow
     | MatchRow
+    | TennisScoreRow
     | MarketStatusRow
     | PriceRow
     | BetRow
@@ -148,6 +168,7 @@ TABLE_OF: dict[type, str] = {
     Reject: "rejects",
     FeedGapRow: "feed_gaps",
     MatchRow: "matches",
+    TennisScoreRow: "tennis_scores",
     MarketStatusRow: "market_status",
     PriceRow: "prices",
     BetRow: "bets",

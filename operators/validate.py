@@ -7,11 +7,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from operators.events import FeedEvent, Fixture, Goal, MatchEnd
+from operators.events import (
+    FOOTBALL_MAX_MINUTE,
+    TENNIS_TYPES,
+    Clock,
+    FeedEvent,
+    Fixture,
+    Goal,
+    MatchEnd,
+)
 from operators.match import MatchState
 from operators.settings import Rules
+from operators.tennis_match import TennisMatch
 
 DUPLICATE = "duplicate"
+_TENNIS = frozenset(TENNIS_TYPES)
 OUT_OF_ORDER = "out_of_order"
 
 
@@ -41,8 +51,9 @@ class SeqTracker:
         return gap
 
 
-def check_match(match: MatchState | None, ev: FeedEvent, rules: Rules) -> str | None:
-    """Rules that need the match: it must exist, be running, and the line must fit its state."""
+def check_match(match: MatchState | TennisMatch | None, ev: FeedEvent, rules: Rules) -> str | None:
+    """Rules that need the match: it must exist, be running, and the line must fit its state
+    and its sport (`wrong_sport`: a tennis line for a football match, or the reverse)."""
     if isinstance(ev, Fixture):
         return "duplicate_fixture" if match is not None else None
     if match is None:
@@ -51,6 +62,12 @@ def check_match(match: MatchState | None, ev: FeedEvent, rules: Rules) -> str | 
         return "ts_out_of_range"
     if match.status == "ended":
         return "match_over"
+    if isinstance(match, TennisMatch):
+        return match.check(ev)
+    if type(ev) in _TENNIS:
+        return "wrong_sport"
+    if type(ev) is Clock and ev.minute > FOOTBALL_MAX_MINUTE:
+        return "invalid_field:minute"
     if isinstance(ev, Goal):
         return _check_goal(match, ev)
     if isinstance(ev, MatchEnd) and match.period == 0:

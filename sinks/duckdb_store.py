@@ -60,6 +60,7 @@ from sinks.tables import Table, schema_sql, tables, views_sql
 # committed by whichever worker takes over, maybe after newer rows of the key).
 LATEST: dict[str, str] = {
     "matches": "ts",
+    "tennis_scores": "version",
     "market_status": "version",
     "bets": "version",
     "wallets": "version",

@@ -21,10 +21,12 @@ consumer keeps the last one per key in partition order, and deduplicates on the 
 and the value. `rejects` are facts, never updated: `version` is always 1 and the id is
 (`source`, `reason`), the key of the `rejects` table; `ts` is null when the line had none.
 
-Feed events, feed gaps and the wallet ledger stay in DuckDB; wallet messages (the
-verdicts matches send to wallets) are internal and never leave the flow. So do the live
-flow's `latency` rows: they describe the flow, not the markets, and consumers of these
-topics follow markets and bets (the dashboard reads them from DuckDB).
+A tennis match's `matches` messages count sets in `home_score` / `away_score` and carry the
+set in play as `period`; its whole score (games, points, server: `tennis_scores`) stays in
+DuckDB, for the dashboard, as do feed events, feed gaps and the wallet ledger. Wallet
+messages (the verdicts matches send to wallets) are internal and never leave the flow.
+So do the live flow's `latency` rows: they describe the flow, not the markets, and
+consumers of these topics follow markets and bets (the dashboard reads them from DuckDB).
 """
 
 from __future__ import annotations

@@ -42,13 +42,32 @@ CREATE TABLE IF NOT EXISTS matches (
     home VARCHAR NOT NULL,
     away VARCHAR NOT NULL,
     kickoff BIGINT NOT NULL,
-    period INTEGER NOT NULL,            -- 0 before kickoff, 1..4 in play
+    period INTEGER NOT NULL,            -- 0 before kickoff, 1..4 in play; tennis: the set
     minute INTEGER NOT NULL,
-    home_score INTEGER NOT NULL,
+    home_score INTEGER NOT NULL,        -- goals; tennis: sets (the games: tennis_scores)
     away_score INTEGER NOT NULL,
     home_red INTEGER NOT NULL,
     away_red INTEGER NOT NULL,
     status VARCHAR NOT NULL,            -- scheduled, live, break, ended
+    ts BIGINT NOT NULL
+);
+
+-- Tennis matches only: the whole score, latest per match (the `matches` row of a tennis
+-- match counts sets in home_score/away_score and the set in play in `period`).
+CREATE TABLE IF NOT EXISTS tennis_scores (
+    match_id VARCHAR PRIMARY KEY,
+    version INTEGER NOT NULL,           -- rises with every change of the score
+    best_of INTEGER NOT NULL,           -- 3 or 5
+    final_set_tiebreak BOOLEAN NOT NULL,
+    server VARCHAR NOT NULL,            -- home or away: who serves the next point
+    home_sets INTEGER NOT NULL,
+    away_sets INTEGER NOT NULL,
+    home_games INTEGER NOT NULL,        -- in the set in play
+    away_games INTEGER NOT NULL,
+    points VARCHAR NOT NULL,            -- the game in play, home first: 15-30, AD-40; tiebreak 5-4
+    set_scores VARCHAR NOT NULL,        -- finished sets, home first: 6-4 3-6
+    points_played INTEGER NOT NULL,
+    result VARCHAR NOT NULL,            -- '', home, away (winner), retired:<side>, walkover:<side>
     ts BIGINT NOT NULL
 );
 
