@@ -32,7 +32,8 @@ def records() -> dict[str, tennis_pbp.Converted]:
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The published file of a real replay of the whole file."""
+    """The published file of a real replay of the whole file, on two processes (pricing
+    after every point is most of its time, and matches spread over the processes)."""
     path = tmp_path_factory.mktemp("tennis") / "tennis.duckdb"
     subprocess.run(
         [
@@ -43,6 +44,8 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
             str(shared_data("tennis", "atp_main_2017.csv.gz")),
             "--format",
             "tennis-pbp",
+            "--processes",
+            "2",
             "--db",
             str(path),
         ],

@@ -16,6 +16,7 @@ from flows.tennis_simulator import quote
 from operators.engine import LocalEngine
 from operators.parse import RawLine
 from operators.rows import Reject
+from operators.settings import Rules
 from operators.tennis_score import TennisFormat, play_point, start
 
 MATCHES, SEED = 60, 4
@@ -126,7 +127,7 @@ def test_bets_are_on_tennis_markets_at_the_offered_price(feed: list[SimLine]) ->
             continue
         fmt = TennisFormat(fixture["best_of"], fixture["final_set_tiebreak"])
         first = start(0 if fixture["first_server"] == "home" else 1)
-        book = quote(first, fmt, (fixture["home_serve"], fixture["away_serve"]))
+        book = quote(first, fmt, (fixture["home_serve"], fixture["away_serve"]), Rules().margin)
         if bet["price"] == f"{book['match'][bet['selection']][1]:.2f}":
             checked += 1
     assert checked >= 10
