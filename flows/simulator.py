@@ -34,7 +34,7 @@ import sys
 import time
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -749,6 +749,25 @@ CENT = Decimal("0.01")
 _STAKES = (200, 500, 500, 1000, 1000, 1000, 1500, 2000, 2500, 5000, 750, 10000)  # cents
 
 
+def draw_bets(
+    rng: random.Random,
+    count: int,
+    kinds: Sequence[str],
+    weights: Sequence[int],
+    make: Callable[[str], Payload],
+) -> list[_Entry]:
+    """`count` bet lines of one match, each of a kind drawn by weight and made by
+    `make(kind)`; some sent twice a moment later (a client's resend); in arrival order."""
+    out: list[_Entry] = []
+    while len(out) < count:
+        bet = make(rng.choices(kinds, weights)[0])
+        out.append(_bet_entry(bet))
+        if len(out) < count and rng.random() < RESEND_SHARE:
+            out.append(_bet_entry({**bet, "ts": bet["ts"] + rng.randrange(200, 3_000)}))
+    out.sort(key=lambda e: e.sort_ts)
+    return out
+
+
 class _Bettors:
     """The bet lines of one match."""
 
@@ -766,15 +785,13 @@ class _Bettors:
         self._count = 0
 
     def lines(self) -> list[_Entry]:
-        out: list[_Entry] = []
-        while len(out) < self.settings.bets_per_match:
-            kind = self.rng.choices(_BET_KINDS, _BET_WEIGHTS)[0]
-            bet = getattr(self, f"_{kind}")() or self._inplay()
-            out.append(_bet_entry(bet))
-            if len(out) < self.settings.bets_per_match and self.rng.random() < RESEND_SHARE:
-                out.append(_bet_entry({**bet, "ts": bet["ts"] + self.rng.randrange(200, 3_000)}))
-        out.sort(key=lambda e: e.sort_ts)
-        return out
+        return draw_bets(
+            self.rng,
+            self.settings.bets_per_match,
+            _BET_KINDS,
+            _BET_WEIGHTS,
+            lambda kind: getattr(self, f"_{kind}")() or self._inplay(),
+        )
 
     # -- kinds: each returns a bet payload, or None when it does not fit this match -----------
 

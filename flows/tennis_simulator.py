@@ -33,15 +33,14 @@ from flows.simulator import (
     CENT,
     FIXTURE_LEAD_MS,
     HEARTBEAT_MS,
-    RESEND_SHARE,
     SimLine,
-    _bet_entry,
     _Entry,
     _FaultInjector,
     _money,
     _sequenced,
     _Settings,
     _user_id,
+    draw_bets,
 )
 from operators.adapters.tennis_pbp import score_checks
 from operators.events import MAX_PRICE
@@ -278,15 +277,13 @@ class _TennisBettors:
         self._count = 0
 
     def lines(self) -> list[_Entry]:
-        out: list[_Entry] = []
-        while len(out) < self.settings.bets_per_match:
-            kind = self.rng.choices(_BET_KINDS, _BET_WEIGHTS)[0]
-            bet = getattr(self, f"_{kind}")() or self._prematch()
-            out.append(_bet_entry(bet))
-            if len(out) < self.settings.bets_per_match and self.rng.random() < RESEND_SHARE:
-                out.append(_bet_entry({**bet, "ts": bet["ts"] + self.rng.randrange(200, 3_000)}))
-        out.sort(key=lambda e: e.sort_ts)
-        return out
+        return draw_bets(
+            self.rng,
+            self.settings.bets_per_match,
+            _BET_KINDS,
+            _BET_WEIGHTS,
+            lambda kind: getattr(self, f"_{kind}")() or self._prematch(),
+        )
 
     def _prematch(self) -> Payload:
         return self._bet(self.rng.randrange(self.fixture_ts + 20_000, self.match.kickoff))
