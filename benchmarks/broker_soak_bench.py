@@ -59,7 +59,6 @@ from flows import kafka_cluster
 from sinks.kafka_config import (
     ALL_TOPICS,
     ENV_PREFIX,
-    INPUT_TOPICS,
     MARKETS,
     OUTPUT_TOPICS,
     KafkaSettings,
@@ -136,7 +135,7 @@ def kill_loop(
     """Every `every_s` (and once the cluster is back in sync), SIGKILL the leader of the
     busiest input partition and start it again; each kill, timed, goes to `kills`."""
     while not done.wait(every_s):
-        topic, part = busiest_input_partition(settings)
+        topic, part = kafka_cluster.busiest_input_partition(settings)
         node = kafka_cluster.leader_of(settings, topic, part)
         kill = Kill(node, f"{topic}/{part}", time.time())
         kafka_cluster.kill(node)
@@ -155,21 +154,6 @@ def kill_loop(
             f"{kill.in_sync_s:.1f} s",
             flush=True,
         )
-
-
-def busiest_input_partition(settings: KafkaSettings) -> tuple[str, int]:
-    """The input topic partition holding the most messages (full topic name, index)."""
-    consumer = Consumer(settings.consumer_config(f"soak-ends-{uuid.uuid4().hex}"))
-    try:
-        sizes = {}
-        for name in INPUT_TOPICS:
-            topic = settings.topic(name)
-            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                sizes[(topic, p)] = high - low
-    finally:
-        consumer.close()
-    return max(sizes, key=lambda tp: sizes[tp])
 
 
 # --- the run -----------------------------------------------------------------------------

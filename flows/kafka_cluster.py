@@ -28,11 +28,12 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from flows import kafka_broker
@@ -41,6 +42,7 @@ from sinks.kafka_config import (
     ALL_TOPICS,
     DEFAULT_PREFIX,
     ENV_PREFIX,
+    INPUT_TOPICS,
     ClientConfig,
     KafkaSettings,
     KafkaUnreachableError,
@@ -275,6 +277,22 @@ def leader_of(settings: KafkaSettings, topic: str, partition: int) -> int:
     """The node leading partition `partition` of the full topic name `topic`."""
     leader, _, _ = describe_partitions(settings, [topic])[(topic, partition)]
     return leader
+
+
+def busiest_input_partition(settings: KafkaSettings) -> tuple[str, int]:
+    """The input topic partition holding the most messages (full topic name, index): the
+    one whose leader's death the soak and the test want the flow to ride through."""
+    consumer = Consumer(settings.consumer_config(f"oddsflow-ends-{uuid.uuid4().hex}"))
+    try:
+        sizes = {}
+        for name in INPUT_TOPICS:
+            topic = settings.topic(name)
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                sizes[(topic, p)] = high - low
+    finally:
+        consumer.close()
+    return max(sizes, key=lambda tp: sizes[tp])
 
 
 def under_replicated(settings: KafkaSettings) -> list[str]:

@@ -27,7 +27,6 @@ from flows.kafka_broker import BrokerError
 from flows.simulator import write_feed
 from sinks.kafka_config import (
     ALL_TOPICS,
-    INPUT_TOPICS,
     MARKETS,
     OUTPUT_TOPICS,
     KafkaSettings,
@@ -85,21 +84,6 @@ def feed100(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def busiest_input_partition(settings: KafkaSettings) -> tuple[str, int]:
-    """The input topic partition holding the most messages (full topic name, index)."""
-    consumer = Consumer(settings.consumer_config(f"test-ends-{uuid.uuid4().hex}"))
-    try:
-        sizes = {}
-        for name in INPUT_TOPICS:
-            topic = settings.topic(name)
-            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                sizes[(topic, p)] = high - low
-    finally:
-        consumer.close()
-    return max(sizes, key=lambda tp: sizes[tp])
-
-
 def test_topics_get_three_replicas_and_two_in_sync(cluster_settings: KafkaSettings) -> None:
     """Topics oddsflow creates without a replication factor (as `live` and `publish` do)
     get the cluster's: 3 replicas on 3 different nodes, all in sync."""
@@ -128,7 +112,7 @@ def test_live_rides_through_the_death_of_a_partition_leader(
     publish_as_arrived(settings, feed100)
     replayed = replay_of_partitions(settings, tmp_path / "partitions")
     expected = expected_counts(replayed)
-    busiest = busiest_input_partition(settings)
+    busiest = kafka_cluster.busiest_input_partition(settings)
     outputs = [settings.topic(t) for t in OUTPUT_TOPICS]
 
     live = LiveProcess(settings, tmp_path / "live.duckdb", "--event-time-only")
