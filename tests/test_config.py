@@ -97,6 +97,7 @@ def test_the_file_the_environment_then_the_options_win(tmp_path: Path) -> None:
         "max_depth": 8,
         "max_betfair_line_bytes": 8 << 20,
         "max_statsbomb_bytes": 32 << 20,
+        "max_tennis_pbp_bytes": 64 << 20,
     }
     assert origin["limits.max_line_bytes"] == "ODDSFLOW_MAX_LINE_BYTES"
     assert origin["rules.heartbeat_timeout_ms"] == "default"
