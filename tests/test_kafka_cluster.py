@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from flows import kafka_cluster
 from flows.kafka_broker import BrokerError
@@ -89,7 +89,12 @@ def test_topics_get_three_replicas_and_two_in_sync(cluster_settings: KafkaSettin
     get the cluster's: 3 replicas on 3 different nodes, all in sync."""
     ensure_topics(cluster_settings, ALL_TOPICS)
     names = [cluster_settings.topic(t) for t in ALL_TOPICS]
-    parts = kafka_cluster.describe_partitions(cluster_settings, names)
+    deadline = time.monotonic() + 30
+    while True:  # the node answering may not have the new topics in its metadata yet
+        parts = kafka_cluster.describe_partitions(cluster_settings, names)
+        if len(parts) == 4 * len(ALL_TOPICS) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert len(parts) == 4 * len(ALL_TOPICS)
     for (topic, p), (leader, replicas, isr) in parts.items():
         assert sorted(replicas) == [1, 2, 3], (topic, p, replicas)
@@ -171,16 +176,33 @@ def wait_for_new_leaders(
     raise AssertionError(f"partitions still led by node {dead} after {timeout:.0f} s")
 
 
+# What a client hears from a node that no longer leads, or while no node does yet.
+LEADER_MOVING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+}
+
+
 def end_offsets(settings: KafkaSettings, partitions: list[tuple[str, int]]) -> int:
-    """The sum of the end offsets of `partitions` (full topic names)."""
-    consumer = Consumer(settings.consumer_config(f"test-ends-{uuid.uuid4().hex}"))
-    try:
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for topic, p in partitions
-        )
-    finally:
-        consumer.close()
+    """The sum of the end offsets of `partitions` (full topic names). Right after a leader
+    change a client may still ask the old leader ("not leader for partition"): it asks
+    again, with fresh metadata, for up to 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        consumer = Consumer(settings.consumer_config(f"test-ends-{uuid.uuid4().hex}"))
+        try:
+            return sum(
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for topic, p in partitions
+            )
+        except KafkaException as exc:
+            if exc.args[0].code() not in LEADER_MOVING or time.monotonic() > deadline:
+                raise
+        finally:
+            consumer.close()
+        time.sleep(0.5)
 
 
 def test_status_shows_each_node_the_controller_and_no_under_replicated(cluster: str) -> None:
