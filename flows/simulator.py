@@ -749,6 +749,31 @@ CENT = Decimal("0.01")
 _STAKES = (200, 500, 500, 1000, 1000, 1000, 1500, 2000, 2500, 5000, 750, 10000)  # cents
 
 
+def bet_payload(
+    rng: random.Random,
+    users: int,
+    bet_id: str,
+    match_id: str,
+    ts: int,
+    market: str,
+    selection: str,
+    price: Decimal,
+) -> Payload:
+    """A bet line's fields: a user and a stake drawn from `rng`, in that order."""
+    return {
+        "v": 1,
+        "ts": ts,
+        "type": "bet",
+        "bet_id": bet_id,
+        "user_id": _user_id(rng.randint(1, users)),
+        "match_id": match_id,
+        "market": market,
+        "selection": selection,
+        "stake": _money(rng.choice(_STAKES)),
+        "price": f"{price:.2f}",
+    }
+
+
 def draw_bets(
     rng: random.Random,
     count: int,
@@ -878,18 +903,10 @@ class _Bettors:
 
     def _payload(self, ts: int, market: str, selection: str, price: Decimal) -> Payload:
         self._count += 1
-        return {
-            "v": 1,
-            "ts": ts,
-            "type": "bet",
-            "bet_id": f"{self.match_id}-b{self._count}",
-            "user_id": _user_id(self.rng.randint(1, self.settings.users)),
-            "match_id": self.match_id,
-            "market": market,
-            "selection": selection,
-            "stake": _money(self.rng.choice(_STAKES)),
-            "price": f"{price:.2f}",
-        }
+        return bet_payload(
+            self.rng, self.settings.users, f"{self.match_id}-b{self._count}", self.match_id, ts,
+            market, selection, price,
+        )  # fmt: skip
 
     def _quote(self, state: PricingState) -> Quote:
         """The pricer's book for `state` (a match prices few distinct states: cache them)."""

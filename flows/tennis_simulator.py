@@ -29,7 +29,6 @@ from decimal import Decimal
 from typing import Any
 
 from flows.simulator import (
-    _STAKES,
     CENT,
     FIXTURE_LEAD_MS,
     HEARTBEAT_MS,
@@ -39,7 +38,7 @@ from flows.simulator import (
     _money,
     _sequenced,
     _Settings,
-    _user_id,
+    bet_payload,
     draw_bets,
 )
 from operators.adapters.tennis_pbp import score_checks
@@ -348,18 +347,10 @@ class _TennisBettors:
 
     def _payload(self, ts: int, market: str, selection: str, price: Decimal) -> Payload:
         self._count += 1
-        return {
-            "v": 1,
-            "ts": ts,
-            "type": "bet",
-            "bet_id": f"{self.match_id}-b{self._count}",
-            "user_id": _user_id(self.rng.randint(1, self.settings.users)),
-            "match_id": self.match_id,
-            "market": market,
-            "selection": selection,
-            "stake": _money(self.rng.choice(_STAKES)),
-            "price": f"{price:.2f}",
-        }
+        return bet_payload(
+            self.rng, self.settings.users, f"{self.match_id}-b{self._count}", self.match_id, ts,
+            market, selection, price,
+        )  # fmt: skip
 
 
 _MARKET_WEIGHT = {"match": 8, "set": 5, "game": 3, "games": 2}  # by name up to its first _
