@@ -7,7 +7,8 @@ Lines go by order time (`order_time`), then partition index (the files in the or
 then place in the partition. `Router` gives every line routed to a wallet shard its place
 (`Ordered`) and, after every batch, tells every shard how far its partition has come
 (`PartitionMark`); `EventTimeOrder` releases a shard's lines once no partition can still
-send one before them. A match's lines come from one partition and keep its order.
+send one before them. A match's lines need none of this while they all come from one
+partition (a file split by match, a topic keyed by match): they keep its order.
 
 Plain Python: no Bytewax here.
 """
