@@ -275,7 +275,7 @@ def read_header(ev: Any) -> Header:
     hours, minutes, seconds, fraction = match.groups()
     millis = int((fraction or "0").ljust(3, "0")[:3])
     clock_ms = ((int(hours) * 60 + int(minutes)) * 60 + int(seconds)) * 1000 + millis
-    if clock_ms > MAX_PERIOD_MS:  # one such event stretched its period to days of heartbeats
+    if clock_ms > MAX_PERIOD_MS:  # such an event would stretch its period to days of heartbeats
         raise BadEvent("bad_field:timestamp")
     return Header(kind=kind, period=period, clock_ms=clock_ms)
 
