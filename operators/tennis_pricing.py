@@ -17,7 +17,8 @@ import numpy as np
 
 from operators.tennis_score import TennisFormat, TennisScore, tiebreak_opener, tiebreak_server
 
-# The 2017 ATP main-draw points (tests read the file): the server won 224 226 of 352 821.
+# The 2017 ATP main-draw points (tests/test_tennis_pbp.py checks it): the server won 224 226
+# of 352 821.
 TOUR_SERVE_WIN = 0.6355
 # Pseudo-count of the in-play update: how many serve points the prior weighs
 # (`benchmarks/tennis_calibration_bench.py` picks it on the first half of the 2017 season).
