@@ -1,4 +1,4 @@
-"""oddsflow monitoring: what the flow has published, refreshed every two seconds.
+"""oddsflow monitoring: what the flow has published, redrawn as it publishes.
 
 Run it with `oddsflow dashboard --db PATH`; the path comes in as `ODDSFLOW_DB`. Four pages:
 Overview, Match, Markets and risk, Rejects (`?page=match` etc. opens one straight away).

@@ -1,25 +1,10 @@
 """The dashboard's login: nothing but a login form until the user is authenticated.
 
-Configured in Streamlit's secrets (`.streamlit/secrets.toml` where the dashboard starts,
-`~/.streamlit/secrets.toml`, or `--secrets.files PATH`), one of:
-
-- **OpenID Connect** (an identity provider: Google, Microsoft Entra, Okta, Auth0, ...):
-  an `[auth]` table as Streamlit's `st.login` expects it (`redirect_uri`, `cookie_secret`,
-  `client_id`, `client_secret`, `server_metadata_url`, or one `[auth.<provider>]` table per
-  provider). Optionally `[oddsflow] allowed_emails = ["ops@example.com", ...]`. Needs
-  Authlib (`pip install "streamlit[auth]"`).
-- **Named users with passwords**: `[oddsflow] users_file = "users.toml"` (mode 0600, a
-  `[users]` table of `name = "pbkdf2_sha256$..."`, written by `python -m dashboard.auth
-  add-user NAME --file users.toml`), or the same table inline as `[oddsflow.users]`. The
-  older single `[oddsflow] password_hash` (from `python -m dashboard.auth hash`) is the user
-  `admin`; with it alone the form asks for the password only. Hashes are salted
-  PBKDF2-HMAC-SHA256; the check is constant-time. A login lasts `session_hours` (default
-  12) in a signed HttpOnly cookie (dashboard/sessions.py) keyed by `cookie_secret` (without
-  one, a random key per server process: logins then survive reloads, not restarts).
-
-With neither, the dashboard is open (it serves on 127.0.0.1 unless told otherwise) and says
-so in its sidebar. A configuration that asks for a login it cannot do (`[oddsflow]
-require_login = true` without a method, OIDC without Authlib) shows an error and no data.
+Configured in Streamlit's secrets: OpenID Connect through `st.login`, or named users with
+salted PBKDF2 password hashes (a users file written by `python -m dashboard.auth add-user`,
+or inline); a login then lasts in a signed cookie (dashboard/sessions.py). With neither, the
+dashboard is open and says so; a configuration asking for a login it cannot do shows an
+error and no data. Settings and examples: docs/security.md, "Dashboard login".
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
 """What the dashboard reads from the published DuckDB file: one function per question.
 
-No long-lived connection: `snapshot(path)` opens the published file read-only when a page
-asks its first question not answered yet, and closes it when the page is done, because the
-flow replaces the file every few seconds. Answers are shared between every viewer of the
-same publication of the file (dashboard/shared_results.py), so ten viewers cost about what
-one does. The writer's own file is never opened.
-
-Every function takes a `Snapshot` and returns a Polars frame (or a small dataclass). Event
-times stay `ts` (epoch ms, UTC) for the charts; tables get a `time` column, a UTC datetime.
-Tables that a database may lack (`bets`, `wallets`, `latency` in a file written before
-them) are optional: their functions return a `Missing` note instead of failing.
+A page opens the published file read-only for one batch of questions (`snapshot`) and
+closes it after, because the flow replaces the file every few seconds; viewers of the same
+publication share answers (dashboard/shared_results.py). The writer's own file is never
+opened. Each function takes a `Snapshot` and returns a Polars frame (event times as `ts`,
+epoch ms UTC; tables get a UTC `time` column), or `Missing` for a table an older file lacks.
 """
 
 from __future__ import annotations
@@ -514,7 +509,7 @@ def bets_by_outcome(db: Snapshot) -> pl.DataFrame | Missing:
 
 
 def exposure_by_market(db: Snapshot) -> pl.DataFrame | Missing:
-    """Worst-case liability of each market (the `exposure` view of schema.sql: the largest
+    """Worst-case liability of each market (the `exposure` view, docs/tables.md: the largest
     net payout if any one selection wins), with the market's status, biggest first."""
     if not db.has("exposure"):
         return Missing("exposure")

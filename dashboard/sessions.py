@@ -1,21 +1,12 @@
 """Lasting dashboard logins: a signed, expiring, HttpOnly cookie, and the two routes that
 set and clear it.
 
-The cookie `oddsflow_session` is `<user>.<expires>.<mac>`: the user name, the expiry (epoch
-seconds) and HMAC-SHA256 with the dashboard's `cookie_secret` over the user, the expiry and
-the user's stored password hash. The hash itself never leaves the server; signing over it
-means a changed password or a removed user voids every cookie issued before. A cookie that
-does not verify (tampered, expired, unknown user, logged out) is ignored.
-
-Streamlit's script cannot set an HttpOnly cookie (it talks to the browser over a
-websocket), so after a good login it hands the signed value over to this process's
-`HANDOFFS` under a one-time random token, and a snippet in the page POSTs the token to
-`/_oddsflow/session`, whose response sets the cookie. `/_oddsflow/logout` clears it. A
-logout also revokes the value in this process (`REVOKED`), so a copy of the cookie stops
-working too, until the server restarts.
-
+The cookie is `<user>.<expires>.<mac>`, the MAC keyed by `cookie_secret` over the user, the
+expiry and the user's stored password hash, so a changed password or a removed user voids
+it. Streamlit's script cannot set an HttpOnly cookie, so a login hands the value over under
+a one-time token that the page POSTs to `SESSION_PATH`; `LOGOUT_PATH` clears and revokes it.
 The signing and checking functions are pure; `HANDOFFS`, `REVOKED` and the routes hold the
-process's state.
+process's state. The whole scheme: docs/security.md, "Dashboard login".
 """
 
 from __future__ import annotations

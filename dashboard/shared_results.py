@@ -1,18 +1,11 @@
 """Query results shared by every viewer of the dashboard, per publication of the file.
 
-Each browser session reruns its page every refresh interval, and every page asks the same
-questions of the same published file: without sharing, ten viewers cost ten times the
-database work. The flow replaces the published file atomically (a new inode and mtime)
-each time it publishes, and a published file never changes in place, so a result is keyed
-by the file's identity (device, inode, mtime, size) and the question (SQL and parameters):
-within one publication, the first viewer's question runs, the others get its answer, and
-those who ask while it runs wait for it rather than run it again.
-
-`SHARED` is this process's cache; `TIMINGS` counts the seconds spent in DuckDB, and with
-`ODDSFLOW_QUERY_LOG=FILE` also appends one JSON line per DuckDB call or shared answer
-(`{"t": wall clock, "s": seconds, "hit": bool, "q": "connect" or the SQL's start}`), which
-`benchmarks/dashboard_bench.py` reads. `ODDSFLOW_QUERY_CACHE=0` turns the sharing off (for
-comparisons).
+Every viewer's page asks the same questions of the same published file at each refresh. The
+flow replaces that file atomically and never changes it in place, so a result is keyed by
+the file's identity (device, inode, mtime, size) and the question: the first viewer's query
+runs, and the others, even those asking while it runs, get its answer. `SHARED` is this
+process's cache, `TIMINGS` its time in DuckDB. `ODDSFLOW_QUERY_LOG=FILE` logs every call as a
+JSON line (for benchmarks/dashboard_bench.py); `ODDSFLOW_QUERY_CACHE=0` turns sharing off.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The native feed model, version 1 (CONTRACT section 1), as typed msgspec structs.
+"""The native feed model, version 1 (documented in docs/feed-format.md), as msgspec structs.
 
 One struct per line type, tagged by the `type` field, so a single decoder turns a JSON line
 into the right struct and names the field when a line is wrong. Unknown extra fields are

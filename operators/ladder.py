@@ -76,8 +76,7 @@ def offered_prices(implied: Sequence[float]) -> list[Decimal]:
     """The price offered for each implied probability q: `ladder_floor(1 / q)`, and 1000 when
     1 / q is beyond the ladder (q <= 1/1000, q = 0 included). NaN raises ValueError.
 
-    The pricer's whole book in one pass: a reprice offers ~16 prices, and a function call
-    per price cost as much as the bisection itself.
+    The pricer's whole book in one pass, without a function call per price.
     """
     return [
         _FLOORS[bisect_right(_FLOATS, 1.0 / q * _SLACK)] if q * _TOP > 1.0 else _beyond(q)

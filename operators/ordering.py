@@ -1,19 +1,14 @@
 """Event-time order across input partitions, for what needs one: a wallet's deposits, bets
 and settlements come from several partitions (bets and match ends with their match,
-deposits with their user) and must be applied in the same order at any scale.
+deposits with their user) and must be applied in the same order at any scale, that of the
+input read as one stream (`oddsflow replay --merge`).
 
-The order is that of the input read as one stream (`oddsflow replay --merge`): a line's
-order time is the largest `ts` (Betfair: `pt`) read so far in its partition, so a line
-without a readable time, or with an earlier one, keeps its place after the line before it
-(and so does a line more than `MAX_ORDER_JUMP_MS` ahead of it, which the flow rejects as
-`ts_out_of_range`: one such line would otherwise hold the rest of its partition back);
-lines of equal order time go by partition index (the files in the order given), then by
-their place in the partition. `Router` gives every line routed to a wallet shard its place
-(`Ordered`), and after every batch tells every shard how far its partition has come
-(`PartitionMark`); `EventTimeOrder` releases a shard's lines in that order once no
-partition can still send one that goes before. A match's lines need no such order as long
-as they all come from one partition (a file split by match, a topic keyed by match): they
-keep the order of their partition.
+Lines go by order time (`order_time`), then partition index (the files in the order given),
+then place in the partition. `Router` gives every line routed to a wallet shard its place
+(`Ordered`) and, after every batch, tells every shard how far its partition has come
+(`PartitionMark`); `EventTimeOrder` releases a shard's lines once no partition can still
+send one before them. A match's lines need none of this while they all come from one
+partition (a file split by match, a topic keyed by match): they keep its order.
 
 Plain Python: no Bytewax here.
 """
@@ -35,7 +30,10 @@ MAX_ORDER_JUMP_MS = 86_400_000  # a day: how far a line's time may move its part
 
 
 def order_time(order: int, ts: int | None) -> int:
-    """A partition's order time after a line with time `ts` (None: none readable)."""
+    """A partition's order time after a line with time `ts` (None: none readable): the
+    largest time read so far. A line with no time, an earlier one, or one more than
+    `MAX_ORDER_JUMP_MS` ahead (rejected as `ts_out_of_range`; it would hold the rest of its
+    partition back) keeps its place after the line before it."""
     if ts is None or ts <= order or (order and ts - order > MAX_ORDER_JUMP_MS):
         return order
     return ts

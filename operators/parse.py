@@ -1,17 +1,10 @@
 """Raw feed line -> typed event or reject record.
 
-`parse_line` never raises: every failure becomes a `Reject` whose `reason` is a short code
-(`malformed_json`, `unknown_type`, `missing_field:<name>`, `invalid_field:<name>`, ...) and
-whose `detail` names the field and the problem in words.
-
-Hostile input is stopped before any JSON decoding: a line longer than its format allows
-(`line_too_long`) or nested deeper than `max_depth` (`too_deep`, found by a byte scan) never
-reaches a decoder. `Limits` holds every input limit, one per format (a native line, a
-Betfair stream line, a StatsBomb file), named by the environment variable that sets it
-(flows/config.py reads them, with the config file); a process's limits are `LIMITS`, set by
-`use_limits`.
-`route` also checks signed providers' signatures (operators/signing.py): a line refused
-there (`bad_signature`, `unknown_provider`) goes to the rejects bucket, never to its match.
+`parse_line` never raises: a failure becomes a `Reject` with a short `reason` code
+(`malformed_json`, `missing_field:<name>`, ...; all listed in docs/feed-format.md) and a
+`detail` in words. A line too long or too deep for its format's `Limits` is refused before
+any decoder sees it. `route` keys a line to its match and wallet shards, and refuses lines
+whose provider signature fails (operators/signing.py) into the rejects bucket.
 """
 
 from __future__ import annotations
@@ -50,14 +43,13 @@ class SizeLimit:
 
 SIZE_LIMITS = {  # by format name (operators/providers.py)
     "native": SizeLimit("max_line_bytes", "ODDSFLOW_MAX_LINE_BYTES", 64 << 10, "line"),
-    # one line can be an image of many markets with their full ladders (the largest line of
-    # the recordings in ../shared/data/betfair is 8 341 bytes, one market's image)
+    # one line can be an image of many markets with their full ladders
     "betfair": SizeLimit(
         "max_betfair_line_bytes", "ODDSFLOW_MAX_BETFAIR_LINE_BYTES", 8 << 20, "line"
     ),
-    # one JSON document, decoded whole: a 90-minute match is 3.4 MB
+    # one JSON document, decoded whole: a match's events file
     "statsbomb": SizeLimit("max_statsbomb_bytes", "ODDSFLOW_MAX_STATSBOMB_BYTES", 32 << 20, "file"),
-    # point-by-point tennis CSV, read whole: 2,148 matches of 2017 are 0.64 MB
+    # point-by-point tennis CSV, read whole: a season's file
     "tennis-pbp": SizeLimit(
         "max_tennis_pbp_bytes", "ODDSFLOW_MAX_TENNIS_PBP_BYTES", 64 << 20, "file"
     ),
@@ -134,26 +126,22 @@ def too_deep(data: bytes, limit: int) -> bool:
 
 
 class RawLine(NamedTuple):
-    """One line as it arrived: where from (`file:line`, `topic/partition/offset`) and its
-    bytes. `rejected` ("provider\treason[\tdetail]") marks input refused before parsing: by
-    an adapter converting a provider's file to lines, or by `route` (signatures): it becomes
-    that reject, whatever the bytes. `signature`: the feed signature that came with the line
-    (hex; "" when none did). `event`: the line decoded, when `route` already did (the
-    parser then does not decode it again); it stays in the process: a pickled line (sent to
-    another worker) leaves it behind and is decoded where it lands. `arrived`: live lines
-    only, when the source took the line from Kafka (epoch s, `operators/latency.py`); 0
-    elsewhere."""
+    """One input line as it arrived, with what is already known about it."""
 
-    source: str
+    source: str  # where from: `file:line` or `topic/partition/offset`
     data: bytes
+    # "provider\treason[\tdetail]": refused before parsing (by an adapter, or by `route` for
+    # its signature); it becomes that reject, whatever the bytes
     rejected: str = ""
-    signature: str = ""
+    signature: str = ""  # the feed signature that came with the line (hex), "" when none did
+    # the line as `route` decoded it, so the parser does not decode it again; not pickled:
+    # a line sent to another worker is decoded where it lands
     event: Event | None = None
-    arrived: float = 0.0
+    arrived: float = 0.0  # live lines: when the source took it from Kafka (epoch s), else 0
 
     def __reduce__(self) -> tuple[type[RawLine], tuple[object, ...]]:
         fields = (self.source, self.data, self.rejected, self.signature)
-        if self.arrived:  # a live line; a replayed one pickles as small as before
+        if self.arrived:  # a live line; a replayed one pickles without the two last fields
             return RawLine, (*fields, None, self.arrived)
         return RawLine, fields
 

@@ -91,8 +91,8 @@ class PricingState:
         away_red: int,
     ) -> PricingState:
         """A state from values a validated source already bounds (the match state folded
-        from parsed feed lines), without `__post_init__`'s checks: repricing builds one a
-        match minute per match, and the checks are a third of building one."""
+        from parsed feed lines), without `__post_init__`'s checks, which repricing every
+        match minute would otherwise pay each time."""
         state = _new_state(cls)
         _set_field(state, "home_rate", home_rate)
         _set_field(state, "away_rate", away_rate)
@@ -123,8 +123,8 @@ def remaining_rates(s: PricingState) -> tuple[float, float]:
 class Book(NamedTuple):
     """Every market's quote in two flat lists, read through `layout`: (market, selections,
     start, stop) says that market's selections sit at [start:stop]. Repricing reads this,
-    and builds a market's dict only when it publishes new prices (~5 of 7 markets a minute;
-    a dict for every market made up a quarter of `quote`)."""
+    and builds a market's dict only when it publishes new prices (most reprices leave some
+    markets unchanged)."""
 
     layout: Layout
     probabilities: list[float]  # fair

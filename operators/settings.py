@@ -1,4 +1,4 @@
-"""Rule settings of the market-sync engine: one typed, frozen object, the contract's defaults.
+"""Rule settings of the market-sync engine: one typed, frozen object with their defaults.
 
 A `Rules` checks its own values when made, so no rule runs with a value that cannot work,
 whoever made it (flows/config.py from the config file, or a test). A bad value raises

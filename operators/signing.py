@@ -1,38 +1,11 @@
 """Signed feeds: an HMAC-SHA256 over each feed line's exact bytes, with a secret per provider.
 
-A provider is *signed* when the keyring holds a secret for it: its lines must then carry
-a valid signature, or they are rejected (`bad_signature`) before anything reads them. A
-keyring may also say that only its providers are welcome (`reject_unknown_providers`):
-lines of any other provider are rejected (`unknown_provider`). Lines without a provider
-(deposits, bets) come from the bet stream, not from a feed provider, and are not signed.
-
-Where the signature travels:
-
-- Kafka: the message header `oddsflow-sig`, the lowercase hex digest of the value.
-- Recorded files: on the line, `<64 hex digits><TAB><the signed line>`. JSON lines never
-  start that way, so signed and unsigned lines can share a file, and the signed bytes are
-  exactly what follows the tab.
-
-Where the secrets come from (never the command line): `ODDSFLOW_SECRET_<PROVIDER>`
-environment variables (the provider name upper-cased, every other character than A-Z and
-0-9 as `_`: `scout-a` -> `ODDSFLOW_SECRET_SCOUT_A`), and the TOML file named by
-`ODDSFLOW_SECRETS_FILE`:
-
-    reject_unknown_providers = true     # optional
-    [providers]
-    sim = "a secret of at least 16 bytes"
-    "scout-a" = ["the new secret", "the old secret"]    # while a key rotates
-
-A provider may hold several secrets at once, so a key rotates without a flag day: a line is
-valid when its signature matches any of them, and signers use the first. In the environment,
-`ODDSFLOW_PREVIOUS_SECRET_<PROVIDER>` is the second; a provider the environment names takes
-its secrets from there only.
-
-The file must not be readable by group or others. `ODDSFLOW_REJECT_UNKNOWN_PROVIDERS=1`
-sets the flag from the environment. Each process loads its keyring once
-(`active_keyring`); the flow never carries secrets in its items or snapshots.
-
-Everything but the two loaders is pure.
+A provider with a secret in the keyring is *signed*: its lines must carry a valid signature
+or are rejected (`bad_signature`) before anything reads them; a keyring may also refuse
+every other provider (`unknown_provider`). Lines without a provider (deposits, bets) are not
+signed. A signature travels in the Kafka header `oddsflow-sig`, or in a recorded file before
+the line and a tab. Where secrets come from and how a key rotates: docs/security.md,
+"Signed feeds". Everything but the loaders is pure; secrets never travel in the flow.
 """
 
 from __future__ import annotations

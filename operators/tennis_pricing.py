@@ -1,25 +1,11 @@
 """Fair tennis prices from a point-based model: each player wins a point on his own serve
 with a fixed probability, every point independent of the others.
 
-From the two serve-point probabilities, by dynamic programming, level by level:
-- a game: the server wins it from points (a, b); deuce in closed form, p² / (1 - 2pq);
-- a tiebreak: the opener wins it from points (a, b), the serve passing after the first
-  point and then every two; from an equal score of 6 or more, two points take one serve
-  each, so the tie repeats in closed form;
-- a set: a forward pass over the games (g0, g1), the server alternating game by game,
-  a tiebreak at 6-6 where the format has one, and the set's outcome kept as (winner,
-  games in the set): the games' parity says who serves first in the next set;
-- the match: a forward pass over sets won, with the remaining games' distribution
-  convolved set by set, so the match winner, the score in sets and the total games all
-  come from one pass.
-A final set without a tiebreak is followed to `ADVANTAGE_SET_CAP` games; the little mass
-left there is split between the players as from a tie and counted at the cap.
-
-The tables for a set that has not started depend only on the serve probabilities and the
-format: they are memoized (bounded), so a call after a point only walks the game and set
-in play and combines them with the cached rest.
-
-Plain Python and numpy; no wall clock.
+Dynamic programming, level by level (game, tiebreak, set, match; each function says how),
+from the two serve-point probabilities. A set's outcome is kept as (winner, games in the
+set), whose parity says who serves first in the next one. What does not depend on the
+score in play (a set not yet started) is memoized, so a call after a point only walks the
+game and set in play. Plain Python and numpy; no wall clock.
 """
 
 from __future__ import annotations
@@ -31,7 +17,8 @@ import numpy as np
 
 from operators.tennis_score import TennisFormat, TennisScore, tiebreak_opener, tiebreak_server
 
-# The 2017 ATP main-draw points (tests read the file): the server won 224 226 of 352 821.
+# The 2017 ATP main-draw points (tests/test_tennis_pbp.py checks it): the server won 224 226
+# of 352 821.
 TOUR_SERVE_WIN = 0.6355
 # Pseudo-count of the in-play update: how many serve points the prior weighs
 # (`benchmarks/tennis_calibration_bench.py` picks it on the first half of the 2017 season).

@@ -1,7 +1,6 @@
-"""Provider adapters: turn a provider's own recorded format into native feed v1 lines.
+"""Provider adapters: read a provider's own recorded format, in plain Python (no Bytewax).
 
-Each adapter is plain Python (no Bytewax import): a pure function from the provider's
-objects to native line dicts (CONTRACT section 1), with malformed input returned as
-reject dicts (`{"reject": True, "reason": ..., "raw": ..., "source": ...}`) instead of
-raised errors.
+StatsBomb and point-by-point tennis become native feed lines (docs/feed-format.md); a
+Betfair stream is mirrored straight into rows (betfair.py). Malformed input comes back as a
+reject (a `Reject` row, or a `{"reject": True, "reason": ..., ...}` dict), never raised.
 """

@@ -1,101 +1,17 @@
 """Betfair Exchange Stream API lines -> oddsflow rows, for exchange-mirrored markets.
 
-Plain Python, event time only. One `BetfairProcessor` per key (`market_key`) folds the
-stream's lines, in arrival order, into the same rows as the native engine
-(`operators/rows.py`). oddsflow prices nothing here: it mirrors the exchange's status and
-best back prices, plus one rule of its own fed by the Betfair sports-data stream.
+oddsflow prices nothing here: one `BetfairProcessor` per key (`market_key`) folds the
+stream's lines, in arrival order and by event time (`pt`) only, into the native engine's
+rows (operators/rows.py). It mirrors each market's status, in-play flag and best back
+prices as versions (new prices at most once per `price_every_ms` of event time), plus one
+rule of its own fed by the sports-data stream (`ccm`): some event statuses (`suspend_on`)
+hold an OPEN market suspended. A line that cannot be applied is a `Reject`, never an exception.
+The lines read, the rows made and every reason: docs/feed-format.md, its Betfair section.
 
-Lines (`op`):
-- `mcm` market changes. `pt` (publish time, ms) is the event time `ts`. Each `mc[]` entry
-  updates one market's cache: `marketDefinition` (status, `inPlay`, `betDelay`,
-  `marketType`, `runners[]`), `rc[]` runner deltas (`ltp`; `atb`/`atl`/`trd` as
-  `[price, size]`, size 0 removes the level; `batb`/`batl`/`bdatb`/`bdatl` as
-  `[level, price, size]`). `img: true` replaces the market's cache (not what oddsflow has
-  published: versions run on; an image without a `marketDefinition` keeps the definition it
-  had), and a market never seen is created by its first change that carries a
-  `marketDefinition` (historic files have no `img`). A change for a market that no
-  definition has created yet (its image was lost, or rejected as too long) cannot be
-  applied: its line becomes a `Reject` `unknown_market` naming the market (every such
-  market of the line), and changes nothing.
-  `ct: HEARTBEAT` lines change nothing.
-- `ccm` sports-data changes (`cc[]`, keyed by `marketId`): see "Sports data" below.
-- Anything else, or a line that is not a JSON object of the right shape: a `Reject`
-  (`malformed_json`, `not_an_object`, `unknown_op`, `missing_field:<name>`,
-  `invalid_field:<name>` with the innermost field named, e.g. `invalid_field:atb`), with
-  `provider="betfair"`, `ts=pt` and `match_id` = the first market id when readable (for
-  `unknown_market`, the first unknown market's). A rejected line changes no state.
-  `process` never raises.
-
-Rows (provider `betfair`, `match_id` = the Betfair market id, e.g. `1.200806927`):
-- `FeedEventRow` for every valid `mcm` line: `seq` = its number among this key's valid
-  exchange lines (1, 2, ...), `type` `mcm` or `heartbeat`, `payload` the line as received,
-  `match_id` = its first market id (`""` for a heartbeat, which names no market).
-- `MarketStatusRow` / `PriceRow` per market, `market` = `marketType` lower-cased
-  (`match_odds`, `win`; `market` if the definition has none), fixed at the market's first
-  row. Nothing is published for a market before its first `marketDefinition` (its status
-  is unknown until then). Each row is one new `version` (1, 2, ...); `reason` says why:
-
-  - `betfair_status`: the exchange changed the status; also a market's first row;
-  - `in_play` / `not_in_play`: the exchange turned `inPlay` on / off (the status may change
-    in the same row; a market first seen in play starts with `in_play`);
-  - `settled`: the market is CLOSED and its runners carry WINNER: `SETTLED`, `winner` set;
-  - `prices`: the best back price of a runner changed while OPEN (throttled, below);
-  - `sportsdata:<eventStatus>`: the sports-data rule held or released the market.
-
-  Status is the exchange's OPEN / SUSPENDED / CLOSED (INACTIVE and unknown statuses show as
-  SUSPENDED). A CLOSED market whose runners carry WINNER goes `CLOSED` then `SETTLED` (two
-  versions, as in the native engine); `winner` is the WINNER runner's selection (several
-  WINNERs, e.g. a place market: joined with `,`). After `SETTLED` nothing more is published.
-  Whether a version is in play is the last `in_play`/`not_in_play` row at or before it.
-- Prices: every OPEN row carries the `PriceRow`s of the ACTIVE runners in the same version:
-  `price` = best back price (the highest `atb` level, else `bdatb` then `batb` level 0; as
-  betfairlightweight reads it), `Decimal` with 2 places, `probability` = 1 / price; a
-  runner with nothing to back has price `0.00`, probability 0. A best back change while
-  OPEN publishes a `prices` version at once if the last published prices are at least
-  `price_every_ms` (default 1000) of event time old; otherwise it waits: the first line
-  whose `pt` is past the end of that window first publishes, at `ts` = the end of the window,
-  the prices as they stood then (if they still differ from the published ones). So 18k
-  lines make hundreds of versions, not 18k, and the same file always makes the same ones.
-  Changes while not OPEN are tracked and published with the next opening.
-- `selection` = the runner's name if the stream has named it by the time the runner is
-  first published, else `str(selection id)` (`"<id>/<hc>"` for a handicap runner). A
-  runner keeps its first label for the life of the processor, so prices, winner and bets
-  all name it the same way (the greyhound file names its runners only in the closing
-  definition: its selections stay ids).
-- Last traded prices (`ltp`) are kept per runner in the cache and read with
-  `last_traded()`; they are not written to the tables (the last version of a finished
-  market is CLOSED / SETTLED and carries no `PriceRow`s; the `ltp` values are in the
-  recorded `payload`s).
-
-Sports data (`op: ccm`, provider `betfair-sports`). Every `cc[]` entry must name its
-`marketId` (`missing_field:marketId` otherwise: it would change nothing). Each valid line
-gives a `FeedEventRow` (type `ccm`, the raw line); then, normalized, one row per change
-that is new: type `fixture_status` when `fixtureInfo.fixtureStatus` / `eventStatus` change (payload
-`{"fixtureStatus", "eventStatus"}`), and type `incident` for each incident not seen before
-(payload: the incident object), `incident_update` when a known incident comes back with a
-different `qualifierType` / `value` (the feed corrects runs). Incidents carry no id and are
-re-sent in every line: an incident is identified by (`incidentType`, `overs`, `actualTime`).
-All of these share one `seq` counter per key (lines and their normalized rows in order).
-- The rule: when `eventStatus` becomes one of `suspend_on` (default POSSIBLE_WICKET,
-  UMPIRE_REVIEW - a review decides a possible wicket -, MATCH_COMPLETE) the market is held:
-  if the mirrored market is OPEN, oddsflow shows it SUSPENDED with reason
-  `sportsdata:<eventStatus>`. When `eventStatus` moves on to anything else the hold ends and
-  an OPEN market reopens (with its prices) with reason `sportsdata:<new eventStatus>`.
-  MATCH_COMPLETE never ends: the market stays SUSPENDED until the exchange closes it. A
-  hold only changes what is shown when it changes the status: it never reopens a market the
-  exchange suspended, and the exchange reopening a held market shows nothing until the hold
-  ends. No minimum hold, no other rule of our own.
-- Determinism: the rule compares two streams, so they must reach the processor in
-  event-time order: merge the exchange and sports-data recordings by `pt` before keying
-  (read as two parallel replay partitions, the short sports file races ahead, MATCH_COMPLETE
-  holds the market hours early and its prices stop). Live, arrival order is the truth. The
-  `FeedEventRow`s are deterministic either way (each provider has its own `seq` counter).
-
-Keys. `market_key` keys a line by its first market id (`mc[0].id`, or `cc[0].marketId`
-for sports data): the exchange and sports-data lines of one market meet in one processor.
-A processor handles every entry of a line, so a line about several markets updates them
-all there; in a multi-market stream, flat-map the lines through `split_by_market` first so
-that each market has one processor (and one version sequence).
+That rule compares two streams, so a replay must merge the exchange and sports-data
+recordings by `pt` before keying (live, arrival order is the truth). In a multi-market
+stream, flat-map the lines through `split_by_market` first, so that each market has one
+processor and one version sequence.
 """
 
 from __future__ import annotations
@@ -427,7 +343,8 @@ class MarketMirror:
     labels: dict[RunnerKey, str] = field(default_factory=dict)
 
     def label(self, key: RunnerKey, keep: bool = True) -> str:
-        """The runner's selection name: fixed the first time it is published."""
+        """The runner's selection name, fixed the first time it is published: its name if
+        the stream has named it by then, else its id (`<id>/<handicap>` for a handicap)."""
         label = self.labels.get(key)
         if label is None:
             runner = self.book.runners.get(key)
@@ -616,7 +533,9 @@ class BetfairProcessor:
     def _sync(
         self, mirror: MarketMirror, ts: int, cause: str, out: list[Row], prices: bool = False
     ) -> None:
-        """Publish what changed: status / in-play at once, prices throttled."""
+        """Publish what changed: status / in-play at once. A best back change while OPEN
+        publishes at once when the last prices are `price_every_ms` old, else when that
+        window ends (`_flush`), so the same file always makes the same versions."""
         status = self._status(mirror)
         if status is None or mirror.shown == SETTLED:
             return
@@ -679,7 +598,9 @@ class BetfairProcessor:
         source: str,
         out: list[Row],
     ) -> None:
-        """New and corrected incidents, oldest first (the feed lists the newest first)."""
+        """New and corrected incidents, oldest first (the feed lists the newest first).
+        Incidents carry no id and are re-sent in every line: one is known by its
+        (`incidentType`, `overs`, `actualTime`)."""
         for incident in reversed(list(incidents)):
             key = (incident.incidentType, str(incident.overs), incident.actualTime)
             content = (incident.qualifierType, str(incident.value))
@@ -693,7 +614,10 @@ class BetfairProcessor:
     def _hold(
         self, market_id: str, state: SportsState, event: str | None, pt: int, out: list[Row]
     ) -> None:
-        """The sports-data rule: hold an OPEN market suspended on `suspend_on` statuses."""
+        """The sports-data rule: hold an OPEN market suspended on `suspend_on` statuses,
+        until the event status moves on (MATCH_COMPLETE never ends). A hold only changes
+        what is shown when it changes the status: it never reopens what the exchange
+        suspended."""
         if state.hold == TERMINAL_HOLD:
             return
         hold = event if event in self.suspend_on else None

@@ -1,49 +1,15 @@
-"""StatsBomb open-data events (+ lineups) -> native feed v1 lines (CONTRACT section 1).
+"""StatsBomb open-data events (+ lineups) -> native feed lines (docs/feed-format.md).
 
 Data: StatsBomb (Hudl) open data; anyone using it must credit StatsBomb as the source.
 
-Shape: a StatsBomb events file is a JSON array of event objects; `to_native` turns it into
-native line dicts in arrival order (`ts` non-decreasing, `seq` 1, 2, 3, ...), with reject
-dicts mixed in where an event is malformed.
-
-Sides. Home is the team of the first `Starting XI` event (StatsBomb lists the home side
-first), then the lineups file order, then the order teams first appear in the events;
-`home_team=` overrides it by name. Team names come from the lineups file when given.
-
-Time. StatsBomb `timestamp` restarts at 00:00:00 each period, so
-`ts = kickoff_ts + period_offset(period) + timestamp`, where period 1 starts at kickoff and
-period p starts when period p-1 ended (its real length, from its `Half End`) plus a break
-(15 min before the second half, 5 min before extra time, 1 min between the extra-time
-halves). `period_start` / `period_end` come from that timing, one per period whatever
-number of teams sent `Half Start` / `Half End` (a missing one is synthesised).
-
-Mapping (period 5, the penalty shoot-out, never changes the score: nothing is emitted
-for it):
-- `Shot` with outcome `Goal` -> `goal` `possible` at the shot, `confirmed` 2 s later
-  (`goal_id` = the event id). A `Penalty` shot also gets `penalty` `awarded` 5 s before
-  (not before its period start) and `scored` / `missed` 2 s after.
-- `Own Goal Against` -> a goal for the OTHER team; its `Own Goal For` twin emits nothing.
-- `Foul Committed` -> `foul`, plus a `card` when `foul_committed.card` is set;
-  `Bad Behaviour` -> `card` (`Yellow Card`, `Second Yellow`, `Red Card` ->
-  `yellow`, `second_yellow`, `red`).
-- `Substitution` -> `substitution` (`player` = the replacement, `player_out` = `player`);
-  `Pass` of type `Corner` -> `corner`.
-- Generated: `fixture` 5 min before kickoff; `clock` every 5 s of event time from the first
-  `period_start` to `match_end` (the running StatsBomb clock, held at 45:00 / 90:00 / ...
-  between periods); `match_end` 1 s after the last line, with the score from the goals.
-
-Limits. Each file is one JSON document, decoded whole: one over the StatsBomb limit
-(`operators.parse.Limits`, `ODDSFLOW_MAX_STATSBOMB_BYTES`) is never decoded, and becomes a
-`line_too_long` reject (a lineups file: `lineups_line_too_long`, and the match converts
-without it). No more than the limit is ever read into memory.
-
-Rejects. An event that is not an object, lacks `type` / `period` / `timestamp`, or lacks
-what its mapping needs (team, card player, ...) becomes
-`{"reject": True, "provider", "match_id", "reason", "raw", "source", "ts"}` with reasons like
-`missing_field:type`, `bad_field:timestamp`, `unknown_team`; `raw` is the event's JSON text,
-`source` is `<file>:event <n>` (n = 1-based position in the array, StatsBomb's `index` for a
-well-formed file) and `ts` the event time of the last good event before it. The other
-events still convert.
+`to_native` turns one match's events array into native line dicts in arrival order: goals,
+penalties, cards, fouls, substitutions and corners (`_BUILDERS`, one per StatsBomb type;
+the shoot-out, period 5, emits nothing), plus a generated `fixture`, period changes,
+`clock` heartbeats and `match_end`. StatsBomb's `timestamp` restarts each period, so a
+period starts where the one before really ended plus a break. Home is the team of the first
+`Starting XI` event. A malformed event becomes a reject dict and the others still convert;
+a file over the StatsBomb limit (`operators.parse.Limits`) is never decoded. The mapping in
+full: docs/feed-format.md, its StatsBomb section.
 """
 
 from __future__ import annotations
@@ -162,10 +128,11 @@ def to_native(
     source: str = "statsbomb",
     home_team: str | None = None,
 ) -> Iterator[Line]:
-    """Native feed v1 line dicts (CONTRACT section 1) in arrival order with seq 1, 2, 3…
+    """Native feed v1 line dicts in arrival order (`ts` non-decreasing), seq 1, 2, 3…
 
-    Reject dicts (see the module docstring) come in at the time of the event before them;
-    they carry no `seq`.
+    A malformed event's reject dict (`make_reject`; `source` `<source>:event <n>`, n its
+    1-based place in the array) comes in at the time of the good event before it, without
+    a `seq`.
     """
     try:
         ctx = build_context(
@@ -308,7 +275,7 @@ def read_header(ev: Any) -> Header:
     hours, minutes, seconds, fraction = match.groups()
     millis = int((fraction or "0").ljust(3, "0")[:3])
     clock_ms = ((int(hours) * 60 + int(minutes)) * 60 + int(seconds)) * 1000 + millis
-    if clock_ms > MAX_PERIOD_MS:  # one such event stretched its period to days of heartbeats
+    if clock_ms > MAX_PERIOD_MS:  # such an event would stretch its period to days of heartbeats
         raise BadEvent("bad_field:timestamp")
     return Header(kind=kind, period=period, clock_ms=clock_ms)
 
@@ -341,6 +308,8 @@ Builder = Callable[[dict, Header, MatchContext, int], list[Line]]
 
 
 def _shot(ev: dict, header: Header, ctx: MatchContext, ts: int) -> list[Line]:
+    """A goal is `possible` at the shot and `confirmed` a little later; a penalty is also
+    `awarded` before the shot (not before its period starts) and `scored` / `missed` after."""
     team = ctx.side(ev)
     scored = _text(ev, "shot.outcome.name") == "Goal"
     if _dig(ev, "shot", "type", "name") != "Penalty":

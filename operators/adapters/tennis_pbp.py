@@ -3,41 +3,14 @@
 Data: Jeff Sackmann / Tennis Abstract `tennis_pointbypoint` (CC BY-NC-SA 4.0): credit the
 source; non-commercial use only.
 
-A record: `pbp_id`, `date` (`02 Jan 17`), `tny_name`, `server1` (served first), `server2`,
-`winner` (1 or 2), `pbp`, `score` (from the winner's side, `6-7(5)`: the loser's tiebreak
-points), `adf_flag`, `wh_minutes`. `pbp` has one character a point (`S` / `A` server won,
-`R` / `D` receiver won, `A` an ace, `D` a double fault), `;` after a game, `.` after a
-set, `/` at each change of server inside a tiebreak.
-
-Reading. `read_record` checks the fields; `walk` plays every point through
-`operators.tennis_score.play_point` and checks the record against itself: the markers
-must fall where the score says a game or set ended (or the server changed, in a
-tiebreak), and the walk must end with the record's sets, games, tiebreak points and
-winner. A record that fails is a reject with a reason, never dropped: `missing_field:X`,
-`bad_field:X`, `bad_point`, `game_marker_mismatch`, `set_marker_mismatch`,
-`tiebreak_marker_mismatch`, `points_after_match_end`, `score_mismatch`,
-`winner_mismatch`, `duplicate_match`. A record whose points stop between sets of an
-unfinished match, with the record's score and winner, is a retirement of the loser (the
-record names a winner of a match the points do not finish).
-
-Format. Best of 5 at the Grand Slams and in Davis Cup World Group rubbers (best of 3 when
-the record's winner has two sets: a dead rubber), best of 3 elsewhere; the final set
-without a tiebreak at the Australian Open, Roland Garros and Wimbledon, with one
-elsewhere (the 2017 rules).
-
-Lines. Home is `server1` (the first player, serving first), away `server2`; `match_id` is
-`pbp_id`. `fixture` 5 min before the start; the points spread evenly over the match's
-minutes (the first at one point's length after the start, the last at the end);
-after a point that ends a game, set or match, `game_end` / `set_end` / `match_end` as
-the provider's checks, at the point's time; `retirement` 30 s after the last point of a
-retirement, then `match_end` with the sets as they stand; `clock` every 5 s of match
-time (minutes since the start) up to the end. `detail` (`ace`, `double_fault`) only
-where `adf_flag` is 1. Matches start on their record's date at 10:00 UTC, the n-th of
-the day n * 10 min later.
-
-Minutes. `wh_minutes` is negative in some records (a clock that wrapped at midnight: a
-day is added) and implausible in a few; a match whose minutes give under 20 s or over
-90 s a point is laid out at `NOMINAL_POINT_S` (the file's median, about 40 s) a point.
+`read_record` checks a row's fields; `walk` plays its points through
+`operators.tennis_score.play_point`, so a record must agree with itself: its game, set and
+tiebreak markers where the score puts them, its final score and winner where the points
+end. A record that fails is a reject with a reason, never dropped; one whose points stop
+between sets of an unfinished match is a retirement of the loser. `file_lines` lays every
+match out in event time, its points spread over its recorded minutes, with the provider's
+score checks, heartbeats and the result. The record format and the lines in full:
+docs/feed-format.md, its tennis-pbp section.
 """
 
 from __future__ import annotations
@@ -63,16 +36,20 @@ PROVIDER = "tennis-pbp"
 FIELDS = ("pbp_id", "date", "tny_name", "server1", "server2", "winner", "pbp", "score")
 FIXTURE_LEAD_MS = 5 * 60_000
 DAY_START = timedelta(hours=10)  # UTC: the data has dates, not times
-START_STAGGER_MS = 10 * 60_000
+START_STAGGER_MS = 10 * 60_000  # the n-th match of a day starts n times this after DAY_START
 HEARTBEAT_MS = 5_000
 RETIREMENT_DELAY_MS = 30_000
 MATCH_END_DELAY_MS = 1_000
+# A point's length where the recorded minutes give none within PLAUSIBLE_POINT_S (a typical
+# pace in the data).
 NOMINAL_POINT_S = 40.0
 PLAUSIBLE_POINT_S = (20.0, 90.0)
 
 SLAMS_NO_FINAL_TIEBREAK = ("AustralianOpen", "FrenchOpen", "Wimbledon")
 SLAMS = (*SLAMS_NO_FINAL_TIEBREAK, "USOpen")
 DAVIS_CUP_WORLD_GROUP = "DavisCup"
+# `pbp` has one character a point (below), `;` after a game, `.` after a set and `/` at each
+# change of server inside a tiebreak.
 SERVER_WON = {
     "S": (True, None),
     "A": (True, "ace"),
