@@ -51,7 +51,7 @@ def schema_columns() -> dict[str, list[tuple[str, str]]]:
     con = duckdb.connect()
     con.execute(schema_sql())
     names = [n for (n,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
-    names += [n for (n,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal")]
+    names += [n for (n,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
     out = {}
     for name in names:
         cols = con.execute(
