@@ -5,7 +5,8 @@
   draws them (`python -m tests.test_docs --write` redraws them after a change of a flow);
 - every example line of docs/feed-format.md is accepted by the engine, or refused with the
   reason the doc gives, and its signed example verifies;
-- docs/topics.md names every topic of the code;
+- docs/topics.md names every topic of the code, and its example messages are those the
+  serde writes for the feed examples;
 - no tracked text file points outside the repository: to a contract or a style file kept
   elsewhere, or into the shared folder beside it other than the recordings the tests read
   (`../shared/data`).
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import re
 import subprocess
@@ -29,7 +31,8 @@ from operators.parse import Limits, RawLine
 from operators.rows import BetRow, Reject, Row
 from operators.settings import Rules
 from operators.signing import Keyring, check, split_signed
-from sinks.kafka_config import ALL_TOPICS, POSITION_HEADER, KafkaSettings
+from sinks.kafka_config import ALL_TOPICS, OUTPUT_TOPICS, POSITION_HEADER, KafkaSettings
+from sinks.kafka_rows import to_messages
 from sinks.tables import schema_sql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,10 +217,37 @@ def test_signed_example_verifies() -> None:
 # ---- (d) topics ----------------------------------------------------------------------------
 
 
+TOPICS = DOCS / "topics.md"
+_EXAMPLE = re.compile(r"^### `(\w+)`\n\n```json\n(.*?)\n```", re.S | re.M)
+
+
+@functools.cache
+def kafka_messages() -> tuple[tuple[str, str], ...]:
+    """(topic, value) of every message of the feed-format examples: the accepted lines,
+    then each refused one after them."""
+    runs = [accepted_examples()]
+    runs += [[*runs[0], line.encode()] for _, line in refusal_examples()]
+    return tuple(
+        dict.fromkeys(
+            (topic, value.decode())
+            for lines in runs
+            for topic, _, value in to_messages(("", [row for _, row in replay(lines)]))
+        )
+    )
+
+
 def test_topics_doc_names_every_topic() -> None:
-    text = (DOCS / "topics.md").read_text()
+    text = TOPICS.read_text()
     missing = [t for t in (*ALL_TOPICS, POSITION_HEADER) if f"`{t}`" not in text]
     assert not missing, f"docs/topics.md does not name {missing}"
+
+
+def test_topic_examples_are_the_serdes() -> None:
+    examples = _EXAMPLE.findall(TOPICS.read_text())
+    assert sorted(topic for topic, _ in examples) == sorted(OUTPUT_TOPICS)
+    produced = kafka_messages()
+    for topic, value in examples:
+        assert (topic, value) in produced, f"docs/topics.md, {topic}: no such message {value}"
 
 
 # ---- (e) nothing outside the repository ------------------------------------------------------
