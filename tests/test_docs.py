@@ -24,6 +24,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from bytewax.dataflow import Dataflow
 
 from operators import parse
 from operators.engine import LocalEngine
@@ -54,7 +55,12 @@ def schema_columns() -> dict[str, list[tuple[str, str]]]:
     con = duckdb.connect()
     con.execute(schema_sql())
     names = [n for (n,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
-    names += [n for (n,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
+    names += [
+        n
+        for (n,) in con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+        ).fetchall()
+    ]
     out = {}
     for name in names:
         cols = con.execute(
@@ -103,26 +109,36 @@ def test_tables_doc_lists_every_table_and_column() -> None:
 # ---- (b) the dataflow diagrams -------------------------------------------------------------
 
 
-def flow_diagrams() -> list[str]:
-    """`to_mermaid` of the replay flow (with its optional Kafka output) and the live flow,
-    built with dummy paths and default settings (building connects to nothing)."""
-    from bytewax.visualize import to_mermaid
-
+def built_flows() -> list[Dataflow]:
+    """The replay flow (with its optional Kafka output) and the live flow, built with dummy
+    paths and default settings (building connects to nothing)."""
     from flows import live, replay
 
     saved = parse.LIMITS, gc.get_threshold(), sys.getswitchinterval()
     try:
-        settings = KafkaSettings()
-        defaults = {"rules": Rules(), "publish_every_s": 2.0, "limits": Limits()}
-        flows = [
-            replay.get_flow(["feed.jsonl.gz"], "out.duckdb", kafka=settings, **defaults),
-            live.get_flow(settings, "out.duckdb", **defaults),
+        settings, rules, limits = KafkaSettings(), Rules(), Limits()
+        return [
+            replay.get_flow(
+                ["feed.jsonl.gz"],
+                "out.duckdb",
+                rules=rules,
+                publish_every_s=2.0,
+                kafka=settings,
+                limits=limits,
+            ),
+            live.get_flow(settings, "out.duckdb", rules=rules, publish_every_s=2.0, limits=limits),
         ]
-        return [to_mermaid(flow).strip() + "\n" for flow in flows]
     finally:  # building a flow tunes the interpreter for it: not for the tests that follow
         parse.use_limits(saved[0])
         gc.set_threshold(*saved[1])
         sys.setswitchinterval(saved[2])
+
+
+def flow_diagrams() -> list[str]:
+    """`to_mermaid` of each flow, as the mermaid blocks of docs/architecture.md hold it."""
+    from bytewax.visualize import to_mermaid
+
+    return [to_mermaid(flow).strip() + "\n" for flow in built_flows()]
 
 
 def write_diagrams() -> None:
@@ -142,6 +158,13 @@ def test_architecture_diagrams_are_the_flows() -> None:
     )
 
 
+def test_architecture_names_the_steps_of_market_sync() -> None:
+    (sync,) = [step for step in built_flows()[0].substeps if step.step_name == "sync"]
+    inside = "\n".join(fenced(ARCHITECTURE, "text"))
+    missing = [s.step_name for s in sync.substeps if s.step_name not in inside]
+    assert not missing, f"docs/architecture.md: market_sync's steps {missing} are not drawn"
+
+
 # ---- (c) feed examples -----------------------------------------------------------------------
 
 FEED_FORMAT = DOCS / "feed-format.md"
@@ -152,9 +175,7 @@ _REFUSAL = re.compile(r"^\| `([\w:]+)` \| `([{[].*?)` \|", re.M)
 
 def accepted_examples() -> list[bytes]:
     """The lines of every ```jsonl block, in the doc's order: one feed, replayed as one."""
-    return [
-        line.encode() for block in fenced(FEED_FORMAT, "jsonl") for line in block.splitlines()
-    ]
+    return [line.encode() for block in fenced(FEED_FORMAT, "jsonl") for line in block.splitlines()]
 
 
 def replay(lines: list[bytes]) -> Iterator[tuple[int, Row]]:
