@@ -101,8 +101,11 @@ def test_tables_doc_lists_every_table_and_column() -> None:
         f"in the doc only: {sorted(set(doc) - set(schema))}"
     )
     for name, columns in schema.items():
+        missing = [c for c in columns if c not in doc[name]]
+        extra = [c for c in doc[name] if c not in columns]
         assert doc[name] == columns, (
-            f"docs/tables.md, table {name}: columns {doc[name]}, schema.sql has {columns}"
+            f"docs/tables.md, table {name}: columns of schema.sql missing {missing}, "
+            f"columns only in the doc {extra} (else the order differs)"
         )
 
 
