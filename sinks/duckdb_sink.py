@@ -25,11 +25,11 @@ from typing import cast
 import msgspec
 from bytewax.outputs import StatefulSinkPartition
 
+from flows.bytewax_compat import PerWorkerSink, this_worker
 from operators.rows import TABLE_OF, BetRow, FeedEventRow, MarketStatusRow, MatchRow, Reject, Row
 from sinks.duckdb_store import Encoded, Marks, data_dir, start_store
 from sinks.stats import Seconds
 from sinks.tables import Table, tables
-from sinks.workers import PerWorkerSink, this_worker
 
 __all__ = ["STATS", "DuckDBSink", "DuckDBWriter", "data_dir"]
 
@@ -380,7 +380,7 @@ class _Partition(StatefulSinkPartition[Sequence[object], Unsaved]):
 
 
 class DuckDBSink(PerWorkerSink[Sequence[object], Unsaved]):
-    """One partition per worker, each written by its worker (`sinks/workers.py`): rows never
+    """One partition per worker, each written by its worker (`PerWorkerSink`): rows never
     change worker to be written.
 
     In: `(key, [Row, ...])` from `market_sync`.
