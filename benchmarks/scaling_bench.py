@@ -24,7 +24,7 @@ whole feed published before the flow starts, deleted after): lines/s from the st
 command to its last output message (the run is stopped once no output came for 3 s), CPU of
 the command and all its processes. Kafka's broker runs on the same cores (its CPU is not
 counted). The live tables must be identical at every N (they are a replay of the
-partitions merged, not of the split files: see flows/live.py).
+partitions merged, not of the split files: see connectors/kafka/source.py).
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient
 
 from connectors.kafka.admin import ensure_topics
+from connectors.kafka.serde import SinkItem
 from connectors.kafka.settings import BETS_IN, FEED, KafkaSettings, read_properties
-from connectors.kafka.sink import KafkaDeliveryError, KafkaSink, SinkItem
+from connectors.kafka.sink import KafkaDeliveryError, KafkaSink
 from tooling import kafka_broker
 from tooling.kafka_tools import publish, publish_main, route, tail_main
 

@@ -31,6 +31,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartiti
 from confluent_kafka.admin import ClusterMetadata
 
 from connectors.kafka.admin import ensure_topics, fetch_metadata
+from connectors.kafka.serde import SinkItem
 from connectors.kafka.settings import (
     BETS_IN,
     FEED,
@@ -41,7 +42,7 @@ from connectors.kafka.settings import (
     KafkaUnreachableError,
     TopicSetupError,
 )
-from connectors.kafka.sink import Headers, KafkaDeliveryError, KafkaSinkPartition, SinkItem
+from connectors.kafka.sink import Headers, KafkaDeliveryError, KafkaSinkPartition
 from flows import config
 from flows.sources import bounded_lines, file_format, open_feed, read_limit
 from operators.signing import (
