@@ -55,16 +55,9 @@ from benchmarks.live_latency_bench import (
     feed_lines,
     percentile,
 )
-from flows import kafka_cluster
-from sinks.kafka_config import (
-    ALL_TOPICS,
-    ENV_PREFIX,
-    MARKETS,
-    OUTPUT_TOPICS,
-    KafkaSettings,
-    drop_topics,
-    ensure_topics,
-)
+from connectors.kafka.admin import drop_topics, ensure_topics
+from connectors.kafka.settings import ALL_TOPICS, ENV_PREFIX, MARKETS, OUTPUT_TOPICS, KafkaSettings
+from tooling import kafka_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from dashboard.queries import TABLES_SQL
 from dashboard.shared_results import CACHE_ENV, LOG_ENV
-from flows.simulator import write_feed
+from tooling.simulator import write_feed
 
 ROOT = Path(__file__).resolve().parents[1]
 REFRESH_S = 2.0  # dashboard/app.py's REFRESH_S

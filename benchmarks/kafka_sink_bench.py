@@ -33,8 +33,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from sinks.kafka_config import KafkaSettings, drop_topics, ensure_topics, fetch_metadata
-from sinks.kafka_sink import KafkaSink, KafkaSinkPartition, SinkItem
+from connectors.kafka.admin import drop_topics, ensure_topics, fetch_metadata
+from connectors.kafka.serde import SinkItem
+from connectors.kafka.settings import KafkaSettings
+from connectors.kafka.sink import KafkaSink, KafkaSinkPartition
 
 BATCH = 1000
 T0 = 1_700_000_000_000

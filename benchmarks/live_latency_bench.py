@@ -46,10 +46,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from flows.kafka_tools import route
-from flows.live import IDLE_WAIT_S
-from flows.simulator import write_feed
-from sinks.kafka_config import (
+from connectors.kafka.admin import drop_topics, ensure_topics, fetch_metadata
+from connectors.kafka.settings import (
     ALL_TOPICS,
     ENV_PREFIX,
     INPUT_TOPICS,
@@ -57,10 +55,10 @@ from sinks.kafka_config import (
     OUTPUT_TOPICS,
     POSITION_HEADER,
     KafkaSettings,
-    drop_topics,
-    ensure_topics,
-    fetch_metadata,
 )
+from connectors.kafka.source import IDLE_WAIT_S
+from tooling.kafka_tools import route
+from tooling.simulator import write_feed
 
 REPO = Path(__file__).resolve().parents[1]
 LINES_PER_MATCH = 1_400  # about what the simulator writes per match

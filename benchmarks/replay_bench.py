@@ -221,7 +221,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="oddsflow-bench-"))
     feed = args.feed
     if feed is None:
-        from flows.simulator import write_feed
+        from tooling.simulator import write_feed
 
         feed = work / f"sim-{args.matches}-{args.seed}.jsonl.gz"
         write_feed(feed, matches=args.matches, seed=args.seed, bets_per_match=args.bets_per_match)

@@ -24,7 +24,7 @@ whole feed published before the flow starts, deleted after): lines/s from the st
 command to its last output message (the run is stopped once no output came for 3 s), CPU of
 the command and all its processes. Kafka's broker runs on the same cores (its CPU is not
 counted). The live tables must be identical at every N (they are a replay of the
-partitions merged, not of the split files: see flows/live.py).
+partitions merged, not of the split files: see connectors/kafka/source.py).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from pathlib import Path
 
 import duckdb
 
-from sinks.kafka_config import ALL_TOPICS, ENV_PREFIX, OUTPUT_TOPICS, KafkaSettings
+from connectors.kafka.settings import ALL_TOPICS, ENV_PREFIX, OUTPUT_TOPICS, KafkaSettings
 from sinks.tables import tables
 
 WHERE_FROM = ("source", "ref", "detail")  # columns that may name a line's topic
@@ -109,8 +109,8 @@ def live(feed: Path, work: Path, processes: int, base: KafkaSettings, partitions
     """`oddsflow live` from scratch over fresh topics of `partitions` partitions holding
     `feed`, stopped (SIGINT) once its output has been quiet for `QUIET_S`; the wall time is
     up to its last output message."""
-    from flows.kafka_tools import publish
-    from sinks.kafka_config import drop_topics, ensure_topics
+    from connectors.kafka.admin import drop_topics, ensure_topics
+    from tooling.kafka_tools import publish
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -223,7 +223,7 @@ def main() -> None:
     counts = [int(n) for n in args.processes.split(",")]
     parts = args.files or max(counts)
 
-    from flows.simulator import partition_paths, write_feed
+    from tooling.simulator import partition_paths, write_feed
 
     tmp = Path(tempfile.mkdtemp(prefix="oddsflow-scaling-"))
     try:

@@ -40,22 +40,21 @@ from pathlib import Path
 from bytewax.testing import run_main
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from flows import kafka_broker, kafka_secure
-from flows.kafka_tools import publish
-from flows.replay import get_flow
-from flows.sources import read_lines
-from operators import signing
-from operators.parse import route
-from sinks.kafka_config import (
+from connectors.kafka.admin import drop_topics, ensure_topics
+from connectors.kafka.settings import (
     ALL_TOPICS,
     ENV_BOOTSTRAP,
     ENV_PREFIX,
     FEED,
     OUTPUT_TOPICS,
     KafkaSettings,
-    drop_topics,
-    ensure_topics,
 )
+from flows.replay import get_flow
+from flows.sources import read_lines
+from operators import signing
+from operators.parse import route
+from tooling import kafka_broker, kafka_secure
+from tooling.kafka_tools import publish
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,7 +99,7 @@ def replay_seconds(feed: Path, db: Path, keyring: bool) -> float:
 
 
 def bench_replay(work: Path, matches: int, rounds: int) -> None:
-    from flows.simulator import write_feed
+    from tooling.simulator import write_feed
 
     plain = work / "sim.jsonl.gz"
     write_feed(plain, matches=matches, seed=3)
@@ -321,7 +320,7 @@ def live_seconds(
 
 
 def bench_live(files: kafka_secure.SecureFiles, work: Path, matches: int, rounds: int) -> None:
-    from flows.simulator import write_feed
+    from tooling.simulator import write_feed
 
     feed = work / "live.jsonl.gz"
     write_feed(feed, matches=matches, seed=5)

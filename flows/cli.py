@@ -1,9 +1,9 @@
-"""`oddsflow`: the command line (CONTRACT section 4)."""
+"""`oddsflow`: the command line. The flows run here; the local tooling (simulate, kafka,
+publish, tail) and the dashboard are imported only when their command runs."""
 
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -16,8 +16,8 @@ from flows.sources import FORMATS
 if TYPE_CHECKING:
     from bytewax.recovery import RecoveryConfig
 
+    from connectors.kafka import KafkaSettings
     from flows.config import Settings
-    from sinks.kafka_config import KafkaSettings
 
 EPILOG = """\
 examples:
@@ -34,11 +34,10 @@ oddsflow.example.toml), overridden by ODDSFLOW_* variables, overridden by option
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from bytewax.run import cli_main
-
+    from flows.bytewax_compat import run_flow
     from flows.progress import ProgressBar, member_summary
     from flows.replay import get_flow
-    from flows.runtime import await_earlier_members, freeze_startup_heap
+    from flows.runtime import freeze_startup_heap
 
     missing = [f for f in args.files if not f.is_file()]
     if missing:
@@ -74,17 +73,15 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"oddsflow replay: {problem}", file=sys.stderr)
         return 2
     freeze_startup_heap()
-    if addresses and args.process_id is not None:
-        await_earlier_members(addresses, args.process_id)
     started = time.monotonic()
     with ProgressBar():
-        cli_main(
+        run_flow(
             flow,
-            workers_per_process=args.workers,
+            workers=args.workers,
             process_id=args.process_id,
             addresses=addresses,
-            epoch_interval=timedelta(seconds=settings.replay.snapshot_s),
-            recovery_config=recovery,
+            epoch=timedelta(seconds=settings.replay.snapshot_s),
+            recovery=recovery,
         )
     report = member_summary(time.monotonic() - started, args.process_id, len(addresses or ()))
     print(f"{report}\npublished  {args.db}   (open it with: oddsflow dashboard --db {args.db})")
@@ -94,8 +91,12 @@ def _replay(args: argparse.Namespace) -> int:
 def _kafka_settings(settings: Settings) -> KafkaSettings | None:
     """The Kafka settings for `replay --kafka`, once the broker answered and the topics
     exist; None (the cause printed) when not."""
-    from flows.live import prepare_topics
-    from sinks.kafka_config import KafkaConfigError, KafkaUnreachableError, TopicSetupError
+    from connectors.kafka import (
+        KafkaConfigError,
+        KafkaUnreachableError,
+        TopicSetupError,
+        prepare_topics,
+    )
 
     try:
         kafka = settings.kafka.client_settings()
@@ -107,8 +108,8 @@ def _kafka_settings(settings: Settings) -> KafkaSettings | None:
 
 
 def _live(args: argparse.Namespace) -> int:
+    from connectors.kafka import KafkaConfigError
     from flows.live import serve
-    from sinks.kafka_config import KafkaConfigError
 
     problem = _cluster_problem(args)
     if problem:
@@ -153,7 +154,7 @@ def _start_metrics(args: argparse.Namespace, source: str) -> str | None:
 
     lags = newest = None
     if source == "live":
-        from flows.live import input_lags, newest_ts
+        from connectors.kafka import input_lags, newest_ts
 
         lags, newest = input_lags, newest_ts
     collector = FlowCollector(source, args.process_id or 0, lags, newest)
@@ -181,7 +182,9 @@ def _cluster_setup(args: argparse.Namespace) -> list[str] | None:
     cleaned up, by the first process only (its peers wait for it to connect)."""
     addresses = args.addresses.split(";") if args.addresses else None
     if args.recovery_dir and not args.process_id:
-        _init_recovery(args.recovery_dir, args.workers * (len(addresses or ()) or args.processes))
+        from flows.bytewax_compat import init_recovery
+
+        init_recovery(args.recovery_dir, args.workers * (len(addresses or ()) or args.processes))
     return addresses
 
 
@@ -193,50 +196,6 @@ def _recovery_config(args: argparse.Namespace) -> RecoveryConfig | None:
     if not args.recovery_dir:
         return None
     return RecoveryConfig(str(args.recovery_dir), timedelta(seconds=args.backup_s))
-
-
-def _init_recovery(db_dir: Path, partitions: int) -> None:
-    """Create the Bytewax recovery store (`part-*.sqlite3`) unless it exists: one partition
-    per worker of the first run (a later run may have more or fewer workers); if it
-    exists, drop what a killed run left uncommitted (`drop_uncommitted_snapshots`)."""
-    from bytewax.recovery import init_db_dir
-
-    if not any(db_dir.glob("part-*.sqlite3")):
-        db_dir.mkdir(parents=True, exist_ok=True)
-        init_db_dir(db_dir, partitions)
-    else:
-        drop_uncommitted_snapshots(db_dir)
-
-
-def drop_uncommitted_snapshots(db_dir: Path) -> int:
-    """Delete the snapshots a killed run wrote after the last epoch the whole store
-    committed; how many.
-
-    Bytewax resumes from that epoch and numbers the epochs after it again, but keeps the
-    dead run's later snapshots: a key the new run does not touch in such an epoch keeps
-    the dead run's state there, and the next resume takes it. That state holds lines the
-    source's resume offsets say are unread, so they came twice: a bet rejected as
-    `duplicate` after its acceptance (tests/test_live_flow.py, 3 runs of 6). Run before
-    every process of the cluster starts."""
-    parts = sorted(db_dir.glob("part-*.sqlite3"))
-    connections = [sqlite3.connect(part) for part in parts]
-    try:
-        committed = min(
-            (
-                con.execute("SELECT coalesce(min(commit_epoch), 0) FROM commits").fetchone()[0]
-                for con in connections
-            ),
-            default=0,
-        )
-        dropped = 0
-        for con in connections:
-            with con:
-                cursor = con.execute("DELETE FROM snaps WHERE snap_epoch > ?", (committed,))
-                dropped += cursor.rowcount
-        return dropped
-    finally:
-        for con in connections:
-            con.close()
 
 
 MAX_RESTARTS = 10  # a cluster whose members keep dying gives up after this many restarts
@@ -270,6 +229,8 @@ def _local_cluster(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        from flows.bytewax_compat import drop_uncommitted_snapshots
+
         drop_uncommitted_snapshots(args.recovery_dir)
         _report_first_output(args.db, at, command)
     print(f"{command}: members kept dying; gave up after {MAX_RESTARTS} restarts", file=sys.stderr)
@@ -421,7 +382,7 @@ def _config_show(args: argparse.Namespace) -> int:
 
 
 def _simulate(argv: list[str]) -> int:
-    from flows.simulator import main as simulate_main
+    from tooling.simulator import main as simulate_main
 
     return simulate_main(argv)
 
@@ -433,19 +394,19 @@ def _dashboard(argv: list[str]) -> int:
 
 
 def _kafka(argv: list[str]) -> int:
-    from flows.kafka_broker import main as kafka_main
+    from tooling.kafka_broker import main as kafka_main
 
     return kafka_main(argv)
 
 
 def _publish(argv: list[str]) -> int:
-    from flows.kafka_tools import publish_main
+    from tooling.kafka_tools import publish_main
 
     return publish_main(argv)
 
 
 def _tail(argv: list[str]) -> int:
-    from flows.kafka_tools import tail_main
+    from tooling.kafka_tools import tail_main
 
     return tail_main(argv)
 

@@ -39,12 +39,7 @@ from typing import Any
 
 import msgspec
 
-from flows.logs import ENV_FORMAT, ENV_LEVEL
-from flows.logs import FORMATS as LOG_FORMATS
-from flows.logs import LEVELS as LOG_LEVELS
-from operators.parse import ENV_MAX_DEPTH, SIZE_LIMITS, Limits
-from operators.settings import Rules
-from sinks.kafka_config import (
+from connectors.kafka.settings import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_PREFIX,
     ENV_BOOTSTRAP,
@@ -53,6 +48,11 @@ from sinks.kafka_config import (
     masked,
     read_properties,
 )
+from flows.logs import ENV_FORMAT, ENV_LEVEL
+from flows.logs import FORMATS as LOG_FORMATS
+from flows.logs import LEVELS as LOG_LEVELS
+from operators.parse import ENV_MAX_DEPTH, SIZE_LIMITS, Limits
+from operators.settings import Rules
 
 DEFAULT_FILE = Path("oddsflow.toml")  # read from the working directory when present
 _TOPIC_CHARS = re.compile(r"[A-Za-z0-9._-]*")  # Kafka's legal topic name characters

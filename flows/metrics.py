@@ -2,7 +2,7 @@
 
 Nothing is counted for Prometheus in the flow's path: one collector reads, at each scrape,
 the counts the flow keeps anyway (`flows.sources.Progress`, `sinks.duckdb_sink.STATS`,
-`sinks.kafka_sink.DELIVERY`, and in `live` the input partitions' offsets and order
+`connectors.kafka.DELIVERY`, and in `live` the input partitions' offsets and order
 time). Every metric has the label `process` (this process's index in its cluster, 0
 alone). docs/production.md lists them.
 """
@@ -24,9 +24,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from connectors.kafka.sink import DELIVERY
 from flows.sources import Progress
 from sinks.duckdb_sink import STATS
-from sinks.kafka_sink import DELIVERY
 from sinks.stats import Seconds
 
 PREFIX = "oddsflow"

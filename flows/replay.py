@@ -12,16 +12,15 @@ from pathlib import Path
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from connectors.kafka import KafkaSettings, kafka_output
 from flows import config
+from flows.bytewax_compat import learn_worker_index
+from flows.market_sync import market_sync
 from flows.runtime import tune_interpreter
 from flows.sources import ReplaySource
-from operators.dataflow import market_sync
 from operators.parse import Limits, use_limits
 from operators.settings import Rules
 from sinks.duckdb_sink import DuckDBSink
-from sinks.kafka_config import KafkaSettings
-from sinks.kafka_rows import kafka_output
-from sinks.workers import learn_worker_index
 
 REPLAY_BATCH_ROWS = 150_000  # rows per DuckDB commit at most (a few tens of MB)
 
@@ -62,5 +61,5 @@ def get_flow(
     )
     op.output("duckdb", rows, sink)
     if kafka is not None:
-        kafka_output("kafka", rows, kafka)  # topics must exist: flows.live.prepare_topics
+        kafka_output("kafka", rows, kafka)  # topics must exist: prepare_topics
     return flow

@@ -25,11 +25,11 @@ from typing import cast
 import msgspec
 from bytewax.outputs import StatefulSinkPartition
 
+from flows.bytewax_compat import PerWorkerSink, this_worker
 from operators.rows import TABLE_OF, BetRow, FeedEventRow, MarketStatusRow, MatchRow, Reject, Row
 from sinks.duckdb_store import Encoded, Marks, data_dir, start_store
 from sinks.stats import Seconds
 from sinks.tables import Table, tables
-from sinks.workers import PerWorkerSink, this_worker
 
 __all__ = ["STATS", "DuckDBSink", "DuckDBWriter", "data_dir"]
 
@@ -69,11 +69,11 @@ class DuckDBWriter:
     """Buffers rows by type and has them written in batches; no Bytewax here.
 
     Two helpers do the writing, so that the flow's thread only appends rows: a thread that
-    encodes each chunk of rows as MessagePack (C, ~0.1 µs a row, holding the interpreter
-    lock) and sends it to the writer process (`sinks/duckdb_store.py`), which turns it into
-    Arrow columns and Parquet segments, and publishes, with an interpreter lock of its own.
-    (Building the Arrow columns here held the flow's lock ~0.6 µs a row: 1.2 s of a 9.4-s
-    in-process replay of 870k lines.)
+    encodes each chunk of rows as MessagePack (in C, quick, holding the interpreter lock)
+    and sends it to the writer process (`sinks/duckdb_store.py`), which turns it into
+    Arrow columns and Parquet segments, and publishes, with an interpreter lock of its own
+    (building the Arrow columns here held the flow's lock far longer: figures in
+    docs/perf-notes/runtime.md).
 
     `flush` hands the buffered rows over as a chunk, every `flush_every_s` or `batch_rows`
     rows; the sending thread has the writer commit every `commit_every_s` (0: each chunk
@@ -362,8 +362,8 @@ class _Partition(StatefulSinkPartition[Sequence[object], Unsaved]):
 
     def snapshot(self) -> Unsaved:
         """Called at the end of every epoch: the rows received and not committed yet,
-        without waiting for DuckDB (waiting stalled a live flow for a whole commit, up to
-        300 ms, every epoch). A resumed run writes them first, then what Bytewax emits
+        without waiting for DuckDB (waiting stalled a live flow for a whole commit every
+        epoch). A resumed run writes them first, then what Bytewax emits
         again after the snapshot; the views and high-water marks absorb whatever was
         committed after all. A lost worker's partition keeps only what it handed over."""
         unsaved = self.writer.unsaved()
@@ -380,7 +380,7 @@ class _Partition(StatefulSinkPartition[Sequence[object], Unsaved]):
 
 
 class DuckDBSink(PerWorkerSink[Sequence[object], Unsaved]):
-    """One partition per worker, each written by its worker (`sinks/workers.py`): rows never
+    """One partition per worker, each written by its worker (`PerWorkerSink`): rows never
     change worker to be written.
 
     In: `(key, [Row, ...])` from `market_sync`.

@@ -42,7 +42,7 @@ def table(db: Path, sql: str) -> list[tuple]:
 @pytest.fixture(scope="session")
 def sim200(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulated 200-match feed with bets and injected faults."""
-    from flows.simulator import write_feed
+    from tooling.simulator import write_feed
 
     path = tmp_path_factory.mktemp("sim") / "sim200.jsonl.gz"
     write_feed(path, matches=200, seed=11)

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from flows import kafka_broker
-from sinks.kafka_config import KafkaSettings, drop_topics
+from connectors.kafka.admin import drop_topics
+from connectors.kafka.settings import KafkaSettings
+from tooling import kafka_broker
 
 
 @pytest.fixture(scope="session")

@@ -58,9 +58,9 @@ def table_fingerprints(feed: Path, work: Path, processes: int = 1) -> dict[str, 
 def topic_fingerprints(feed: Path) -> dict[str, str]:
     """Every row the engine emits for `feed`, through the Kafka serde: topic -> "messages
     md5", the messages grouped by key in the order they were emitted (a consumer's order)."""
+    from connectors.kafka import to_messages
     from flows.sources import read_lines
     from operators.engine import LocalEngine
-    from sinks.kafka_rows import to_messages
 
     engine = LocalEngine()
     by_topic: dict[str, dict[str, list[bytes]]] = defaultdict(lambda: defaultdict(list))

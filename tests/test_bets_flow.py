@@ -11,8 +11,8 @@ import pytest
 from bytewax.run import cli_main
 
 from flows.replay import get_flow
-from flows.simulator import write_feed
 from tests.conftest import replay, table
+from tooling.simulator import write_feed
 
 
 @pytest.fixture(scope="module")

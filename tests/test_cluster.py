@@ -39,7 +39,7 @@ from tests.test_recovery import (
 @pytest.fixture(scope="module")
 def feed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulated 40-match feed with bets, deposits and injected faults."""
-    from flows.simulator import write_feed
+    from tooling.simulator import write_feed
 
     path = tmp_path_factory.mktemp("cluster") / "feed40.jsonl.gz"
     write_feed(path, matches=40, seed=43)
@@ -154,7 +154,7 @@ def test_killing_the_command_ends_its_local_cluster(feed: Path, tmp_path: Path) 
 @pytest.fixture(scope="module")
 def split_feed(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """A 40-match feed split by match into 3 files, every deposit in the first."""
-    from flows.simulator import partition_paths, write_feed
+    from tooling.simulator import partition_paths, write_feed
 
     path = tmp_path_factory.mktemp("split") / "split.jsonl.gz"
     write_feed(path, matches=40, seed=44, partitions=3)
@@ -288,7 +288,7 @@ def test_a_member_waits_for_the_earlier_members_to_listen_and_no_longer() -> Non
     joins once every member before it listens (seen in /proc/net/tcp, no connection)."""
     import socket
 
-    from flows.runtime import await_earlier_members
+    from flows.bytewax_compat import await_earlier_members
 
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))

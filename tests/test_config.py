@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import msgspec
 import pytest
 
+from connectors.kafka.settings import FEED, KafkaSettings
 from flows import config
 from flows.cli import build_parser
 from operators.settings import Rules
-from sinks.kafka_config import FEED, KafkaSettings
 from tests.conftest import table
 from tests.feedkit import KICKOFF, Feed
 

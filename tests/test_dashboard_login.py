@@ -15,7 +15,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import auth, queries, sessions
-from flows.simulator import write_feed
 from tests.conftest import replay, table
 from tests.test_dashboard_browser import (
     CHROMIUM,
@@ -27,6 +26,7 @@ from tests.test_dashboard_browser import (
     metric,
     no_exception,
 )
+from tooling.simulator import write_feed
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboard" / "app.py"

@@ -14,8 +14,8 @@ import pytest
 
 from dashboard import queries, shared_results
 from dashboard.shared_results import SharedResults
-from flows.simulator import write_feed
 from tests.conftest import replay
+from tooling.simulator import write_feed
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pickle
 
-from operators.dataflow import WalletInput, _MatchLogic, _WalletLogic
+from flows.market_sync import WalletInput, _MatchLogic, _WalletLogic
 from operators.ordering import Router
 from operators.parse import RawLine, wallet_key
 from operators.settings import DEFAULT_RULES

@@ -12,11 +12,11 @@ from contextlib import contextmanager
 import msgspec
 import pytest
 
-from flows.simulator import simulate
 from operators.engine import MatchProcessor
 from operators.parse import RawLine, is_wallet_key, route
 from operators.rows import MarketStatusRow, Row
 from tests.feedkit import Feed, run
+from tooling.simulator import simulate
 
 
 @contextmanager

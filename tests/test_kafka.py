@@ -20,16 +20,12 @@ from bytewax.testing import TestingSource, cluster_main, run_main
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient
 
-from flows import kafka_broker
-from flows.kafka_tools import publish, publish_main, route, tail_main
-from sinks.kafka_config import (
-    BETS_IN,
-    FEED,
-    KafkaSettings,
-    ensure_topics,
-    read_properties,
-)
-from sinks.kafka_sink import KafkaDeliveryError, KafkaSink, SinkItem
+from connectors.kafka.admin import ensure_topics
+from connectors.kafka.serde import SinkItem
+from connectors.kafka.settings import BETS_IN, FEED, KafkaSettings, read_properties
+from connectors.kafka.sink import KafkaDeliveryError, KafkaSink
+from tooling import kafka_broker
+from tooling.kafka_tools import publish, publish_main, route, tail_main
 
 if TYPE_CHECKING:
     from tests.kafka_fixtures import ReadTopics
@@ -396,7 +392,7 @@ def test_unreachable_broker_fails_fast_with_one_line(command: str, tmp_path: Pat
     _write_feed(path)
     target = str(path) if command == "publish" else "prices"
     code = (
-        "import sys; from flows.kafka_tools import publish_main, tail_main; "
+        "import sys; from tooling.kafka_tools import publish_main, tail_main; "
         f"sys.exit({command}_main(sys.argv[1:]))"
     )
 

@@ -22,17 +22,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from flows import kafka_cluster
-from flows.kafka_broker import BrokerError
-from flows.simulator import write_feed
-from sinks.kafka_config import (
-    ALL_TOPICS,
-    MARKETS,
-    OUTPUT_TOPICS,
-    KafkaSettings,
-    drop_topics,
-    ensure_topics,
-)
+from connectors.kafka.admin import drop_topics, ensure_topics
+from connectors.kafka.settings import ALL_TOPICS, MARKETS, OUTPUT_TOPICS, KafkaSettings
 from tests.test_live_flow import (
     LiveProcess,
     assert_outputs_equal_tables,
@@ -44,6 +35,9 @@ from tests.test_live_flow import (
     wait_for_outputs,
     without_duplicates,
 )
+from tooling import kafka_cluster
+from tooling.kafka_broker import BrokerError
+from tooling.simulator import write_feed
 
 pytestmark = pytest.mark.kafka
 REPO = Path(__file__).resolve().parents[1]

@@ -31,15 +31,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
-from dashboard import queries
-from flows import kafka_broker
-from flows.kafka_tools import publish, route
-from flows.simulator import write_feed
-from flows.sources import open_feed
-from operators.parse import RawLine, is_wallet_key
-from operators.providers import route_line
-from operators.signing import header_value
-from sinks.kafka_config import (
+from connectors.kafka.admin import ensure_topics
+from connectors.kafka.settings import (
     ALL_TOPICS,
     BETS,
     ENV_PREFIX,
@@ -52,11 +45,18 @@ from sinks.kafka_config import (
     REJECTS,
     WALLETS,
     KafkaSettings,
-    ensure_topics,
 )
-from sinks.kafka_sink import DELIVERY
+from connectors.kafka.sink import DELIVERY
+from dashboard import queries
+from flows.sources import open_feed
+from operators.parse import RawLine, is_wallet_key
+from operators.providers import route_line
+from operators.signing import header_value
 from tests.conftest import replay, table
 from tests.test_cluster import cluster_members
+from tooling import kafka_broker
+from tooling.kafka_tools import publish, route
+from tooling.simulator import write_feed
 
 pytestmark = pytest.mark.kafka
 pytest_plugins = ("tests.kafka_fixtures",)  # kafka_bootstrap, kafka_settings

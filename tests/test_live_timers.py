@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from operators.dataflow import _MatchLogic
+from flows.market_sync import _MatchLogic
 from operators.parse import RawLine
 from operators.rows import MarketStatusRow
 from operators.settings import DEFAULT_RULES

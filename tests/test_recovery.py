@@ -23,7 +23,7 @@ import duckdb
 import pytest
 from bytewax.recovery import init_db_dir
 
-from flows.cli import _init_recovery
+from flows.bytewax_compat import init_recovery as _init_recovery
 from tests.conftest import replay, table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def differing_tables(got: dict[str, list], expected: dict[str, list]) -> list[st
 @pytest.fixture(scope="module")
 def feed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulated 100-match feed with bets, deposits and injected faults."""
-    from flows.simulator import write_feed
+    from tooling.simulator import write_feed
 
     path = tmp_path_factory.mktemp("recovery") / "feed100.jsonl.gz"
     write_feed(path, matches=100, seed=41)

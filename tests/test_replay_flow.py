@@ -14,8 +14,8 @@ from pathlib import Path
 from bytewax.run import cli_main
 
 from flows.replay import get_flow
-from flows.simulator import simulate
 from tests.conftest import table
+from tooling.simulator import simulate
 
 Dump = Callable[[Path], dict[str, list[tuple]]]
 

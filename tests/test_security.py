@@ -25,12 +25,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from flows import kafka_broker, kafka_secure
-from flows.kafka_secure import SecureFiles, client_settings, internal_settings
-from flows.kafka_tools import publish, publish_main, tail_main
-from flows.simulator import write_feed
-from operators.signing import SIGNATURE_HEADER, Keyring, active_keyring, check
-from sinks.kafka_config import (
+from connectors.kafka.admin import drop_topics, ensure_topics, fetch_metadata
+from connectors.kafka.settings import (
     ALL_TOPICS,
     ENV_BOOTSTRAP,
     ENV_PREFIX,
@@ -41,12 +37,14 @@ from sinks.kafka_config import (
     KafkaConfigError,
     KafkaSettings,
     KafkaUnreachableError,
-    drop_topics,
-    ensure_topics,
-    fetch_metadata,
 )
-from sinks.kafka_sink import KafkaSinkPartition
+from connectors.kafka.sink import KafkaSinkPartition
+from operators.signing import SIGNATURE_HEADER, Keyring, active_keyring, check
 from tests.conftest import replay, table
+from tooling import kafka_broker, kafka_secure
+from tooling.kafka_secure import SecureFiles, client_settings, internal_settings
+from tooling.kafka_tools import publish, publish_main, tail_main
+from tooling.simulator import write_feed
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "a provider secret for the tests"

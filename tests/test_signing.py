@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 
 from flows import config
-from flows.kafka_tools import signature_for
-from flows.simulator import write_feed
 from flows.sources import bounded_lines, open_feed, read_lines
 from operators import signing
 from operators.engine import LocalEngine
@@ -34,6 +32,8 @@ from operators.signing import (
     split_signed,
 )
 from tests.conftest import replay, table
+from tooling.kafka_tools import signature_for
+from tooling.simulator import write_feed
 
 SECRET = "correct horse battery staple"
 GOAL = b'{"v":1,"provider":"sim","match_id":"m1","seq":7,"ts":1000,"type":"goal"}'

@@ -17,11 +17,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from flows.simulator import HARMLESS_TYPES, SimLine, main, simulate, write_feed
 from operators.engine import LocalEngine
 from operators.events import Event
 from operators.parse import RawLine
 from operators.rows import Reject
+from tooling.simulator import HARMLESS_TYPES, SimLine, main, simulate, write_feed
 
 MATCHES, SEED = 100, 3
 FAULT_CODE = re.compile(

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from flows.simulator import SimLine, main, simulate, write_feed
-from flows.tennis_simulator import quote
 from operators.engine import LocalEngine
 from operators.parse import RawLine
 from operators.rows import Reject
 from operators.settings import Rules
 from operators.tennis_score import TennisFormat, play_point, start
+from tooling.simulator import SimLine, main, simulate, write_feed
+from tooling.tennis_simulator import quote
 
 MATCHES, SEED = 60, 4
 

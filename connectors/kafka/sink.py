@@ -1,4 +1,5 @@
-"""Kafka output: a bytewax sink that never loses a message silently.
+"""Kafka output: a Bytewax sink that never loses a message silently, and `kafka_output`,
+the Kafka output step of the flows.
 
 In: `(topic_suffix, key, value)` tuples, e.g. `("prices", "m-17", b'{"match_id": ...}')`;
 the sink adds the configured prefix (`oddsflow.prices`).
@@ -13,16 +14,19 @@ which fails the dataflow: a restart from the recovery store sends it again.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+from bytewax.outputs import DynamicSink, StatefulSinkPartition, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from sinks.kafka_config import KafkaSettings
+from connectors.kafka.serde import SinkItem, to_messages
+from connectors.kafka.settings import KafkaSettings
+from flows.bytewax_compat import FlowFailure, PerWorkerSink, this_worker
 from sinks.stats import Seconds
 
-SinkItem = tuple[str, str, bytes]
-"""`(topic_suffix, key, value)`: topic without the prefix, message key, message value."""
 Headers = list[tuple[str, str | bytes | None]]
 
 # How long `write_batch` waits for room when librdkafka's local queue is full, per try.
@@ -117,7 +121,7 @@ class KafkaSinkPartition(StatelessSinkPartition[SinkItem]):
         raises like `write_batch`."""
         while True:
             try:
-                # `headers=None` is not free: it took produce() from ~1.0 to ~1.4 µs.
+                # `headers=None` is not free: it makes produce() measurably slower.
                 if headers is None:
                     self._producer.produce(topic, value, key)
                 else:
@@ -197,8 +201,8 @@ class KafkaSink(DynamicSink[SinkItem]):
       (kill -9) drops what was still queued. Fine for replays that are simply rerun.
     - `True`: `write_batch` returns only once the broker acknowledged the whole batch,
       so no epoch is snapshotted before its messages are in Kafka: with recovery on,
-      a restart resends everything that was not delivered (at-least-once). About 0.6x
-      the throughput of the default in benchmarks/kafka_sink_bench.py.
+      a restart resends everything that was not delivered (at-least-once), at a cost
+      in throughput (benchmarks/kafka_sink_bench.py).
     """
 
     def __init__(self, settings: KafkaSettings, *, flush_every_batch: bool = False) -> None:
@@ -212,3 +216,101 @@ class KafkaSink(DynamicSink[SinkItem]):
             client_id=f"oddsflow-{step_id}-{worker_index}",
             flush_every_batch=self._flush_every_batch,
         )
+
+
+# --- the output step of a flow -------------------------------------------------------------
+
+
+@operator
+def kafka_output(
+    step_id: str,
+    rows: Stream[tuple[str, Sequence[object]]],
+    settings: KafkaSettings,
+    recoverable: bool = True,
+    failure: FlowFailure | None = None,
+) -> None:
+    """The Kafka sink of a flow. In: `(key, [row, ...])` from `market_sync`; writes each
+    row with a topic to its prefixed topic (the topics must exist: `prepare_topics`).
+
+    `recoverable`: wait for every delivery at each snapshot (see `_Partition`); a flow run
+    without a recovery store may pass False and never wait there. `failure`: the flow's,
+    when another step (the live source) may fail it; the sink's own failures mark it too.
+    """
+    messages = op.map("to_messages", rows, _messages)  # shape: ("kafka", [(topic, key, json)])
+    sink = _SnapshotFlushedSink(settings, recoverable, failure or FlowFailure())
+    op.output("send", messages, sink)
+
+
+def _messages(item: tuple[str, Sequence[object]]) -> tuple[str, list[SinkItem]]:
+    return _PART, to_messages(item)
+
+
+_PART = "kafka"
+
+
+class _Partition(StatefulSinkPartition[list[SinkItem], None]):
+    """A `KafkaSinkPartition` that waits for its deliveries at every snapshot, and whose
+    `close` does nothing once the flow failed.
+
+    Bytewax snapshots the flow at the end of each epoch; a resumed run emits again only
+    what came after. Waiting there for every message of the epoch to be acknowledged is
+    what makes a restart lose nothing (a kill -9 drops librdkafka's queue). On a normal end
+    `close` waits for every delivery and raises `KafkaDeliveryError` if one failed; once a
+    step failed (this sink, another worker's, or the flow's source: `FlowFailure`), the
+    messages still queued are left undelivered (a restart sends them again) rather than
+    waited for and raised while Bytewax unwinds.
+    """
+
+    def __init__(self, inner: KafkaSinkPartition, recoverable: bool, failure: FlowFailure) -> None:
+        self.inner = inner
+        self.recoverable = recoverable
+        self.failure = failure
+
+    def write_batch(self, values: list[list[SinkItem]]) -> None:
+        try:
+            for items in values:
+                self.inner.write_batch(items)
+        except BaseException:
+            self.failure.failed()
+            raise
+
+    def snapshot(self) -> None:
+        if not self.recoverable:
+            return  # nothing resumes from this snapshot: no reason to wait
+        try:
+            self.inner.flush()
+        except BaseException:
+            self.failure.failed()
+            raise
+
+    def close(self) -> None:
+        if not self.failure.has_failed:
+            self.inner.close()
+
+
+class _Idle(StatefulSinkPartition[list[SinkItem], None]):
+    """The partition of a worker a resumed run lost: it held no state, and gets no items."""
+
+    def write_batch(self, values: list[list[SinkItem]]) -> None:
+        raise AssertionError("items go to each worker's own partition")
+
+    def snapshot(self) -> None:
+        return None
+
+
+class _SnapshotFlushedSink(PerWorkerSink[list[SinkItem], None]):
+    """One partition per worker, each with its own producer: messages never change worker
+    to be sent (`PerWorkerSink`)."""
+
+    def __init__(self, settings: KafkaSettings, recoverable: bool, failure: FlowFailure) -> None:
+        self.sink = KafkaSink(settings)
+        self.recoverable = recoverable
+        self.failure = failure
+
+    def build_worker_part(
+        self, index: int, resume_state: None
+    ) -> StatefulSinkPartition[list[SinkItem], None]:
+        worker, count = this_worker()
+        if index != worker:
+            return _Idle()
+        return _Partition(self.sink.build("send", worker, count), self.recoverable, self.failure)

@@ -1,8 +1,9 @@
-"""Kafka settings, topic names and the two admin calls oddsflow needs.
+"""Kafka settings, topic names and security properties: one source of truth for every client.
 
 Everything a Kafka client of oddsflow needs lives in one frozen `KafkaSettings`, which
 turns itself into librdkafka dicts for a producer, a consumer or an admin client. Topic
-names are defined here once; `settings.topic(name)` adds the configurable prefix.
+names are defined here once (what each carries: docs/topics.md); `settings.topic(name)`
+adds the configurable prefix. The admin calls are in `connectors.kafka.admin`.
 
 Where the settings come from, lowest priority first: the defaults below, a librdkafka
 `.properties` file (`--kafka-config FILE`), the environment (`ODDSFLOW_KAFKA`,
@@ -16,14 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_PREFIX = "oddsflow."
@@ -31,10 +28,10 @@ DEFAULT_DELIVERY_TIMEOUT_MS = 30_000  # how long the producer retries one messag
 ENV_BOOTSTRAP = "ODDSFLOW_KAFKA"
 ENV_PREFIX = "ODDSFLOW_KAFKA_PREFIX"
 
-# Input topics (CONTRACT section 1): values are native JSON lines.
+# Input topics: values are native JSON lines.
 FEED = "feed"  # keyed by match_id
 BETS_IN = "bets_in"  # bets keyed by match_id (as their match's feed lines), deposits by user_id
-# Output topics (CONTRACT section 3): keyed by match_id, bets and wallets by user_id.
+# Output topics: keyed by match_id, bets and wallets by user_id.
 PRICES = "prices"
 MARKETS = "markets"
 MATCHES = "matches"
@@ -308,114 +305,3 @@ def read_properties(path: Path) -> dict[str, str]:
         if match:
             props[match["key"]] = match["value"]
     return props
-
-
-# --- admin helpers -------------------------------------------------------------------
-
-_quiet = logging.getLogger("oddsflow.kafka.admin")
-_quiet.addHandler(logging.NullHandler())
-_quiet.propagate = False
-
-
-def fetch_metadata(settings: KafkaSettings, timeout: float = 5.0) -> ClusterMetadata:
-    """Cluster metadata, or `KafkaUnreachableError` with a one-line cause after `timeout`.
-
-    librdkafka's own connection complaints go to a silent logger; the most recent
-    one is folded into the error message instead.
-    """
-    errors: list[str] = []
-    client = settings.admin_config()
-    client.update(logger=_quiet, error_cb=lambda err: errors.append(err.str()))
-    admin = AdminClient(client)
-    try:
-        return admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        admin.poll(0)  # serve the queued error_cb calls: they name the real cause
-        cause = errors[-1] if errors else _kafka_error_text(exc)
-        raise KafkaUnreachableError(
-            f"cannot reach Kafka at {settings.bootstrap} within {timeout:g} s: {cause}"
-        ) from exc
-
-
-def ensure_topics(
-    settings: KafkaSettings,
-    names: Iterable[str],
-    partitions: int = DEFAULT_PARTITIONS,
-    replication: int = -1,
-    *,
-    config: Mapping[str, str] | None = None,
-    timeout: float = 30.0,
-) -> list[str]:
-    """Create the prefixed topics for `names` that do not exist yet; return those created.
-
-    `replication` -1 leaves the replication factor (and `min.insync.replicas`) to the
-    brokers' defaults: 1 on the local broker, 3 (and 2) on the local cluster, whatever a
-    real cluster's operators chose there.
-
-    Idempotent: existing topics are left as they are (their partition count too), and
-    a topic created concurrently by someone else counts as existing. Returns once every
-    topic is visible in the cluster metadata with a leader for each partition, because
-    the broker runs with `auto.create.topics.enable=false` and a producer racing ahead
-    of topic creation would see "unknown topic".
-    """
-    wanted = [settings.topic(n) for n in names]
-    admin = _quiet_admin(settings)
-    existing = admin.list_topics(timeout=timeout).topics
-    missing = [t for t in dict.fromkeys(wanted) if t not in existing]
-    if missing:
-        new = [NewTopic(t, partitions, replication, config=dict(config or {})) for t in missing]
-        for topic, future in admin.create_topics(new, request_timeout=timeout).items():
-            try:
-                future.result(timeout=timeout)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise TopicSetupError(f"cannot create topic {topic!r}: {exc}") from exc
-    _wait_for_leaders(admin, wanted, time.monotonic() + timeout)
-    return missing
-
-
-def drop_topics(
-    settings: KafkaSettings, names: Iterable[str] | None = None, timeout: float = 30.0
-) -> list[str]:
-    """Delete the prefixed topics for `names` (None: every topic under the settings'
-    prefix) that exist; return those deleted. For tests and benchmarks, which make topics
-    of their own under a fresh prefix and should not leave them on the broker."""
-    admin = _quiet_admin(settings)
-    existing = admin.list_topics(timeout=timeout).topics
-    if names is None:
-        ours = [t for t in existing if t.startswith(settings.topic_prefix)]
-    else:
-        ours = [t for t in dict.fromkeys(settings.topic(n) for n in names) if t in existing]
-    if ours:
-        for future in admin.delete_topics(ours, operation_timeout=timeout).values():
-            future.result(timeout=timeout)
-    return ours
-
-
-def _quiet_admin(settings: KafkaSettings) -> AdminClient:
-    """An admin client whose librdkafka log lines go nowhere."""
-    client: ClientConfig = {**settings.admin_config(), "logger": _quiet}
-    return AdminClient(client)
-
-
-def _wait_for_leaders(admin: AdminClient, topics: list[str], deadline: float) -> None:
-    while True:
-        md = admin.list_topics(timeout=max(deadline - time.monotonic(), 1.0))
-        ready = [
-            t
-            for t in topics
-            if t in md.topics
-            and md.topics[t].error is None
-            and all(p.leader >= 0 for p in md.topics[t].partitions.values())
-        ]
-        if len(ready) == len(topics):
-            return
-        if time.monotonic() > deadline:
-            waiting = sorted(set(topics) - set(ready))
-            raise TopicSetupError(f"topics not ready in time: {', '.join(waiting)}")
-        time.sleep(0.1)
-
-
-def _kafka_error_text(exc: KafkaException) -> str:
-    err = exc.args[0] if exc.args else None
-    return err.str() if isinstance(err, KafkaError) else str(exc)

@@ -4,14 +4,14 @@ topic's messages).
 publish: feed lines go to the feed topic keyed by `match_id`, `bet` lines to the bets_in
 topic keyed by their `match_id` too (so a bet lands in the bets_in partition with the same
 index as its match's feed partition: the live flow reads the two together, see
-flows/live.py), `deposit` lines to bets_in keyed by `user_id`; each value is the line's
-exact bytes. A line
-that is not JSON is still sent (to the feed topic, with an empty key): rejecting it is
-the flow's job, and it lands in `rejects` with a reason. Every message carries its
-line's position in the file (`oddsflow-pos` header), which the live flow uses to keep
-the file's order among lines sent in the same millisecond. A signed recorded line
-(`<signature>\t<line>`) is sent as the line with its signature in the `oddsflow-sig`
-header; `--sign` signs the lines of every provider the keyring holds a secret for.
+connectors/kafka/source.py), `deposit` lines to bets_in keyed by `user_id`; each value is
+the line's exact bytes. A line that is not JSON is still sent (to the feed topic, with an
+empty key): rejecting it is the flow's job, and it lands in `rejects` with a reason.
+Every message carries its line's position in the file (`oddsflow-pos` header), which the
+live flow uses to keep the file's order among lines sent in the same millisecond. A
+signed recorded line (`<signature>\t<line>`) is sent as the line with its signature in
+the `oddsflow-sig` header; `--sign` signs the lines of every provider the keyring holds a
+secret for.
 """
 
 from __future__ import annotations
@@ -30,6 +30,19 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 from confluent_kafka.admin import ClusterMetadata
 
+from connectors.kafka.admin import ensure_topics, fetch_metadata
+from connectors.kafka.serde import SinkItem
+from connectors.kafka.settings import (
+    BETS_IN,
+    FEED,
+    INPUT_TOPICS,
+    POSITION_HEADER,
+    KafkaConfigError,
+    KafkaSettings,
+    KafkaUnreachableError,
+    TopicSetupError,
+)
+from connectors.kafka.sink import Headers, KafkaDeliveryError, KafkaSinkPartition
 from flows import config
 from flows.sources import bounded_lines, file_format, open_feed, read_limit
 from operators.signing import (
@@ -41,19 +54,6 @@ from operators.signing import (
     sign,
     split_signed,
 )
-from sinks.kafka_config import (
-    BETS_IN,
-    FEED,
-    INPUT_TOPICS,
-    POSITION_HEADER,
-    KafkaConfigError,
-    KafkaSettings,
-    KafkaUnreachableError,
-    TopicSetupError,
-    ensure_topics,
-    fetch_metadata,
-)
-from sinks.kafka_sink import Headers, KafkaDeliveryError, KafkaSinkPartition, SinkItem
 
 # Both commands ask the broker for metadata first, so an unreachable bootstrap fails
 # within this many seconds with one line, instead of librdkafka retrying forever.
@@ -88,7 +88,7 @@ def route(line: bytes) -> Routed:
     except msgspec.MsgspecError:
         return Routed((FEED, "", line), None, False)
     ts = fields.ts if isinstance(fields.ts, int) else None
-    if fields.type == "bet":  # with its match: what must meet, meets (flows/live.py)
+    if fields.type == "bet":  # with its match: what must meet, meets (connectors/kafka/source.py)
         return Routed((BETS_IN, _text(fields.match_id) or _text(fields.user_id), line), ts, True)
     if fields.type in BET_TYPES:
         return Routed((BETS_IN, _text(fields.user_id), line), ts, True)

@@ -1,6 +1,6 @@
 """The secure local broker's security material: TLS, SCRAM users, ACLs, client files.
 
-`oddsflow kafka up --secure` (flows/kafka_broker.py) runs a second, separate broker whose
+`oddsflow kafka up --secure` (tooling/kafka_broker.py) runs a second, separate broker whose
 state lives in `.kafka/secure/` (git-ignored). Everything secret is generated here, written
 with mode 0600 (directories 0700), and never printed or put on a command line:
 
@@ -63,15 +63,14 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from sinks.kafka_config import (
+from connectors.kafka.admin import ensure_topics, fetch_metadata
+from connectors.kafka.settings import (
     ALL_TOPICS,
     INPUT_TOPICS,
     OUTPUT_TOPICS,
     ClientConfig,
     KafkaSettings,
     KafkaUnreachableError,
-    ensure_topics,
-    fetch_metadata,
 )
 
 LITERAL = ResourcePatternType.LITERAL

@@ -1,4 +1,4 @@
-"""Bytewax wiring of the per-match and per-wallet logic: the shared core of every flow.
+"""Bytewax wiring of the per-match and per-wallet logic: the shared core of both flows.
 
 Thin on purpose: the logic is `MatchProcessor` (per match) and `WalletShard` (per shard of
 users); this module only keys lines, calls them, and carries verdicts from matches to
@@ -7,8 +7,6 @@ wallets (no cycle: wallets never answer matches).
 
 from __future__ import annotations
 
-import pickle
-import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
@@ -18,6 +16,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
+from flows.bytewax_compat import Snapshot, Snapshots, resume_state
 from operators.bets import BetDecision, SettlementNotice, WalletMessage, wallet_shard_of
 from operators.engine import MatchProcessor, Output
 from operators.latency import LatencyProbe
@@ -31,62 +30,9 @@ from operators.wallets import WalletShard
 Clock = Callable[[], datetime]
 
 
-class _Snapshot:
-    """A key's state as `snapshot` hands it to Bytewax, pickled only when needed: when
-    Bytewax pickles it (a flow with recovery does, at once) or when the state is about to
-    change while Bytewax still holds it (see `_Snapshots`). A flow without recovery drops it
-    unpickled, so a replay does not pickle every match and shard at every epoch for nothing.
-    It unpickles as the state's pickle (bytes), which the builders resume from."""
-
-    __slots__ = ("__weakref__", "data", "state")
-
-    def __init__(self, state: object) -> None:
-        self.state = state
-        self.data: bytes | None = None
-
-    def freeze(self) -> bytes:
-        if self.data is None:
-            self.data = pickle.dumps(self.state)
-            self.state = None
-        return self.data
-
-    def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]:
-        return bytes, (self.freeze(),)
-
-
-class _Snapshots:
-    """The last `_Snapshot` of one state: `changing` freezes it if anyone still holds it,
-    so every snapshot stays the state as it was when taken."""
-
-    def __init__(self) -> None:
-        self.last: weakref.ref[_Snapshot] | None = None
-
-    def take(self, state: object) -> _Snapshot:
-        snap = _Snapshot(state)
-        self.last = weakref.ref(snap)
-        return snap
-
-    def changing(self) -> None:
-        if self.last is not None:
-            snap = self.last()
-            if snap is not None:
-                snap.freeze()
-            self.last = None
-
-
-def _resume(resume: _Snapshot | bytes | object) -> object:
-    """The state a snapshot holds (None: a new key). A wallet shard stored by a version
-    that snapshotted the shard itself comes back as the shard."""
-    if isinstance(resume, _Snapshot):
-        return pickle.loads(resume.freeze())
-    if isinstance(resume, bytes):
-        return pickle.loads(resume)
-    return resume
-
-
-class _MatchLogic(StatefulBatchLogic[list[RawLine], list[Output], _Snapshot]):
+class _MatchLogic(StatefulBatchLogic[list[RawLine], list[Output], Snapshot]):
     """One key's processor. Bytewax calls `on_batch` with the line groups that reached this
-    key since its last call, `snapshot` at each epoch end (see `_Snapshot`), and, in a live
+    key since its last call, `snapshot` at each epoch end (see `Snapshot`), and, in a live
     flow only (`clock` given), `notify_at`/`on_notify` so that provider silence and due
     reopenings fire on time without waiting for the next line: event time is estimated as
     the last line's `ts` plus the wall time since it came. Replays pass no clock and stay
@@ -97,15 +43,15 @@ class _MatchLogic(StatefulBatchLogic[list[RawLine], list[Output], _Snapshot]):
         self,
         rules: Rules,
         clock: Clock | None,
-        resume: _Snapshot | bytes | None,
+        resume: Snapshot | bytes | None,
         latency: LatencyProbe | None = None,
     ) -> None:
         self.rules = rules
         self.clock = clock
         self.latency = latency
-        self.proc = cast(Processor | None, _resume(resume))
+        self.proc = cast(Processor | None, resume_state(resume))
         self.seen_at: datetime | None = None  # wall time of the last line
-        self.snapshots = _Snapshots()
+        self.snapshots = Snapshots()
 
     def on_batch(self, values: list[list[RawLine]]) -> tuple[list[list[Output]], bool]:
         self.snapshots.changing()
@@ -143,7 +89,7 @@ class _MatchLogic(StatefulBatchLogic[list[RawLine], list[Output], _Snapshot]):
         out = proc.idle(proc.last_ts + int(waited))
         return ([out] if out else []), StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> _Snapshot:
+    def snapshot(self) -> Snapshot:
         return self.snapshots.take(self.proc)
 
     def _due_in_ms(self) -> int | None:
@@ -171,7 +117,7 @@ def _for_wallets(
 WalletInput = Ordered | PartitionMark | WalletMessage
 
 
-class _WalletLogic(StatefulBatchLogic[list[WalletInput], list[Row], _Snapshot]):
+class _WalletLogic(StatefulBatchLogic[list[WalletInput], list[Row], Snapshot]):
     """Bytewax calls `on_batch` with the groups of lines and messages that reached this
     shard, `on_eof` at the end of the input, `snapshot` at each epoch for recovery.
 
@@ -179,10 +125,10 @@ class _WalletLogic(StatefulBatchLogic[list[WalletInput], list[Row], _Snapshot]):
     verdict are rejected then. A live flow's input ends only when the flow is stopped: a
     restart goes on with them (from the snapshot, or from the lines read again)."""
 
-    def __init__(self, finite: bool, resume: _Snapshot | bytes | WalletShard | None) -> None:
+    def __init__(self, finite: bool, resume: Snapshot | bytes | WalletShard | None) -> None:
         self.finite = finite
-        self.shard = cast(WalletShard | None, _resume(resume)) or WalletShard()
-        self.snapshots = _Snapshots()
+        self.shard = cast(WalletShard | None, resume_state(resume)) or WalletShard()
+        self.snapshots = Snapshots()
 
     def on_batch(self, values: list[list[WalletInput]]) -> tuple[list[list[Row]], bool]:
         self.snapshots.changing()
@@ -205,7 +151,7 @@ class _WalletLogic(StatefulBatchLogic[list[WalletInput], list[Row], _Snapshot]):
         rows = self.shard.finish()
         return ([rows] if rows else [], StatefulBatchLogic.RETAIN)
 
-    def snapshot(self) -> _Snapshot:
+    def snapshot(self) -> Snapshot:
         return self.snapshots.take(self.shard)
 
 

@@ -124,7 +124,7 @@ def simulate_streams(
     """`simulate`'s lines, each with its stream: 0 for the deposits, n + 1 for match n (its
     feed lines, bets and faulty lines). Bets take the prices of the engine's pricer at
     `margin` (`[rules] margin` of the config file, for `oddsflow simulate`). `sport`: every
-    match football, every match tennis (`flows.tennis_simulator`), or `mixed` (the
+    match football, every match tennis (`tooling.tennis_simulator`), or `mixed` (the
     odd-numbered matches tennis: match 1, 3, ... of 0, 1, 2, ...); a football match is the
     same whatever `sport` is."""
     if sport not in SPORTS:
@@ -144,7 +144,7 @@ def simulate_streams(
     def build(n: int) -> list[tuple[int, SimLine]]:
         kickoff = start_ts + n * KICKOFF_STAGGER_MS
         if sport == "tennis" or (sport == "mixed" and n % 2 == 1):
-            from flows.tennis_simulator import tennis_match_lines  # it imports this module
+            from tooling.tennis_simulator import tennis_match_lines  # it imports this module
 
             return tennis_match_lines(n, kickoff, settings)
         return _match_lines(n, kickoff, settings)

@@ -28,7 +28,13 @@ from bisect import bisect_right
 from decimal import Decimal
 from typing import Any
 
-from flows.simulator import (
+from operators.adapters.tennis_pbp import score_checks
+from operators.events import MAX_PRICE
+from operators.ladder import offered_prices
+from operators.pricing import implied_probabilities
+from operators.tennis_pricing import TOUR_SERVE_WIN, fair_probabilities, serve_estimate
+from operators.tennis_score import TennisFormat, TennisScore, play_point, start
+from tooling.simulator import (
     CENT,
     FIXTURE_LEAD_MS,
     HEARTBEAT_MS,
@@ -41,12 +47,6 @@ from flows.simulator import (
     bet_payload,
     draw_bets,
 )
-from operators.adapters.tennis_pbp import score_checks
-from operators.events import MAX_PRICE
-from operators.ladder import offered_prices
-from operators.pricing import implied_probabilities
-from operators.tennis_pricing import TOUR_SERVE_WIN, fair_probabilities, serve_estimate
-from operators.tennis_score import TennisFormat, TennisScore, play_point, start
 
 Payload = dict[str, Any]
 SIDES = ("home", "away")

@@ -1,0 +1,1 @@
+"""Connectors between the flows and the systems around them (Kafka)."""
