@@ -67,7 +67,7 @@ def latency_row(minute: int, worker: int, counts: Counter[int]) -> LatencyRow:
 
 
 class LatencyProbe(Protocol):
-    """What a live flow's match step reports to (`operators/dataflow.py`); a flow gives the
+    """What a live flow's match step reports to (`flows/market_sync.py`); a flow gives the
     clock and keeps a recorder per worker (`flows/live.py`)."""
 
     def handed_over(self, arrivals: Iterable[float]) -> list[LatencyRow]:

@@ -26,14 +26,14 @@ import duckdb
 import pytest
 from bytewax.dataflow import Dataflow
 
+from connectors.kafka.serde import to_messages
+from connectors.kafka.settings import ALL_TOPICS, OUTPUT_TOPICS, POSITION_HEADER, KafkaSettings
 from operators import parse
 from operators.engine import LocalEngine
 from operators.parse import Limits, RawLine
 from operators.rows import BetRow, Reject, Row
 from operators.settings import Rules
 from operators.signing import Keyring, check, split_signed
-from sinks.kafka_config import ALL_TOPICS, OUTPUT_TOPICS, POSITION_HEADER, KafkaSettings
-from sinks.kafka_rows import to_messages
 from sinks.tables import schema_sql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,7 +223,7 @@ def test_feed_refusal_examples(reason: str, line: str) -> None:
 
 
 def test_feed_refusal_examples_cover_the_simulators_faults() -> None:
-    from flows.simulator import FAULT_KINDS
+    from tooling.simulator import FAULT_KINDS
 
     documented = {reason.split(":")[0] for reason, _ in refusal_examples()}
     assert {kind.split(":")[0] for kind in FAULT_KINDS} <= documented
