@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from operators.ladder import offered_prices
+from operators.market_events import EventSink
 from operators.markets import CLOSED, OPEN, SETTLED, SUSPENDED, Market, MarketBook
 from operators.pricing import Book, implied_probabilities
-from operators.rows import RowSink
 from operators.tennis_match import SIDES, TennisMatch
 from operators.tennis_pricing import TOUR_SERVE_WIN, fair_probabilities, serve_estimate
 
@@ -40,12 +40,12 @@ class TennisMarkets(MarketBook[TennisMatch]):
 
     results: dict[str, str] = field(default_factory=dict)
 
-    def open_book(self, match: TennisMatch, ts: int, out: RowSink) -> None:
+    def open_book(self, match: TennisMatch, ts: int, out: EventSink) -> None:
         """Fixture: every market the pricer quotes before the first point, OPEN."""
         self.last_heard = ts
         self._refresh(match, ts, "fixture", out)
 
-    def point_played(self, match: TennisMatch, ts: int, out: RowSink) -> None:
+    def point_played(self, match: TennisMatch, ts: int, out: EventSink) -> None:
         """After a point: close what it decided, open the next game's and set's markets,
         new prices where an offered price moved."""
         played = match.last_point
@@ -68,13 +68,13 @@ class TennisMarkets(MarketBook[TennisMatch]):
             return
         self._refresh(match, ts, "point", out)
 
-    def stop(self, match: TennisMatch, reason: str, ts: int, out: RowSink) -> None:
+    def stop(self, match: TennisMatch, reason: str, ts: int, out: EventSink) -> None:
         """A retirement or walkover: every market still open or suspended closes now."""
         for market in self.markets.values():
             if _alive(market):
                 market.move(CLOSED, reason, ts, out)
 
-    def settle(self, match: TennisMatch, ts: int, out: RowSink) -> None:
+    def settle(self, match: TennisMatch, ts: int, out: EventSink) -> None:
         """`match_end`: every market CLOSED, then SETTLED with its winner.
 
         A match played out: every market was decided by its points. A retirement or a
@@ -97,7 +97,7 @@ class TennisMarkets(MarketBook[TennisMatch]):
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    def _decide(self, prefix: str, winner: str, ts: int, out: RowSink) -> None:
+    def _decide(self, prefix: str, winner: str, ts: int, out: EventSink) -> None:
         """Close the one live market named `prefix<number>...` (the game's or the set's just
         won)."""
         at = len(prefix)
@@ -105,11 +105,11 @@ class TennisMarkets(MarketBook[TennisMatch]):
             if name.startswith(prefix) and name[at : at + 1].isdigit() and _alive(market):
                 self._close(market, winner, ts, out)
 
-    def _close(self, market: Market, winner: str, ts: int, out: RowSink) -> None:
+    def _close(self, market: Market, winner: str, ts: int, out: EventSink) -> None:
         self.results[market.name] = winner
         market.move(CLOSED, "decided", ts, out)
 
-    def _refresh(self, match: TennisMatch, ts: int, reason: str, out: RowSink) -> None:
+    def _refresh(self, match: TennisMatch, ts: int, reason: str, out: EventSink) -> None:
         """One quote: markets new to it are created (OPEN, or SUSPENDED while incidents hold
         the book), OPEN ones get new prices where an offered price moved."""
         layout, fair, prices = self._quote(match, ts)
