@@ -7,7 +7,7 @@ event becomes its `market_status` row and, when it carries prices, its `prices` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
@@ -71,14 +71,6 @@ PRICED = (MarketReopened, MarketRepriced)
 # market change, on the per-line path): `new_event(MarketSuspended, (match_id, ...))`.
 new_event = tuple.__new__
 
-_STATUS: dict[type, str] = {
-    MarketSuspended: "SUSPENDED",
-    MarketReopened: "OPEN",
-    MarketRepriced: "OPEN",
-    MarketClosed: "CLOSED",
-    MarketSettled: "SETTLED",
-}
-
 
 class EventSink(Protocol):
     """Where the markets put their events (a list that may hold other items too)."""
@@ -87,24 +79,55 @@ class EventSink(Protocol):
 
 
 def market_rows(event: MarketEvent, out: list[Any]) -> None:
-    """Append the rows of one event: its `market_status` row, then one `prices` row per
-    selection when it carries prices."""
-    match_id, market, version, reason, ts = event[:5]
-    winner = event.winner if isinstance(event, MarketSettled) else None
-    status_row = (match_id, market, _STATUS[type(event)], version, reason, ts, winner)
-    out.append(new_row(MarketStatusRow, status_row))
-    if isinstance(event, PRICED):
-        for selection, (probability, price) in event.prices.items():
-            row = (match_id, market, version, selection, probability, price, ts)
-            out.append(new_row(PriceRow, row))
+    """Append the rows of one event: its `market_status` row, then, when it carries prices,
+    one `prices` row per selection."""
+    _ROWS[type(event)](event, out)
 
 
 def project(items: Iterable[Any], out: list[Any]) -> list[Any]:
     """`items` appended to `out` in order, each market event replaced by its rows."""
-    events = _STATUS
+    rows_of, append = _ROWS, out.append
     for item in items:
-        if type(item) in events:
-            market_rows(item, out)
+        to_rows = rows_of.get(type(item))
+        if to_rows is None:
+            append(item)
         else:
-            out.append(item)
+            to_rows(item, out)
     return out
+
+
+# One function per event type: the projection runs for every market change.
+
+
+def _status_row(event: MarketEvent, status: str, winner: str | None) -> MarketStatusRow:
+    match_id, market, version, reason, ts = event[:5]
+    return new_row(MarketStatusRow, (match_id, market, status, version, reason, ts, winner))
+
+
+def _suspended(event: MarketSuspended, out: list[Any]) -> None:
+    out.append(_status_row(event, "SUSPENDED", None))
+
+
+def _opened(event: MarketReopened | MarketRepriced, out: list[Any]) -> None:
+    match_id, market, version, reason, ts, prices = event
+    out.append(new_row(MarketStatusRow, (match_id, market, "OPEN", version, reason, ts, None)))
+    for selection, (probability, price) in prices.items():
+        row = (match_id, market, version, selection, probability, price, ts)
+        out.append(new_row(PriceRow, row))
+
+
+def _closed(event: MarketClosed, out: list[Any]) -> None:
+    out.append(_status_row(event, "CLOSED", None))
+
+
+def _settled(event: MarketSettled, out: list[Any]) -> None:
+    out.append(_status_row(event, "SETTLED", event.winner))
+
+
+_ROWS: dict[type, Callable[[Any, list[Any]], None]] = {
+    MarketSuspended: _suspended,
+    MarketReopened: _opened,
+    MarketRepriced: _opened,
+    MarketClosed: _closed,
+    MarketSettled: _settled,
+}

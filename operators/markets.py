@@ -69,19 +69,19 @@ class Market:
             raise IllegalTransition(f"{self.match_id}/{self.name}: {what}")
         version = self.version + 1
         self.status, self.reason, self.winner, self.version = status, reason, winner, version
-        head = (self.match_id, self.name, version, reason, ts)
+        match_id, name = self.match_id, self.name
         if prices is not None:
             self.prices = prices
             if was == OPEN:
-                out.append(new_event(MarketRepriced, (*head, prices)))
+                out.append(new_event(MarketRepriced, (match_id, name, version, reason, ts, prices)))
             else:
-                out.append(new_event(MarketReopened, (*head, prices)))
+                out.append(new_event(MarketReopened, (match_id, name, version, reason, ts, prices)))
         elif status == SUSPENDED:
-            out.append(new_event(MarketSuspended, head))
+            out.append(new_event(MarketSuspended, (match_id, name, version, reason, ts)))
         elif status == CLOSED:
-            out.append(new_event(MarketClosed, head))
+            out.append(new_event(MarketClosed, (match_id, name, version, reason, ts)))
         else:
-            out.append(new_event(MarketSettled, (*head, winner)))
+            out.append(new_event(MarketSettled, (match_id, name, version, reason, ts, winner)))
 
 
 class Priced(Protocol):
