@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from operators.bets import BetDecision, MatchBets, SettlementNotice, WalletMessage, wallet_shard_of
 from operators.events import (
@@ -61,7 +61,9 @@ class MatchProcessor:
 
     `process` is the one path every rule takes. `fast` lets runs of in-sequence heartbeats
     (most lines) take `_heartbeats`, a shortcut that must give exactly what `process` gives:
-    tests/test_engine_paths.py runs whole feeds both ways."""
+    tests/test_engine_fast_path.py runs whole feeds both ways (`GeneralPathProcessor`)."""
+
+    fast: ClassVar[bool] = True  # a class attribute: snapshots pickle the same fields
 
     rules: Rules = DEFAULT_RULES
     match: AnyMatch | None = None
@@ -69,7 +71,6 @@ class MatchProcessor:
     bets: MatchBets | None = None
     seqs: dict[str, SeqTracker] = field(default_factory=dict)
     backups: dict[str, AnyMatch] = field(default_factory=dict)  # views of other providers
-    fast: bool = True
 
     def process_lines(self, lines: Sequence[RawLine]) -> list[Output]:
         """Lines of this key, in order: exactly what `process` gives for each, in turn."""
@@ -363,6 +364,13 @@ class MatchProcessor:
             markets.settle(match, ts, out)
             bets.review(out, ts, out)  # bets still in their delay see the close first
             bets.settle(raw.source, ev.match_id, out, ts, out)
+
+
+@dataclass(slots=True)
+class GeneralPathProcessor(MatchProcessor):
+    """A `MatchProcessor` without the fast path: every line through `process`."""
+
+    fast: ClassVar[bool] = False
 
 
 # The provider's own ends of games, sets and matches: checked against the points (tennis).

@@ -7,7 +7,7 @@ event becomes its `market_status` row and, when it carries prices, its `prices` 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
@@ -78,56 +78,32 @@ class EventSink(Protocol):
     def append(self, item: MarketEvent, /) -> None: ...
 
 
-def market_rows(event: MarketEvent, out: list[Any]) -> None:
-    """Append the rows of one event: its `market_status` row, then, when it carries prices,
-    one `prices` row per selection."""
-    _ROWS[type(event)](event, out)
-
-
 def project(items: Iterable[Any], out: list[Any]) -> list[Any]:
-    """`items` appended to `out` in order, each market event replaced by its rows."""
-    rows_of, append = _ROWS, out.append
+    """`items` appended to `out` in order, each market event replaced by its rows: its
+    `market_status` row, then, when it carries prices, one `prices` row per selection."""
+    status_of, append = _STATUS, out.append
     for item in items:
-        to_rows = rows_of.get(type(item))
-        if to_rows is None:
+        status = status_of.get(type(item))
+        if status is None:
             append(item)
+        elif status == "OPEN":
+            match_id, market, version, reason, ts, prices = item
+            append(new_row(MarketStatusRow, (match_id, market, status, version, reason, ts, None)))
+            for selection, (probability, price) in prices.items():
+                row = (match_id, market, version, selection, probability, price, ts)
+                append(new_row(PriceRow, row))
         else:
-            to_rows(item, out)
+            winner = item[5] if status == "SETTLED" else None
+            row = (item[0], item[1], status, item[2], item[3], item[4], winner)
+            append(new_row(MarketStatusRow, row))
     return out
 
 
-# One function per event type: the projection runs for every market change.
-
-
-def _status_row(event: MarketEvent, status: str, winner: str | None) -> MarketStatusRow:
-    match_id, market, version, reason, ts = event[:5]
-    return new_row(MarketStatusRow, (match_id, market, status, version, reason, ts, winner))
-
-
-def _suspended(event: MarketSuspended, out: list[Any]) -> None:
-    out.append(_status_row(event, "SUSPENDED", None))
-
-
-def _opened(event: MarketReopened | MarketRepriced, out: list[Any]) -> None:
-    match_id, market, version, reason, ts, prices = event
-    out.append(new_row(MarketStatusRow, (match_id, market, "OPEN", version, reason, ts, None)))
-    for selection, (probability, price) in prices.items():
-        row = (match_id, market, version, selection, probability, price, ts)
-        out.append(new_row(PriceRow, row))
-
-
-def _closed(event: MarketClosed, out: list[Any]) -> None:
-    out.append(_status_row(event, "CLOSED", None))
-
-
-def _settled(event: MarketSettled, out: list[Any]) -> None:
-    out.append(_status_row(event, "SETTLED", event.winner))
-
-
-_ROWS: dict[type, Callable[[Any, list[Any]], None]] = {
-    MarketSuspended: _suspended,
-    MarketReopened: _opened,
-    MarketRepriced: _opened,
-    MarketClosed: _closed,
-    MarketSettled: _settled,
+# The status of each event's row (a lookup: the projection runs for every market change).
+_STATUS: dict[type, str] = {
+    MarketSuspended: "SUSPENDED",
+    MarketReopened: "OPEN",
+    MarketRepriced: "OPEN",
+    MarketClosed: "CLOSED",
+    MarketSettled: "SETTLED",
 }

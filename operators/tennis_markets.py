@@ -1,22 +1,10 @@
 """A tennis match's markets, on the shared market state machine (`operators.markets`).
 
-Markets (names and selections as `operators.tennis_pricing.fair_probabilities` gives them):
-`match`, `set_N` (the set in play), `game_N_G` (the game in play), `games_ou_X` (total games,
-a tiebreak counting one) and `set_betting` (the score in sets). Rules:
-
-- incidents suspend every market at once, as in football: a `challenge`, a
-  `medical_timeout`, a `suspension` (rain), provider silence; they reopen together once
-  every incident is over and `min_suspension_ms` has passed;
-- prices are recomputed after every point, a new version only when an offered price moves;
-- a decided market closes at once (`decided`): the game's when it is won (the next game's
-  opens), the set's when it is won (the next set's opens), `games_ou_X` as over when the
-  total passes X, the rest at the match's last point;
-- everything settles at `match_end`. A retirement or a walkover closes every market at
-  once; `match_end` then settles them by Betfair's tennis rules (`settle`).
-
-Serve-point probabilities: each player's prior (the fixture's `home_serve` / `away_serve`,
-else `tennis_pricing.TOUR_SERVE_WIN`) updated by `tennis_pricing.serve_estimate` from the
-serve points he has played and won so far.
+Markets: `match`, `set_N` (the set in play), `game_N_G` (the game in play), `games_ou_X`
+(total games) and `set_betting` (the score in sets), as `operators.tennis_pricing` names
+them. Incidents suspend and reopen every market together, as in football; points reprice; a
+decided market closes at once; everything settles at `match_end` (`TennisMarkets.settle`).
+Serve-point probabilities: each player's prior updated by the serve points he has played.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Differential test: `MatchProcessor(fast=True)` (in-sequence heartbeats on the fast path)
-gives exactly what `MatchProcessor(fast=False)` (every line through `process`) gives, on
-whole feeds, each key's lines in batches of any size."""
+"""Differential test: `MatchProcessor` (in-sequence heartbeats on its fast path) gives
+exactly what `GeneralPathProcessor` (every line through `process`) gives, on whole feeds,
+each key's lines in batches of any size."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from flows.simulator import simulate
 from flows.sources import read_lines
-from operators.engine import MatchProcessor
+from operators.engine import GeneralPathProcessor, MatchProcessor
 from operators.parse import RawLine, is_wallet_key
 from operators.providers import route_line
 from tests.feedkit import KICKOFF, Feed, bet_line
@@ -56,7 +56,7 @@ def assert_both_ways_equal(by_key: dict[str, list[RawLine]]) -> None:
     then, event time moves on without a line (`idle`, as a live flow's timers do)."""
     draw = random.Random(4)
     for key, lines in by_key.items():
-        fast, general = MatchProcessor(fast=True), MatchProcessor(fast=False)
+        fast, general = MatchProcessor(), GeneralPathProcessor()
         i = 0
         while i < len(lines):
             batch = lines[i : i + draw.choice((1, 2, 7, 50, 1000))]
