@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
 from operators.events import Bet
-from operators.market_events import MARKET_EVENTS, PRICED, MarketSettled
+from operators.market_events import PRICED, MarketEvent, MarketSettled
 from operators.markets import CLOSED, SETTLED, SUSPENDED, MarketBook
 from operators.parse import wallet_key
 from operators.settings import Rules
@@ -204,7 +204,7 @@ def _spoiled(p: _Pending, events: Sequence[object]) -> str:
     """Did the bet's market suspend, close or drop below its price within the window?"""
     bet = p.bet
     for e in events:
-        if not isinstance(e, MARKET_EVENTS) or e.market != bet.market:
+        if not isinstance(e, MarketEvent) or e.market != bet.market:
             continue
         if not bet.ts <= e.ts <= p.due:
             continue

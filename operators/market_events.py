@@ -9,14 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
+
+import msgspec
 
 from operators.rows import MarketStatusRow, PriceRow, new_row
 
 Prices = dict[str, tuple[float, Decimal]]  # selection -> (fair probability, offered price)
 
 
-class MarketSuspended(NamedTuple):
+class MarketEvent(msgspec.Struct, frozen=True, gc=False):
+    """One change of one market: its new `version`, why, and when (event time). Built by
+    position, `MarketSuspended(match_id, market, version, reason, ts)`; `gc=False`: an
+    event holds no reference back, so it can be in no cycle."""
+
     match_id: str
     market: str
     version: int
@@ -24,52 +30,31 @@ class MarketSuspended(NamedTuple):
     ts: int
 
 
-class MarketReopened(NamedTuple):
+class MarketSuspended(MarketEvent, frozen=True, gc=False):
+    pass
+
+
+class MarketReopened(MarketEvent, frozen=True, gc=False):
     """OPEN from SUSPENDED (a market's first opening among them), with its prices."""
 
-    match_id: str
-    market: str
-    version: int
-    reason: str
-    ts: int
     prices: Prices
 
 
-class MarketRepriced(NamedTuple):
+class MarketRepriced(MarketEvent, frozen=True, gc=False):
     """Still OPEN, new prices."""
 
-    match_id: str
-    market: str
-    version: int
-    reason: str
-    ts: int
     prices: Prices
 
 
-class MarketClosed(NamedTuple):
-    match_id: str
-    market: str
-    version: int
-    reason: str
-    ts: int
+class MarketClosed(MarketEvent, frozen=True, gc=False):
+    pass
 
 
-class MarketSettled(NamedTuple):
-    match_id: str
-    market: str
-    version: int
-    reason: str
-    ts: int
+class MarketSettled(MarketEvent, frozen=True, gc=False):
     winner: str
 
 
-MarketEvent = MarketSuspended | MarketReopened | MarketRepriced | MarketClosed | MarketSettled
-MARKET_EVENTS = (MarketSuspended, MarketReopened, MarketRepriced, MarketClosed, MarketSettled)
 PRICED = (MarketReopened, MarketRepriced)
-
-# An event from its fields in order, without NamedTuple's Python-level __new__ (one per
-# market change, on the per-line path): `new_event(MarketSuspended, (match_id, ...))`.
-new_event = tuple.__new__
 
 
 class EventSink(Protocol):
@@ -86,16 +71,15 @@ def project(items: Iterable[Any], out: list[Any]) -> list[Any]:
         status = status_of.get(type(item))
         if status is None:
             append(item)
-        elif status == "OPEN":
-            match_id, market, version, reason, ts, prices = item
-            append(new_row(MarketStatusRow, (match_id, market, status, version, reason, ts, None)))
-            for selection, (probability, price) in prices.items():
+            continue
+        match_id, market, version, ts = item.match_id, item.market, item.version, item.ts
+        winner = item.winner if status == "SETTLED" else None
+        row = (match_id, market, status, version, item.reason, ts, winner)
+        append(new_row(MarketStatusRow, row))
+        if status == "OPEN":
+            for selection, (probability, price) in item.prices.items():
                 row = (match_id, market, version, selection, probability, price, ts)
                 append(new_row(PriceRow, row))
-        else:
-            winner = item[5] if status == "SETTLED" else None
-            row = (item[0], item[1], status, item[2], item[3], item[4], winner)
-            append(new_row(MarketStatusRow, row))
     return out
 
 

@@ -20,7 +20,6 @@ from operators.market_events import (
     MarketSettled,
     MarketSuspended,
     Prices,
-    new_event,
 )
 from operators.match import MatchState
 from operators.pricing import MARKETS_OU, Book, PricingState, quote_book
@@ -73,15 +72,15 @@ class Market:
         if prices is not None:
             self.prices = prices
             if was == OPEN:
-                out.append(new_event(MarketRepriced, (match_id, name, version, reason, ts, prices)))
+                out.append(MarketRepriced(match_id, name, version, reason, ts, prices))
             else:
-                out.append(new_event(MarketReopened, (match_id, name, version, reason, ts, prices)))
+                out.append(MarketReopened(match_id, name, version, reason, ts, prices))
+        elif winner is not None:
+            out.append(MarketSettled(match_id, name, version, reason, ts, winner))
         elif status == SUSPENDED:
-            out.append(new_event(MarketSuspended, (match_id, name, version, reason, ts)))
-        elif status == CLOSED:
-            out.append(new_event(MarketClosed, (match_id, name, version, reason, ts)))
+            out.append(MarketSuspended(match_id, name, version, reason, ts))
         else:
-            out.append(new_event(MarketSettled, (match_id, name, version, reason, ts, winner)))
+            out.append(MarketClosed(match_id, name, version, reason, ts))
 
 
 class Priced(Protocol):
