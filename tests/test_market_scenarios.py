@@ -1,4 +1,4 @@
-"""Hand-written match scenarios: the expected market history written out (CONTRACT section 2)."""
+"""Hand-written match scenarios: the expected market history of each, written out."""
 
 from __future__ import annotations
 
