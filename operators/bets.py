@@ -1,13 +1,11 @@
-"""Bet decisions at the market (CONTRACT section 2): the per-match half of the bet rules.
+"""Bet decisions at the market: the per-match half of the bet rules (the wallet's half, the
+funds, is `operators.wallets`).
 
-A bet is judged here against the market as it is at the bet's `ts`: status, offered price,
-stake limits and the market's worst-case liability. In play it is then held for the bet
-delay and rejected if, within that window, the market suspends, closes, or offers less than
-the bet's price. The decision goes to the bettor's wallet (`operators.wallets`), which checks
-the funds; this side never sees balances, so its liability check counts every bet it passed
-(conservative: some may still fail for funds).
-
-Plain Python; time is event time only.
+A bet is judged against its market as it is at the bet's `ts`: status, offered price, stake
+limits, the market's worst-case liability. In play it is then held for the bet delay and
+rejected if, within that window, the market suspends, closes, or offers less than the bet's
+price (the market events say so). The liability counts every bet passed here, some of which
+may still fail for funds: conservative, since this side never sees balances. Event time only.
 """
 
 from __future__ import annotations
@@ -18,9 +16,9 @@ from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
 from operators.events import Bet
-from operators.markets import CLOSED, OPEN, SETTLED, SUSPENDED, MarketBook
+from operators.market_events import PRICED, MarketEvent, MarketSettled
+from operators.markets import CLOSED, SETTLED, SUSPENDED, MarketBook
 from operators.parse import wallet_key
-from operators.rows import MarketStatusRow, PriceRow
 from operators.settings import Rules
 
 _NOTHING = (Decimal(0), Decimal(0))
@@ -120,13 +118,14 @@ class MatchBets:
             return "liability_limit"
         return ""
 
-    def review(self, rows: Sequence[object], now: int, out: MessageSink) -> None:
-        """After a line at `now`: settle the fate of bets in their delay window."""
+    def review(self, events: Sequence[object], now: int, out: MessageSink) -> None:
+        """After a line at `now` whose items (market events among them) are `events`: settle
+        the fate of bets in their delay window."""
         if not self.pending:
             return
         still: list[_Pending] = []
         for p in self.pending:
-            reason = _spoiled(p, rows)
+            reason = _spoiled(p, events)
             if reason:
                 self._give_back(p.bet)
                 out.append(BetDecision(p.source, p.bet, False, reason, p.bet.ts))
@@ -140,14 +139,11 @@ class MatchBets:
         self.red_cards += 1
 
     def settle(
-        self, source: str, match_id: str, rows: Sequence[object], ts: int, out: MessageSink
+        self, source: str, match_id: str, events: Sequence[object], ts: int, out: MessageSink
     ) -> None:
-        """`match_end`: one notice per wallet shard with bets here, with every bet's result."""
-        winners = {
-            r.market: r.winner
-            for r in rows
-            if isinstance(r, MarketStatusRow) and r.status == SETTLED
-        }
+        """`match_end`: one notice per wallet shard with bets here, with every bet's result
+        (the winners from the `events` that settled the markets)."""
+        winners = {e.market: e.winner for e in events if isinstance(e, MarketSettled)}
         by_shard: dict[str, dict[str, str]] = {}
         for bet_id, bet in self.passed.items():
             won = winners.get(bet.market)
@@ -204,18 +200,17 @@ def liability(sides: dict[str, tuple[Decimal, Decimal]]) -> Decimal:
     return max((pays - (total - stakes) for pays, stakes in sides.values()), default=Decimal(0))
 
 
-def _spoiled(p: _Pending, rows: Sequence[object]) -> str:
+def _spoiled(p: _Pending, events: Sequence[object]) -> str:
     """Did the bet's market suspend, close or drop below its price within the window?"""
-    for r in rows:
-        if not isinstance(r, (MarketStatusRow, PriceRow)) or not p.bet.ts <= r.ts <= p.due:
+    bet = p.bet
+    for e in events:
+        if not isinstance(e, MarketEvent) or e.market != bet.market:
             continue
-        if isinstance(r, MarketStatusRow) and r.market == p.bet.market and r.status != OPEN:
+        if not bet.ts <= e.ts <= p.due:
+            continue
+        if not isinstance(e, PRICED):
             return "bet_delay_suspension"
-        if (
-            isinstance(r, PriceRow)
-            and r.market == p.bet.market
-            and r.selection == p.bet.selection
-            and r.price < p.bet.price
-        ):
+        offered = e.prices.get(bet.selection)
+        if offered is not None and offered[1] < bet.price:
             return "price_changed"
     return ""

@@ -1,15 +1,16 @@
 """Per-key processing: a `MatchProcessor` per match folds its lines into output rows and
-into verdicts for the wallets; `LocalEngine` runs the whole thing in one thread.
+into messages for the wallets; `LocalEngine` runs the whole thing in one thread.
 
-Plain Python: the dataflow keys lines (see `operators.parse.route`) and calls `process`
-for each line of a key, in arrival order.
+Plain Python: the dataflow keys lines (`operators.parse.route`) and hands each key's lines,
+in arrival order, to its processor. Inside, the markets speak in market events
+(`operators.market_events`); they become rows here, as the output leaves the processor.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from operators.bets import BetDecision, MatchBets, SettlementNotice, WalletMessage, wallet_shard_of
 from operators.events import (
@@ -35,11 +36,12 @@ from operators.events import (
     Walkover,
     type_name,
 )
+from operators.market_events import EventSink, MarketEvent, project
 from operators.markets import MarketBook, MatchMarkets
 from operators.match import MatchState
 from operators.parse import RawLine, is_wallet_key, parse_line
 from operators.providers import Processor, new_processor, route_line
-from operators.rows import FeedEventRow, FeedGapRow, Reject, Row, RowSink, new_row
+from operators.rows import FeedEventRow, FeedGapRow, Reject, Row, new_row
 from operators.settings import DEFAULT_RULES, Rules
 from operators.tennis_markets import TennisMarkets
 from operators.tennis_match import TennisMatch
@@ -47,6 +49,7 @@ from operators.validate import SeqTracker, check_match
 from operators.wallets import WalletShard
 
 Output = Row | WalletMessage
+Item = Output | MarketEvent  # what a line gives inside the processor, before `project`
 AnyMatch = MatchState | TennisMatch  # the fixture's `sport` decides which
 
 
@@ -54,7 +57,13 @@ AnyMatch = MatchState | TennisMatch  # the fixture's `sport` decides which
 class MatchProcessor:
     """All state of one match key (or of the bucket of lines too broken to route). The
     fixture's `sport` picks the match state and markets: football's or tennis's; bets,
-    their delay, wallets and exposure are the same for both."""
+    their delay, wallets and exposure are the same for both.
+
+    `process` is the one path every rule takes. `fast` lets runs of in-sequence heartbeats
+    (most lines) take `_heartbeats`, a shortcut that must give exactly what `process` gives:
+    tests/test_engine_fast_path.py runs whole feeds both ways (`GeneralPathProcessor`)."""
+
+    fast: ClassVar[bool] = True  # a class attribute: snapshots pickle the same fields
 
     rules: Rules = DEFAULT_RULES
     match: AnyMatch | None = None
@@ -64,19 +73,26 @@ class MatchProcessor:
     backups: dict[str, AnyMatch] = field(default_factory=dict)  # views of other providers
 
     def process_lines(self, lines: Sequence[RawLine]) -> list[Output]:
-        """Lines of this key, in order: exactly what `process` gives for each, in turn.
-        Runs of in-sequence heartbeats (most lines) take `_heartbeats`."""
+        """Lines of this key, in order: exactly what `process` gives for each, in turn."""
         out: list[Output] = []
+        if not self.fast:
+            for raw in lines:
+                project(self._line(raw), out)
+            return out
         i, n = 0, len(lines)
         while i < n:
             i = self._heartbeats(lines, i, out)
             if i < n:
-                out.extend(self.process(lines[i]))
+                project(self._line(lines[i]), out)
                 i += 1
         return out
 
     def process(self, raw: RawLine) -> list[Output]:
         """One line of this key: output rows, and verdicts/settlements for wallets."""
+        return project(self._line(raw), [])
+
+    def _line(self, raw: RawLine) -> list[Item]:
+        """One line, its market changes still as market events (the bets read those)."""
         ev = parse_line(raw)
         if isinstance(ev, Reject):
             return [ev]
@@ -84,7 +100,7 @@ class MatchProcessor:
             return [_reject_line(raw, "unroutable", "a deposit that routing could not read")]
         if self.bets is None:
             self.bets = MatchBets(self.rules)
-        out: list[Output] = []
+        out: list[Item] = []
         if isinstance(ev, Bet):
             self._bet(raw, ev, out)
         else:
@@ -107,20 +123,20 @@ class MatchProcessor:
     def idle(self, ts: int) -> list[Output]:
         """No line, but event time reached `ts` (a live flow's wall clock says so): fire what
         is due, as the next line would have."""
-        out: list[Output] = []
+        out: list[Item] = []
         if self.match is not None and self.markets is not None and self.bets is not None:
             self.markets.advance(self.match, ts, out)
             self.bets.review(out, ts, out)
-        return out
+        return project(out, [])
 
-    def _bet(self, raw: RawLine, bet: Bet, out: list[Output]) -> None:
+    def _bet(self, raw: RawLine, bet: Bet, out: list[Item]) -> None:
         match, markets, bets = self.match, self.markets, self.bets
         assert bets is not None
         if match is not None and markets is not None:
             markets.advance(match, bet.ts, out)
         bets.judge(raw.source, bet, markets, match is not None and match.in_play, out)
 
-    def _feed(self, raw: RawLine, ev: FeedEvent, out: list[Output]) -> None:
+    def _feed(self, raw: RawLine, ev: FeedEvent, out: list[Item]) -> None:
         if self.match is None and not isinstance(ev, Fixture):
             out.append(_reject(raw, ev, "unknown_match"))
             return
@@ -155,12 +171,12 @@ class MatchProcessor:
             self._compare_providers(ev.ts, out)
 
     def _heartbeats(self, lines: Sequence[RawLine], i: int, out: list[Output]) -> int:
-        """The common lines, heartbeats of the driving provider in sequence, from `lines[i]`
-        on, in one loop: exactly what `process` does with each (valid, no gap, nothing for
-        `_react`, `advance` with nothing to do), without its parsing, dispatch and checks.
-        Stops, having changed nothing for it, at the first line that is anything else or
-        meets anything rarer (silence, a reopening due, bets in their delay): `process`
-        takes that one. The index of the first line not taken."""
+        """The fast path: the run of heartbeats of the driving provider in sequence from
+        `lines[i]` on, what `process` does with each (valid, no gap, nothing for `_react`,
+        `advance` with nothing to do) without its parsing, dispatch and checks. Stops, having
+        changed nothing for it, at the first line that is anything else or meets anything
+        rarer (silence, a reopening due, bets in their delay): `process` takes that one.
+        The index of the first line not taken."""
         match, markets, bets = self.match, self.markets, self.bets
         if match is None or markets is None or bets is None:
             return i
@@ -172,6 +188,7 @@ class MatchProcessor:
         kickoff, far = match.kickoff, rules.max_kickoff_distance_ms
         silent_after = rules.heartbeat_timeout_ms
         max_minute = match.max_minute
+        moved: list[MarketEvent] = []
         n = len(lines)
         while i < n:
             raw = lines[i]
@@ -196,10 +213,13 @@ class MatchProcessor:
             out.append(_event_row(raw, ev))
             if match.apply(ev):
                 out.append(match.row(ts))
-            markets.heard(match, ts, out)
-            markets.tick(match, ts, out)
+            markets.heard(match, ts, moved)
+            markets.tick(match, ts, moved)
             if self.backups:
-                self._compare_providers(ts, out)
+                self._compare_providers(ts, moved)
+            if moved:
+                project(moved, out)
+                moved.clear()
             i += 1
         return i
 
@@ -214,7 +234,7 @@ class MatchProcessor:
             view = self.backups[ev.provider] = match.blank_copy(ev.provider, ev.ts)
         return view
 
-    def _backup(self, ev: FeedEvent, out: list[Output]) -> None:
+    def _backup(self, ev: FeedEvent, out: list[Item]) -> None:
         """A line from a provider that does not drive the match: kept in its own view;
         it takes over when the driving provider goes silent."""
         match, markets = self.match, self.markets
@@ -229,7 +249,7 @@ class MatchProcessor:
         if silent and match.in_play and view.in_play:
             self._switch_to(ev.provider, ev.ts, out)
 
-    def _switch_to(self, provider: str, ts: int, out: list[Output]) -> None:
+    def _switch_to(self, provider: str, ts: int, out: list[Item]) -> None:
         """The backup drives from now on: suspend for the switch, reprice from its view."""
         old, markets = self.match, self.markets
         assert old is not None and markets is not None
@@ -244,7 +264,7 @@ class MatchProcessor:
         markets.heard(new, ts, out)
         markets.resolve("provider_switch", new, ts, out)
 
-    def _compare_providers(self, ts: int, out: list[Output]) -> None:
+    def _compare_providers(self, ts: int, out: EventSink) -> None:
         """Suspend while an active backup's score disagrees with the driving provider's."""
         match, markets = self.match, self.markets
         if match is None or markets is None or not self.backups or match.status == "ended":
@@ -260,7 +280,7 @@ class MatchProcessor:
         elif not disagree and "provider_conflict" in markets.incidents:
             markets.resolve("provider_conflict", match, ts, out)
 
-    def _apply(self, raw: RawLine, ev: FeedEvent, out: list[Output]) -> None:
+    def _apply(self, raw: RawLine, ev: FeedEvent, out: list[Item]) -> None:
         if isinstance(ev, Fixture):
             if ev.sport == "tennis":
                 self._open_tennis(ev, out)
@@ -302,7 +322,7 @@ class MatchProcessor:
 
     # ---- tennis --------------------------------------------------------------------------
 
-    def _open_tennis(self, ev: Fixture, out: list[Output]) -> None:
+    def _open_tennis(self, ev: Fixture, out: list[Item]) -> None:
         fresh = self.match = TennisMatch.from_fixture(ev)
         markets = self.markets = TennisMarkets(self.rules, ev.match_id)
         out.append(fresh.row(ev.ts))
@@ -316,7 +336,7 @@ class MatchProcessor:
         match: TennisMatch,
         markets: TennisMarkets,
         bets: MatchBets,
-        out: list[Output],
+        out: list[Item],
     ) -> None:
         """A validated line of a tennis match's driving provider (its ends already agree
         with the points: `_feed`)."""
@@ -346,6 +366,13 @@ class MatchProcessor:
             bets.settle(raw.source, ev.match_id, out, ts, out)
 
 
+@dataclass(slots=True)
+class GeneralPathProcessor(MatchProcessor):
+    """A `MatchProcessor` without the fast path: every line through `process`."""
+
+    fast: ClassVar[bool] = False
+
+
 # The provider's own ends of games, sets and matches: checked against the points (tennis).
 _TENNIS_ENDS = frozenset((GameEnd, SetEnd, MatchEnd))
 # Tennis lines that change the `tennis_scores` row.
@@ -366,9 +393,10 @@ def _react(
     markets: MatchMarkets,
     ev: FeedEvent,
     score_before: tuple[int, int],
-    out: RowSink,
+    out: EventSink,
 ) -> None:
-    """What a line does to the markets (CONTRACT section 2)."""
+    """What a football line does to the markets: incidents suspend, their end reopens,
+    a confirmed goal closes what it decided, a period boundary reprices, the end settles."""
     ts = ev.ts
     if isinstance(ev, Goal):
         key = f"goal:{ev.goal_id}"

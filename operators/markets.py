@@ -1,10 +1,9 @@
-"""The market state machine of one match (CONTRACT section 2). Plain Python, event time only.
+"""The market state machine of one match, shared by every sport; football's book.
 
 Every market moves only through `Market.move`, which allows exactly the transitions of
-`ALLOWED` and bumps `version` on every status or price change. `MarketBook` decides when:
-it suspends every market at once when an incident opens, and reopens them, with new
-prices in the same version, once every incident is resolved and the hold time has passed.
-`MatchMarkets` is football's book; tennis's is `operators.tennis_markets.TennisMarkets`.
+`ALLOWED`, bumps `version` and emits one market event (`operators.market_events`).
+`MarketBook` decides when: an incident suspends every market at once; they reopen together,
+repriced, once every incident is resolved and the hold time has passed. Event time only.
 """
 
 from __future__ import annotations
@@ -13,9 +12,17 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Generic, Protocol, TypeVar
 
+from operators.market_events import (
+    EventSink,
+    MarketClosed,
+    MarketReopened,
+    MarketRepriced,
+    MarketSettled,
+    MarketSuspended,
+    Prices,
+)
 from operators.match import MatchState
 from operators.pricing import MARKETS_OU, Book, PricingState, quote_book
-from operators.rows import MarketStatusRow, PriceRow, RowSink, new_row
 from operators.settings import Rules
 
 OPEN, SUSPENDED, CLOSED, SETTLED = "OPEN", "SUSPENDED", "CLOSED", "SETTLED"
@@ -39,7 +46,7 @@ class Market:
     status: str = SUSPENDED
     version: int = 0
     reason: str = ""
-    prices: dict[str, tuple[float, Decimal]] = field(default_factory=dict)
+    prices: Prices = field(default_factory=dict)
     winner: str | None = None
 
     def move(
@@ -47,26 +54,33 @@ class Market:
         status: str,
         reason: str,
         ts: int,
-        out: RowSink,
-        prices: dict[str, tuple[float, Decimal]] | None = None,
+        out: EventSink,
+        prices: Prices | None = None,
         winner: str | None = None,
     ) -> None:
-        """Change status (and prices, only when opening or staying open): one new version."""
-        if status != self.status and status not in ALLOWED[self.status]:
-            raise IllegalTransition(f"{self.match_id}/{self.name}: {self.status} -> {status}")
-        if prices is not None and status != OPEN:
-            raise IllegalTransition(f"{self.match_id}/{self.name}: prices on a {status} market")
+        """Change status: one new version, one event. Prices come exactly with OPEN (an
+        opening or a repricing), a winner exactly with SETTLED."""
+        was = self.status
+        if status != was and status not in ALLOWED[was]:
+            raise IllegalTransition(f"{self.match_id}/{self.name}: {was} -> {status}")
+        if (prices is not None) != (status == OPEN) or (winner is not None) != (status == SETTLED):
+            what = f"{status} with prices {prices} and winner {winner}"
+            raise IllegalTransition(f"{self.match_id}/{self.name}: {what}")
         version = self.version + 1
         self.status, self.reason, self.winner, self.version = status, reason, winner, version
         match_id, name = self.match_id, self.name
-        out.append(new_row(MarketStatusRow, (match_id, name, status, version, reason, ts, winner)))
         if prices is not None:
             self.prices = prices
-            # A loop, not extend(list comprehension): a market has 2 or 3 selections, and
-            # repricing moves ~5 markets a match minute.
-            for selection, (probability, price) in prices.items():
-                row = (match_id, name, version, selection, probability, price, ts)
-                out.append(new_row(PriceRow, row))
+            if was == OPEN:
+                out.append(MarketRepriced(match_id, name, version, reason, ts, prices))
+            else:
+                out.append(MarketReopened(match_id, name, version, reason, ts, prices))
+        elif winner is not None:
+            out.append(MarketSettled(match_id, name, version, reason, ts, winner))
+        elif status == SUSPENDED:
+            out.append(MarketSuspended(match_id, name, version, reason, ts))
+        else:
+            out.append(MarketClosed(match_id, name, version, reason, ts))
 
 
 class Priced(Protocol):
@@ -99,7 +113,7 @@ class MarketBook(Generic[M]):
 
     # ---- triggers -------------------------------------------------------------------
 
-    def incident(self, key: str, reason: str, ts: int, out: RowSink) -> None:
+    def incident(self, key: str, reason: str, ts: int, out: EventSink) -> None:
         """An incident opens: suspend every OPEN market at once, hold for the minimum."""
         self.incidents[key] = reason
         self.held = True
@@ -108,7 +122,7 @@ class MarketBook(Generic[M]):
             if market.status == OPEN:
                 market.move(SUSPENDED, reason, ts, out)
 
-    def resolve(self, key: str, match: M, ts: int, out: RowSink) -> None:
+    def resolve(self, key: str, match: M, ts: int, out: EventSink) -> None:
         """An incident ends; reopen now if nothing else holds the markets."""
         if self.incidents.pop(key, None) is None or self.incidents:
             return
@@ -116,14 +130,14 @@ class MarketBook(Generic[M]):
         if ts >= self.hold_until:
             self._reopen(match, ts, "reopen", out)
 
-    def heard(self, match: M, ts: int, out: RowSink) -> None:
+    def heard(self, match: M, ts: int, out: EventSink) -> None:
         """A line from the match's provider: the feed is alive."""
         if ts > self.last_heard:
             self.last_heard = ts
         if "feed_silent" in self.incidents:
             self.resolve("feed_silent", match, ts, out)
 
-    def advance(self, match: M, ts: int, out: RowSink) -> None:
+    def advance(self, match: M, ts: int, out: EventSink) -> None:
         """Event time moved to `ts` (before the line at `ts` is applied): the provider's
         silence, then a reopening that fell due in between, at the time it fell due."""
         silent_since = self.last_heard + self.rules.heartbeat_timeout_ms
@@ -142,13 +156,13 @@ class MarketBook(Generic[M]):
             return self.last_heard + self.rules.heartbeat_timeout_ms + 1
         return None
 
-    def tick(self, match: M, ts: int, out: RowSink) -> None:
+    def tick(self, match: M, ts: int, out: EventSink) -> None:
         """After a line is applied: what time alone does to the prices (nothing, unless a
         sport says otherwise)."""
 
     # ---- prices --------------------------------------------------------------------------
 
-    def reprice(self, match: M, ts: int, reason: str, out: RowSink) -> None:
+    def reprice(self, match: M, ts: int, reason: str, out: EventSink) -> None:
         """New prices for OPEN markets whose offered prices changed."""
         markets = self.markets
         for candidate in markets.values():
@@ -167,7 +181,7 @@ class MarketBook(Generic[M]):
             ):
                 market.move(OPEN, reason, ts, out, _prices(selections, start, fair, prices))
 
-    def _reopen(self, match: M, ts: int, reason: str, out: RowSink) -> None:
+    def _reopen(self, match: M, ts: int, reason: str, out: EventSink) -> None:
         """Open the SUSPENDED markets the pricer quotes (decided ones are CLOSED)."""
         self.held = False
         layout, fair, prices = self._quote(match, ts)
@@ -185,14 +199,14 @@ class MarketBook(Generic[M]):
 class MatchMarkets(MarketBook[MatchState]):
     """A football match's markets: `1x2`, `ou_k.5`, `goal_N`."""
 
-    def open_book(self, match: MatchState, ts: int, out: RowSink) -> None:
+    def open_book(self, match: MatchState, ts: int, out: EventSink) -> None:
         """Fixture: every market OPEN, priced pre-match."""
         for name in (*FIXED_MARKETS, "goal_1"):
             self.markets[name] = Market(self.match_id, name)
         self.last_heard = ts
         self._reopen(match, ts, "fixture", out)
 
-    def tick(self, match: MatchState, ts: int, out: RowSink) -> None:
+    def tick(self, match: MatchState, ts: int, out: EventSink) -> None:
         """After a line is applied: time decay, new prices at least once a match minute."""
         # The clock stands still at half time: nothing decays then.
         if match.status == "live" and ts - self.last_priced >= self.rules.reprice_every_ms:
@@ -200,7 +214,7 @@ class MatchMarkets(MarketBook[MatchState]):
 
     # ---- goals and results -------------------------------------------------------------
 
-    def goals_changed(self, match: MatchState, ts: int, out: RowSink) -> None:
+    def goals_changed(self, match: MatchState, ts: int, out: EventSink) -> None:
         """The confirmed score moved: close decided markets, create or hold `goal_N`."""
         total = match.home_score + match.away_score
         for name, market in self.markets.items():
@@ -214,7 +228,7 @@ class MatchMarkets(MarketBook[MatchState]):
             self.markets[current] = Market(self.match_id, current)
             self.markets[current].move(SUSPENDED, "goal_confirmed", ts, out)
 
-    def settle(self, match: MatchState, scorers: list[str], ts: int, out: RowSink) -> None:
+    def settle(self, match: MatchState, scorers: list[str], ts: int, out: EventSink) -> None:
         """match_end: every market CLOSED, then SETTLED with its winner."""
         for name, market in self.markets.items():
             if market.status in (OPEN, SUSPENDED):
@@ -245,7 +259,7 @@ class MatchMarkets(MarketBook[MatchState]):
 
 def _prices(
     selections: tuple[str, ...], start: int, fair: list[float], prices: list[Decimal]
-) -> dict[str, tuple[float, Decimal]]:
+) -> Prices:
     """`Market.prices` for the market whose `selections` start at `start` in a `Book`."""
     return {selection: (fair[i], prices[i]) for i, selection in enumerate(selections, start)}
 

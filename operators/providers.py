@@ -1,14 +1,10 @@
 """The provider registry: which formats oddsflow reads and who processes their lines.
 
-Line formats arrive line by line (files or Kafka): each says how to recognise its lines,
-how to key them, and which processor folds a key's lines into rows. File formats are
-whole files that an adapter converts to native lines before the flow (StatsBomb's JSON
-arrays). Adding a provider: one adapter module, one entry here, and its size limit in
-`operators.parse.SIZE_LIMITS` under the same name.
-
-Each format has its own size limit (`operators.parse.Limits`): a line is checked against the
-limit of the format it is recognised as, a whole file against its format's, before anything
-decodes it; over it, the line (file) becomes a `line_too_long` reject and the flow goes on.
+Line formats (files or Kafka, line by line) say how to recognise, key and process their
+lines; file formats (StatsBomb's JSON, point-by-point tennis CSV) are whole files an adapter
+turns into native lines first. Each format has its own size limit
+(`operators.parse.SIZE_LIMITS`): a line or file over it becomes a `line_too_long` reject.
+Adding a provider: one adapter module, one entry here, one size limit.
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """Output records, one NamedTuple per table of `sinks/schema.sql` (same columns, same order).
 
-The per-match logic emits these; sinks only batch them. `tests/test_schema.py` checks that
-every row type matches its table.
+The per-match logic emits these; sinks only batch them.
+`tests/test_parse_validate.py::test_every_row_type_matches_its_table` keeps each row type
+equal to its table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from decimal import Decimal
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
-# A row from its fields in order, without NamedTuple's Python-level __new__: the hot paths
-# build rows by the million. `new_row(MatchRow, (match_id, home, ...))`.
+# A row from its fields in order, without NamedTuple's Python-level __new__ (rows are built
+# on the per-line path). `new_row(MatchRow, (match_id, home, ...))`.
 new_row = tuple.__new__
 
 
@@ -176,11 +176,3 @@ TABLE_OF: dict[type, str] = {
     LedgerRow: "wallet_ledger",
     LatencyRow: "latency",
 }
-
-
-class RowSink(Protocol):
-    """Where domain code puts the rows it emits (a list that may hold other items too)."""
-
-    def append(self, item: Row, /) -> None: ...
-
-    def extend(self, items: Iterable[Row], /) -> None: ...

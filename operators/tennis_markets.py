@@ -1,22 +1,10 @@
 """A tennis match's markets, on the shared market state machine (`operators.markets`).
 
-Markets (names and selections as `operators.tennis_pricing.fair_probabilities` gives them):
-`match`, `set_N` (the set in play), `game_N_G` (the game in play), `games_ou_X` (total games,
-a tiebreak counting one) and `set_betting` (the score in sets). Rules:
-
-- incidents suspend every market at once, as in football: a `challenge`, a
-  `medical_timeout`, a `suspension` (rain), provider silence; they reopen together once
-  every incident is over and `min_suspension_ms` has passed;
-- prices are recomputed after every point, a new version only when an offered price moves;
-- a decided market closes at once (`decided`): the game's when it is won (the next game's
-  opens), the set's when it is won (the next set's opens), `games_ou_X` as over when the
-  total passes X, the rest at the match's last point;
-- everything settles at `match_end`. A retirement or a walkover closes every market at
-  once; `match_end` then settles them by Betfair's tennis rules (`settle`).
-
-Serve-point probabilities: each player's prior (the fixture's `home_serve` / `away_serve`,
-else `tennis_pricing.TOUR_SERVE_WIN`) updated by `tennis_pricing.serve_estimate` from the
-serve points he has played and won so far.
+Markets: `match`, `set_N` (the set in play), `game_N_G` (the game in play), `games_ou_X`
+(total games) and `set_betting` (the score in sets), as `operators.tennis_pricing` names
+them. Incidents suspend and reopen every market together, as in football; points reprice; a
+decided market closes at once; everything settles at `match_end` (`TennisMarkets.settle`).
+Serve-point probabilities: each player's prior updated by the serve points he has played.
 """
 
 from __future__ import annotations
@@ -24,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from operators.ladder import offered_prices
+from operators.market_events import EventSink
 from operators.markets import CLOSED, OPEN, SETTLED, SUSPENDED, Market, MarketBook
 from operators.pricing import Book, implied_probabilities
-from operators.rows import RowSink
 from operators.tennis_match import SIDES, TennisMatch
 from operators.tennis_pricing import TOUR_SERVE_WIN, fair_probabilities, serve_estimate
 
@@ -40,12 +28,12 @@ class TennisMarkets(MarketBook[TennisMatch]):
 
     results: dict[str, str] = field(default_factory=dict)
 
-    def open_book(self, match: TennisMatch, ts: int, out: RowSink) -> None:
+    def open_book(self, match: TennisMatch, ts: int, out: EventSink) -> None:
         """Fixture: every market the pricer quotes before the first point, OPEN."""
         self.last_heard = ts
         self._refresh(match, ts, "fixture", out)
 
-    def point_played(self, match: TennisMatch, ts: int, out: RowSink) -> None:
+    def point_played(self, match: TennisMatch, ts: int, out: EventSink) -> None:
         """After a point: close what it decided, open the next game's and set's markets,
         new prices where an offered price moved."""
         played = match.last_point
@@ -68,13 +56,13 @@ class TennisMarkets(MarketBook[TennisMatch]):
             return
         self._refresh(match, ts, "point", out)
 
-    def stop(self, match: TennisMatch, reason: str, ts: int, out: RowSink) -> None:
+    def stop(self, match: TennisMatch, reason: str, ts: int, out: EventSink) -> None:
         """A retirement or walkover: every market still open or suspended closes now."""
         for market in self.markets.values():
             if _alive(market):
                 market.move(CLOSED, reason, ts, out)
 
-    def settle(self, match: TennisMatch, ts: int, out: RowSink) -> None:
+    def settle(self, match: TennisMatch, ts: int, out: EventSink) -> None:
         """`match_end`: every market CLOSED, then SETTLED with its winner.
 
         A match played out: every market was decided by its points. A retirement or a
@@ -97,7 +85,7 @@ class TennisMarkets(MarketBook[TennisMatch]):
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    def _decide(self, prefix: str, winner: str, ts: int, out: RowSink) -> None:
+    def _decide(self, prefix: str, winner: str, ts: int, out: EventSink) -> None:
         """Close the one live market named `prefix<number>...` (the game's or the set's just
         won)."""
         at = len(prefix)
@@ -105,11 +93,11 @@ class TennisMarkets(MarketBook[TennisMatch]):
             if name.startswith(prefix) and name[at : at + 1].isdigit() and _alive(market):
                 self._close(market, winner, ts, out)
 
-    def _close(self, market: Market, winner: str, ts: int, out: RowSink) -> None:
+    def _close(self, market: Market, winner: str, ts: int, out: EventSink) -> None:
         self.results[market.name] = winner
         market.move(CLOSED, "decided", ts, out)
 
-    def _refresh(self, match: TennisMatch, ts: int, reason: str, out: RowSink) -> None:
+    def _refresh(self, match: TennisMatch, ts: int, reason: str, out: EventSink) -> None:
         """One quote: markets new to it are created (OPEN, or SUSPENDED while incidents hold
         the book), OPEN ones get new prices where an offered price moved."""
         layout, fair, prices = self._quote(match, ts)

@@ -1,20 +1,11 @@
-"""Wallets: the per-user half of the bet rules, in one keyed shard of users.
+"""Wallets: the per-user half of the bet rules (the funds), in one keyed shard of users.
 
-How the two halves cooperate without a cycle. A bet line goes both to its match (which
-judges it against the market, see `operators.bets`) and to its user's wallet shard. The
-shard receives the user's deposits and bet lines straight from the feed, in feed order,
-and queues them; the match's verdict (`BetDecision`) and the settlement of a match
-(`SettlementNotice`, announced by the `match_end` line that also reaches every shard) come
-later, from the match side. The shard applies its queue strictly in feed order: a bet waits
-at the head until its verdict is in, a `match_end` waits until its settlement is in (if the
-shard holds bets on it). So every balance check sees exactly the deposits, stakes and
-payouts that precede the bet in the feed, whatever the arrival order of lines and messages
-between workers: the result is the same with one worker or many, one process or many.
-
-The funds check is the last rule: a bet passes the market first, and is accepted only if
-the balance covers its stake. Balances are exact `Decimal`s and never go negative; every
-movement is a ledger row, so a wallet equals deposits - accepted stakes + payouts at every
-version.
+A bet line goes both to its match, which judges it against the market (`operators.bets`),
+and to its user's shard, which queues the shard's lines in feed order and applies them
+strictly in that order: a bet waits for its match's verdict, a `match_end` for its
+settlement. So every funds check sees exactly the deposits, stakes and payouts before the
+bet in the feed, however lines and messages arrive between workers. Balances are exact
+`Decimal`s, never negative; every movement is a ledger row.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Bet scenarios with the expected outcome written out (CONTRACT section 2, bet rules)."""
+"""Bet scenarios (the market's and the wallet's rules) with the expected outcome written out."""
 
 from __future__ import annotations
 

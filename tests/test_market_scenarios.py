@@ -1,7 +1,18 @@
-"""Hand-written match scenarios: the expected market history written out (CONTRACT section 2)."""
+"""Hand-written match scenarios: the expected market history of each, written out."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from operators.market_events import (
+    MarketClosed,
+    MarketReopened,
+    MarketRepriced,
+    MarketSettled,
+    MarketSuspended,
+    project,
+)
+from operators.markets import Market
 from operators.rows import MarketStatusRow, PriceRow, Reject
 from tests.feedkit import Feed, history, run
 
@@ -251,4 +262,35 @@ def test_providers_disagreeing_on_the_score_suspend_until_they_agree() -> None:
         (2, "SUSPENDED", "goal_possible", 30_000),
         (3, "OPEN", "reopen", 41_000),  # held by provider_conflict from 31 s until 41 s
         (4, "SUSPENDED", "provider_conflict", 51_000),
+    ]
+
+
+def test_market_events_project_onto_their_rows_in_order() -> None:
+    """A market's moves as events, and the rows `project` makes of them where output
+    leaves the match: other items pass through in place."""
+    market, events = Market("m", "1x2"), []
+    prices = {"home": (0.5, Decimal("1.9")), "draw": (0.3, Decimal("3.2"))}
+    market.move("OPEN", "fixture", 1, events, prices)
+    market.move("OPEN", "reprice", 2, events, {"home": (0.6, Decimal("1.6"))})
+    market.move("SUSPENDED", "var", 3, events)
+    market.move("CLOSED", "match_end", 4, events)
+    market.move("SETTLED", "match_end", 4, events, winner="home")
+    assert [type(e) for e in events] == [
+        MarketReopened,
+        MarketRepriced,
+        MarketSuspended,
+        MarketClosed,
+        MarketSettled,
+    ]
+    other = Reject("s", "r", "d", "raw", None, None, None)
+    assert project([other, *events], []) == [
+        other,
+        MarketStatusRow("m", "1x2", "OPEN", 1, "fixture", 1, None),
+        PriceRow("m", "1x2", 1, "home", 0.5, Decimal("1.9"), 1),
+        PriceRow("m", "1x2", 1, "draw", 0.3, Decimal("3.2"), 1),
+        MarketStatusRow("m", "1x2", "OPEN", 2, "reprice", 2, None),
+        PriceRow("m", "1x2", 2, "home", 0.6, Decimal("1.6"), 2),
+        MarketStatusRow("m", "1x2", "SUSPENDED", 3, "var", 3, None),
+        MarketStatusRow("m", "1x2", "CLOSED", 4, "match_end", 4, None),
+        MarketStatusRow("m", "1x2", "SETTLED", 5, "match_end", 4, "home"),
     ]
