@@ -118,7 +118,7 @@ def get_flow(
     # Rows go to the writer process in chunks of 0.1 s (converting more at once holds the
     # interpreter lock long enough to stall the worker), committed once a second (a commit
     # has a fixed cost per table that smaller commits would pay over and over); figures in
-    # docs/perf-notes/runtime.md.
+    # docs/performance.md.
     sink = DuckDBSink(
         Path(db), publish_every_s=publish_every_s, flush_every_s=0.1, commit_every_s=1.0
     )

@@ -1,5 +1,5 @@
 """Interpreter settings for the flows' processes: fewer garbage collections, a shorter GIL
-switch interval for live. Why and what they bought: docs/perf-notes/runtime.md."""
+switch interval for live. Why and what they bought: docs/performance.md."""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ class DuckDBWriter:
     and sends it to the writer process (`sinks/duckdb_store.py`), which turns it into
     Arrow columns and Parquet segments, and publishes, with an interpreter lock of its own
     (building the Arrow columns here held the flow's lock far longer: figures in
-    docs/perf-notes/runtime.md).
+    docs/performance.md).
 
     `flush` hands the buffered rows over as a chunk, every `flush_every_s` or `batch_rows`
     rows; the sending thread has the writer commit every `commit_every_s` (0: each chunk

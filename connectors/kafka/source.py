@@ -62,7 +62,7 @@ BATCH_SIZE = 1000  # messages taken from the consumer per call
 # When the last call had nothing to give, Bytewax asks again this much later (its worker
 # sleeps meanwhile, whatever partitions it reads; a blocking poll per partition would add
 # up): a line waits at most this long to be taken, for some CPU while idle
-# (docs/perf-notes/runtime.md).
+# (docs/performance.md).
 IDLE_WAIT_S = 0.002
 # How long the merge waits for a partition that is neither caught up nor delivering (at
 # start, or while the broker is away) before the flow stops: going on without it would
