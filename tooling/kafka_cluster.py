@@ -23,7 +23,6 @@ and state so both run at once:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -46,6 +45,7 @@ from connectors.kafka.settings import (
     KafkaSettings,
     KafkaUnreachableError,
     TopicSetupError,
+    silent_logger,
 )
 from tooling import kafka_broker
 from tooling.kafka_broker import HOST, REPO, BrokerError, StatePaths
@@ -62,9 +62,7 @@ START_TIMEOUT_S = 90.0  # three JVMs starting at once on two cores
 IN_SYNC_TIMEOUT_S = 120.0
 SHOWN = 8  # under-replicated partitions listed by `status`
 
-_quiet = logging.getLogger("oddsflow.kafka.cluster")
-_quiet.addHandler(logging.NullHandler())
-_quiet.propagate = False
+_quiet = silent_logger("oddsflow.kafka.cluster")
 
 JVM_FLAGS = ("-Xms128m", "-Xmx384m", *kafka_broker.JVM_FLAGS[2:])
 

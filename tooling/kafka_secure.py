@@ -39,7 +39,6 @@ Nobody but the super users may create topics: `up --secure` creates them.
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import subprocess
@@ -71,6 +70,7 @@ from connectors.kafka.settings import (
     ClientConfig,
     KafkaSettings,
     KafkaUnreachableError,
+    silent_logger,
 )
 
 LITERAL = ResourcePatternType.LITERAL
@@ -97,9 +97,7 @@ TLS_PROTOCOLS = "TLSv1.3"
 
 
 # librdkafka's own log lines from the setup's admin clients go nowhere.
-_quiet = logging.getLogger("oddsflow.kafka.secure")
-_quiet.addHandler(logging.NullHandler())
-_quiet.propagate = False
+_quiet = silent_logger("oddsflow.kafka.secure")
 
 
 class SecuritySetupError(RuntimeError):

@@ -21,14 +21,13 @@ from connectors.kafka.settings import (
     KafkaSettings,
     KafkaUnreachableError,
     TopicSetupError,
+    silent_logger,
 )
 
 log = logging.getLogger("oddsflow.kafka")
 CHECK_TIMEOUT_S = 5.0  # an unreachable broker fails `oddsflow live` within this
 
-_quiet = logging.getLogger("oddsflow.kafka.admin")
-_quiet.addHandler(logging.NullHandler())
-_quiet.propagate = False
+_quiet = silent_logger("oddsflow.kafka.admin")
 
 
 def fetch_metadata(settings: KafkaSettings, timeout: float = 5.0) -> ClusterMetadata:

@@ -22,6 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+
+def silent_logger(name: str) -> logging.Logger:
+    """A logger for a librdkafka client's own log lines (`logger=`) that drops them: the
+    client's `error_cb` or the caller reports the trouble that matters, once."""
+    log = logging.getLogger(name)
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+    log.propagate = False
+    return log
+
+
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_PREFIX = "oddsflow."
 DEFAULT_DELIVERY_TIMEOUT_MS = 30_000  # how long the producer retries one message

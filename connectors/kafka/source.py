@@ -48,7 +48,7 @@ from confluent_kafka import (
 
 from connectors.kafka.admin import partition_counts
 from connectors.kafka.serde import Order, to_raw_line
-from connectors.kafka.settings import INPUT_TOPICS, KafkaSettings
+from connectors.kafka.settings import INPUT_TOPICS, KafkaSettings, silent_logger
 from flows.bytewax_compat import FlowFailure
 from flows.sources import Progress
 from operators.ordering import Group, Router
@@ -74,9 +74,7 @@ ERROR_LOG_EVERY_S = 10.0
 
 # librdkafka's own log lines (connection refused, every retry) go nowhere; the consumer's
 # `error_cb` reports the same trouble once in a while instead.
-_librdkafka_log = logging.getLogger("oddsflow.live.librdkafka")
-_librdkafka_log.addHandler(logging.NullHandler())
-_librdkafka_log.propagate = False
+_librdkafka_log = silent_logger("oddsflow.live.librdkafka")
 
 
 class InputStalledError(RuntimeError):
