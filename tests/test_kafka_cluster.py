@@ -20,12 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka.admin import drop_topics, ensure_topics
 from connectors.kafka.settings import ALL_TOPICS, MARKETS, OUTPUT_TOPICS, KafkaSettings
 from tests.test_live_flow import (
     LiveProcess,
+    asking_again,
     assert_outputs_equal_tables,
     expected_counts,
     publish_as_arrived,
@@ -170,33 +171,22 @@ def wait_for_new_leaders(
     raise AssertionError(f"partitions still led by node {dead} after {timeout:.0f} s")
 
 
-# What a client hears from a node that no longer leads, or while no node does yet.
-LEADER_MOVING = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError._TRANSPORT,
-    KafkaError._TIMED_OUT,
-}
-
-
 def end_offsets(settings: KafkaSettings, partitions: list[tuple[str, int]]) -> int:
     """The sum of the end offsets of `partitions` (full topic names). Right after a leader
-    change a client may still ask the old leader ("not leader for partition"): it asks
-    again, with fresh metadata, for up to 30 s."""
-    deadline = time.monotonic() + 30
-    while True:
+    change a client may still ask the old leader, or the new one before its high watermark
+    caught up: `asking_again` asks again for up to 30 s."""
+
+    def ask() -> int:
         consumer = Consumer(settings.consumer_config(f"test-ends-{uuid.uuid4().hex}"))
         try:
             return sum(
                 consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
                 for topic, p in partitions
             )
-        except KafkaException as exc:
-            if exc.args[0].code() not in LEADER_MOVING or time.monotonic() > deadline:
-                raise
         finally:
             consumer.close()
-        time.sleep(0.5)
+
+    return asking_again(ask)
 
 
 def test_status_shows_each_node_the_controller_and_no_under_replicated(cluster: str) -> None:

@@ -20,15 +20,22 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka import Message as KafkaMessage
 
 from connectors.kafka.admin import ensure_topics
@@ -59,6 +66,7 @@ from tooling.kafka_tools import publish, route
 from tooling.simulator import write_feed
 
 pytestmark = pytest.mark.kafka
+T = TypeVar("T")
 pytest_plugins = ("tests.kafka_fixtures",)  # kafka_bootstrap, kafka_settings
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample.jsonl.gz"  # the bundled sample, with injected faults
@@ -166,8 +174,39 @@ def _consumer(settings: KafkaSettings) -> Consumer:
     return Consumer({**config, "enable.auto.commit": False, "enable.partition.eof": True})
 
 
+# What a client may hear for a while from a broker that is busy, restarting or handing a
+# partition's leadership over: asking again later gets the answer.
+TRANSIENT = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.OFFSET_NOT_AVAILABLE,  # a new leader's high watermark not caught up yet
+    }
+)
+
+
+def asking_again(ask: Callable[[], T], seconds: float = 30) -> T:
+    """`ask()`, asked again every half second while it fails with a `TRANSIENT` error, for
+    up to `seconds`; any other error, or the last one, is raised."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return ask()
+        except KafkaException as exc:
+            if exc.args[0].code() not in TRANSIENT or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
 def output_counts(settings: KafkaSettings) -> dict[str, int]:
     """Messages per output topic so far (the sum of the partitions' end offsets)."""
+    return asking_again(lambda: _output_counts(settings))
+
+
+def _output_counts(settings: KafkaSettings) -> dict[str, int]:
     consumer = _consumer(settings)
     try:
         metadata = consumer.list_topics(timeout=5)
