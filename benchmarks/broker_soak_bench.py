@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from benchmarks.live_latency_bench import (
     WARM_UP,
@@ -54,6 +54,7 @@ from benchmarks.live_latency_bench import (
     _publish,
     feed_lines,
     percentile,
+    reader,
 )
 from connectors.kafka.admin import drop_topics, ensure_topics
 from connectors.kafka.settings import ALL_TOPICS, ENV_PREFIX, MARKETS, OUTPUT_TOPICS, KafkaSettings
@@ -78,22 +79,7 @@ class Kill:
 def watch(settings: KafkaSettings, stop: Any, results: Any, count: Any, last_at: Any) -> None:
     """Read the output topics; when `stop` is set, send back the receive time of every
     batch of messages and of each goal-possible suspension (first one per key)."""
-    consumer = Consumer(
-        {
-            **settings.consumer_config(f"soak-{uuid.uuid4().hex}"),
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 10,
-        }
-    )
-    topics = [settings.topic(t) for t in OUTPUT_TOPICS]
-    metadata = consumer.list_topics(timeout=10)
-    consumer.assign(
-        [
-            TopicPartition(t, p, OFFSET_BEGINNING)
-            for t in topics
-            for p in metadata.topics[t].partitions
-        ]
-    )
+    consumer = reader(settings, "soak", OUTPUT_TOPICS)
     markets = settings.topic(MARKETS)
     batches: list[float] = []
     suspended: dict[Key, float] = {}

@@ -22,13 +22,11 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from pathlib import Path
 
 from dashboard.queries import TABLES_SQL
 from dashboard.shared_results import CACHE_ENV, LOG_ENV
+from tests.test_dashboard_browser import _free_port, _stop, _wait_healthy
 from tooling.simulator import write_feed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,9 +115,7 @@ def publishing(source: Path, target: Path, every_s: float) -> Iterator[None]:
 @contextmanager
 def dashboard(db: Path, log: Path, sharing: bool) -> Iterator[str]:
     """`oddsflow dashboard` over `db`, logging its DuckDB calls to `log`; its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     env = {**os.environ, LOG_ENV: str(log), CACHE_ENV: "1" if sharing else "0"}
     options = ["--server.port", str(port), "--server.headless", "true"]
     proc = subprocess.Popen(
@@ -130,24 +127,10 @@ def dashboard(db: Path, log: Path, sharing: bool) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the dashboard did not come up") from None
-                time.sleep(0.2)
+        _wait_healthy(url, proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 def measure(case: Case, source: Path, tmp: Path, seconds: float, publish_s: float) -> Result:

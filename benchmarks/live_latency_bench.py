@@ -87,6 +87,28 @@ class Result:
 # --- the consumer, in a process of its own -------------------------------------------------
 
 
+def reader(settings: KafkaSettings, group: str, names: Sequence[str]) -> Consumer:
+    """A consumer of its own group (`group` plus a random suffix) reading every partition of
+    the topics `names` from the beginning, fetching with at most 10 ms of wait."""
+    consumer = Consumer(
+        {
+            **settings.consumer_config(f"{group}-{uuid.uuid4().hex}"),
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    topics = [settings.topic(t) for t in names]
+    metadata = consumer.list_topics(timeout=10)
+    consumer.assign(
+        [
+            TopicPartition(t, p, OFFSET_BEGINNING)
+            for t in topics
+            for p in metadata.topics[t].partitions
+        ]
+    )
+    return consumer
+
+
 def consume(
     settings: KafkaSettings,
     stop: Any,
@@ -98,22 +120,7 @@ def consume(
     """Read every output topic; receive times of goal-possible suspensions, sent back on
     `results` when `stop` is set. `bare`: read these topics instead, and time the
     goal-possible lines themselves (Kafka alone, no flow)."""
-    consumer = Consumer(
-        {
-            **settings.consumer_config(f"bench-{uuid.uuid4().hex}"),
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 10,
-        }
-    )
-    topics = [settings.topic(t) for t in (bare or OUTPUT_TOPICS)]
-    metadata = consumer.list_topics(timeout=10)
-    consumer.assign(
-        [
-            TopicPartition(t, p, OFFSET_BEGINNING)
-            for t in topics
-            for p in metadata.topics[t].partitions
-        ]
-    )
+    consumer = reader(settings, "bench", bare or OUTPUT_TOPICS)
     markets = settings.topic(MARKETS)
     seen: dict[Key, list[float]] = {}
     created: dict[Key, float] = {}  # when the flow produced the first suspension message

@@ -83,6 +83,17 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) 
     raise AssertionError("the dashboard did not come up")
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a dashboard (or replay) process: SIGTERM, then SIGKILL if it is still there
+    after 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @dataclass
 class Live:
     db: Path
@@ -127,12 +138,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     finally:
         for proc in (dashboard, state.replay):
             if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                _stop(proc)
 
 
 @pytest.fixture(scope="module")

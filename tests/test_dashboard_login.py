@@ -22,6 +22,7 @@ from tests.test_dashboard_browser import (
     METRIC,
     _free_port,
     _need_browser,
+    _stop,
     _wait_healthy,
     metric,
     no_exception,
@@ -352,12 +353,7 @@ def _serve(db: Path, tmp: Path, secrets_text: str) -> Iterator[str]:
         _wait_healthy(url, proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 @pytest.fixture(scope="module")
