@@ -75,13 +75,10 @@ class MatchProcessor:
     def process_lines(self, lines: Sequence[RawLine]) -> list[Output]:
         """Lines of this key, in order: exactly what `process` gives for each, in turn."""
         out: list[Output] = []
-        if not self.fast:
-            for raw in lines:
-                project(self._line(raw), out)
-            return out
         i, n = 0, len(lines)
         while i < n:
-            i = self._heartbeats(lines, i, out)
+            if self.fast:
+                i = self._heartbeats(lines, i, out)
             if i < n:
                 project(self._line(lines[i]), out)
                 i += 1
