@@ -101,9 +101,6 @@ class Keyring:
     __str__ = __repr__
 
 
-NO_KEYRING = Keyring()
-
-
 def _as_bytes(secrets: Secrets) -> tuple[bytes, ...]:
     listed: Sequence[Secret] = [secrets] if isinstance(secrets, str | bytes) else secrets
     return tuple(s.encode() if isinstance(s, str) else bytes(s) for s in listed)

@@ -34,13 +34,13 @@ import sys
 import time
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from io import BufferedIOBase
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 import msgspec
 
@@ -75,6 +75,7 @@ SPORTS = ("football", "tennis", "mixed")
 
 Payload = dict[str, Any]
 Quote = dict[str, dict[str, tuple[float, Decimal]]]
+TimelineT = TypeVar("TimelineT")  # a sport's timeline of one match, which its bettors bet on
 _encode = msgspec.json.Encoder().encode
 
 
@@ -774,49 +775,74 @@ def bet_payload(
     }
 
 
-def draw_bets(
-    rng: random.Random,
-    count: int,
-    kinds: Sequence[str],
-    weights: Sequence[int],
-    make: Callable[[str], Payload],
-) -> list[_Entry]:
-    """`count` bet lines of one match, each of a kind drawn by weight and made by
-    `make(kind)`; some sent twice a moment later (a client's resend); in arrival order."""
-    out: list[_Entry] = []
-    while len(out) < count:
-        bet = make(rng.choices(kinds, weights)[0])
-        out.append(_bet_entry(bet))
-        if len(out) < count and rng.random() < RESEND_SHARE:
-            out.append(_bet_entry({**bet, "ts": bet["ts"] + rng.randrange(200, 3_000)}))
-    out.sort(key=lambda e: e.sort_ts)
-    return out
+@dataclass
+class Bettors(Generic[TimelineT]):
+    """The bet lines of one match, each of a kind drawn by weight from `KINDS`; what the
+    sports' bettors share. A kind method returns a bet payload, or None when it does not fit
+    this match (then `FALLBACK` is made instead)."""
 
+    KINDS: ClassVar[tuple[str, ...]]
+    WEIGHTS: ClassVar[tuple[int, ...]]
+    FALLBACK: ClassVar[str]
 
-class _Bettors:
-    """The bet lines of one match."""
-
-    def __init__(
-        self,
-        rng: random.Random,
-        match_id: str,
-        fixture_ts: int,
-        timeline: _Timeline,
-        settings: _Settings,
-    ) -> None:
-        self.rng, self.match_id, self.fixture_ts = rng, match_id, fixture_ts
-        self.timeline, self.settings = timeline, settings
-        self._quotes: dict[PricingState, Quote] = {}
-        self._count = 0
+    rng: random.Random
+    match_id: str
+    fixture_ts: int
+    timeline: TimelineT
+    settings: _Settings
+    _count: int = field(default=0, init=False)
 
     def lines(self) -> list[_Entry]:
-        return draw_bets(
-            self.rng,
-            self.settings.bets_per_match,
-            _BET_KINDS,
-            _BET_WEIGHTS,
-            lambda kind: getattr(self, f"_{kind}")() or self._inplay(),
-        )
+        """`bets_per_match` bet lines; some sent twice a moment later (a client's resend);
+        in arrival order."""
+        rng, count = self.rng, self.settings.bets_per_match
+        out: list[_Entry] = []
+        while len(out) < count:
+            bet = self._make(rng.choices(self.KINDS, self.WEIGHTS)[0])
+            out.append(_bet_entry(bet))
+            if len(out) < count and rng.random() < RESEND_SHARE:
+                out.append(_bet_entry({**bet, "ts": bet["ts"] + rng.randrange(200, 3_000)}))
+        out.sort(key=lambda e: e.sort_ts)
+        return out
+
+    def _make(self, kind: str) -> Payload:
+        made: Payload | None = getattr(self, f"_{kind}")()
+        return made if made is not None else getattr(self, f"_{self.FALLBACK}")()
+
+    def _inplay(self) -> Payload | None:
+        raise NotImplementedError
+
+    def _stale(self) -> Payload | None:
+        """Asks 8-30 % more than the price on offer (never past the ladder's 1000)."""
+        bet = self._inplay()
+        if bet is None:
+            return None
+        offered = Decimal(bet["price"])
+        asked = min(max(offered * Decimal(self.rng.uniform(1.08, 1.3)), offered + CENT), MAX_PRICE)
+        return None if asked <= offered else {**bet, "price": f"{asked:.2f}"}
+
+    def _over_deposits(self, bet: Payload) -> Payload:
+        """`bet` with a stake above everything its user has ever deposited by then."""
+        cents = self.settings.ledger.total_cents(bet["user_id"], bet["ts"])
+        return {**bet, "stake": _money(cents + self.rng.randrange(50, 300) * 100)}
+
+    def _payload(self, ts: int, market: str, selection: str, price: Decimal) -> Payload:
+        self._count += 1
+        return bet_payload(
+            self.rng, self.settings.users, f"{self.match_id}-b{self._count}", self.match_id, ts,
+            market, selection, price,
+        )  # fmt: skip
+
+
+@dataclass
+class _Bettors(Bettors["_Timeline"]):
+    """The bet lines of one football match."""
+
+    KINDS = _BET_KINDS
+    WEIGHTS = _BET_WEIGHTS
+    FALLBACK = "inplay"
+
+    _quotes: dict[PricingState, Quote] = field(default_factory=dict, init=False)
 
     # -- kinds: each returns a bet payload, or None when it does not fit this match -----------
 
@@ -843,18 +869,8 @@ class _Bettors:
             return None
         return self._bet(self.rng.randrange(start + 300, end - 300), priced_at=start - 1)
 
-    def _stale(self) -> Payload | None:
-        """Asks 8-30 % more than the price on offer (never past the ladder's 1000)."""
-        bet = self._inplay()
-        offered = Decimal(bet["price"])
-        asked = min(max(offered * Decimal(self.rng.uniform(1.08, 1.3)), offered + CENT), MAX_PRICE)
-        return None if asked <= offered else {**bet, "price": f"{asked:.2f}"}
-
     def _big_stake(self) -> Payload:
-        """A stake above everything the user has ever deposited by then."""
-        bet = self._inplay() if self.rng.random() < 0.5 else self._prematch()
-        cents = self.settings.ledger.total_cents(bet["user_id"], bet["ts"])
-        return {**bet, "stake": _money(cents + self.rng.randrange(50, 300) * 100)}
+        return self._over_deposits(self._inplay() if self.rng.random() < 0.5 else self._prematch())
 
     def _closed_market(self) -> Payload | None:
         """`ou_0.5` after the first goal (decided, CLOSED), at the price seen before it."""
@@ -900,13 +916,6 @@ class _Bettors:
                 if near and selection in near:
                     price = min(price, near[selection][1])
         return self._payload(ts, market, selection, price)
-
-    def _payload(self, ts: int, market: str, selection: str, price: Decimal) -> Payload:
-        self._count += 1
-        return bet_payload(
-            self.rng, self.settings.users, f"{self.match_id}-b{self._count}", self.match_id, ts,
-            market, selection, price,
-        )  # fmt: skip
 
     def _quote(self, state: PricingState) -> Quote:
         """The pricer's book for `state` (a match prices few distinct states: cache them)."""

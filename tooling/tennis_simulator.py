@@ -25,27 +25,21 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_right
-from decimal import Decimal
 from typing import Any
 
 from operators.adapters.tennis_pbp import score_checks
-from operators.events import MAX_PRICE
 from operators.ladder import offered_prices
 from operators.pricing import implied_probabilities
 from operators.tennis_pricing import TOUR_SERVE_WIN, fair_probabilities, serve_estimate
 from operators.tennis_score import TennisFormat, TennisScore, play_point, start
 from tooling.simulator import (
-    CENT,
     FIXTURE_LEAD_MS,
     HEARTBEAT_MS,
+    Bettors,
     SimLine,
-    _Entry,
     _FaultInjector,
-    _money,
     _sequenced,
     _Settings,
-    bet_payload,
-    draw_bets,
 )
 
 Payload = dict[str, Any]
@@ -260,65 +254,37 @@ _BET_KINDS = (
 _BET_WEIGHTS = (30, 46, 7, 6, 4, 5, 2)
 
 
-class _TennisBettors:
+class _TennisBettors(Bettors[_TennisTimeline]):
     """The bet lines of one tennis match."""
 
-    def __init__(
-        self,
-        rng: random.Random,
-        match_id: str,
-        fixture_ts: int,
-        match: _TennisTimeline,
-        settings: _Settings,
-    ) -> None:
-        self.rng, self.match_id, self.fixture_ts = rng, match_id, fixture_ts
-        self.match, self.settings = match, settings
-        self._count = 0
-
-    def lines(self) -> list[_Entry]:
-        return draw_bets(
-            self.rng,
-            self.settings.bets_per_match,
-            _BET_KINDS,
-            _BET_WEIGHTS,
-            lambda kind: getattr(self, f"_{kind}")() or self._prematch(),
-        )
+    KINDS = _BET_KINDS
+    WEIGHTS = _BET_WEIGHTS
+    FALLBACK = "prematch"
 
     def _prematch(self) -> Payload:
-        return self._bet(self.rng.randrange(self.fixture_ts + 20_000, self.match.kickoff))
+        return self._bet(self.rng.randrange(self.fixture_ts + 20_000, self.timeline.kickoff))
 
     def _inplay(self) -> Payload | None:
-        first, last = self.match.kickoff + 10_000, self.match.end - 10_000
+        first, last = self.timeline.kickoff + 10_000, self.timeline.end - 10_000
         return self._bet(self.rng.randrange(first, last)) if last > first else None
 
     def _suspended(self) -> Payload | None:
         """Placed while the markets are suspended, at the last price seen before."""
-        if not self.match.windows:
+        if not self.timeline.windows:
             return None
-        start, end = self.rng.choice(self.match.windows)
+        start, end = self.rng.choice(self.timeline.windows)
         return self._bet(self.rng.randrange(start + 300, end - 300), priced_at=start - 1)
 
-    def _stale(self) -> Payload | None:
-        """Asks 8-30 % more than the price on offer (never past the ladder's 1000)."""
-        bet = self._inplay()
-        if bet is None:
-            return None
-        offered = Decimal(bet["price"])
-        asked = min(max(offered * Decimal(self.rng.uniform(1.08, 1.3)), offered + CENT), MAX_PRICE)
-        return None if asked <= offered else {**bet, "price": f"{asked:.2f}"}
-
     def _big_stake(self) -> Payload:
-        bet = self._prematch()
-        cents = self.settings.ledger.total_cents(bet["user_id"], bet["ts"])
-        return {**bet, "stake": _money(cents + self.rng.randrange(50, 300) * 100)}
+        return self._over_deposits(self._prematch())
 
     def _closed_market(self) -> Payload | None:
         """A finished set's winner market, at the price seen before its last point."""
-        if not self.match.set_ends:
+        if not self.timeline.set_ends:
             return None
-        ended, number = self.rng.choice(self.match.set_ends)
+        ended, number = self.rng.choice(self.timeline.set_ends)
         ts = ended + self.rng.randrange(5_000, 60_000)
-        if ts >= self.match.end:
+        if ts >= self.timeline.end:
             return None
         book = self._quote(ended - 1).get(f"set_{number}")
         if book is None:
@@ -342,15 +308,8 @@ class _TennisBettors:
         return self._payload(ts, market, selection, selections[selection][1])
 
     def _quote(self, ts: int) -> dict:
-        score, serve = self.match.state_at(ts)
-        return quote(score, self.match.fmt, serve, self.settings.margin)
-
-    def _payload(self, ts: int, market: str, selection: str, price: Decimal) -> Payload:
-        self._count += 1
-        return bet_payload(
-            self.rng, self.settings.users, f"{self.match_id}-b{self._count}", self.match_id, ts,
-            market, selection, price,
-        )  # fmt: skip
+        score, serve = self.timeline.state_at(ts)
+        return quote(score, self.timeline.fmt, serve, self.settings.margin)
 
 
 _MARKET_WEIGHT = {"match": 8, "set": 5, "game": 3, "games": 2}  # by name up to its first _

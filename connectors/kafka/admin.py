@@ -72,7 +72,7 @@ def ensure_topics(
     of topic creation would see "unknown topic".
     """
     wanted = [settings.topic(n) for n in names]
-    admin = _quiet_admin(settings)
+    admin = quiet_admin(settings)
     existing = admin.list_topics(timeout=timeout).topics
     missing = [t for t in dict.fromkeys(wanted) if t not in existing]
     if missing:
@@ -93,7 +93,7 @@ def drop_topics(
     """Delete the prefixed topics for `names` (None: every topic under the settings'
     prefix) that exist; return those deleted. For tests and benchmarks, which make topics
     of their own under a fresh prefix and should not leave them on the broker."""
-    admin = _quiet_admin(settings)
+    admin = quiet_admin(settings)
     existing = admin.list_topics(timeout=timeout).topics
     if names is None:
         ours = [t for t in existing if t.startswith(settings.topic_prefix)]
@@ -105,8 +105,8 @@ def drop_topics(
     return ours
 
 
-def _quiet_admin(settings: KafkaSettings) -> AdminClient:
-    """An admin client whose librdkafka log lines go nowhere."""
+def quiet_admin(settings: KafkaSettings) -> AdminClient:
+    """An admin client whose librdkafka log lines (a broker is down: expected) go nowhere."""
     client: ClientConfig = {**settings.admin_config(), "logger": _quiet}
     return AdminClient(client)
 
