@@ -441,7 +441,7 @@ def serve(conn: Connection) -> None:
         store = Store(db, worker, publish_every_s, lock_wait_s)
         conn.send(("ready", store.marks()))
     except Exception as exc:
-        conn.send(("failed", _cause(exc)))
+        _tell_failed(conn, exc)
         return
     chunks: list[Batch] = []  # received, not committed yet
     try:
@@ -463,6 +463,13 @@ def serve(conn: Connection) -> None:
     except EOFError:
         return  # the flow is gone: nobody to answer
     except Exception as exc:
+        _tell_failed(conn, exc)
+
+
+def _tell_failed(conn: Connection, exc: Exception) -> None:
+    """Send the flow the cause; a flow killed meanwhile (a broken pipe, a message cut short)
+    hears nothing, and the writer ends without a traceback."""
+    with contextlib.suppress(OSError):
         conn.send(("failed", _cause(exc)))
 
 
