@@ -7,8 +7,9 @@ on a Bytewax upgrade (`tests/test_bytewax_compat.py` pins the version and tests 
   writes what it holds (Bytewax has none).
 - `Snapshot`, `Snapshots`, `resume_state`: state snapshots pickled only when needed
   (Bytewax asks for a snapshot of every key at every epoch, recovery or not).
-- `init_recovery`, `drop_uncommitted_snapshots`: SQL on Bytewax's recovery tables (a
-  killed run's uncommitted snapshots are kept and later read).
+- `init_recovery`, `drop_uncommitted_snapshots`, `resume_point`: SQL on Bytewax's recovery
+  tables (a killed run's uncommitted snapshots are kept and later read; where a run will
+  resume is not said).
 - `run_flow`, `await_earlier_members`: one way to run a flow alone or as a cluster member
   (`cli_main` vs `run_main`/`cluster_main`, and timely's one-second connect retries).
 - `FlowFailure`: sinks must not raise in `close` while Bytewax unwinds from a failed step.
@@ -225,6 +226,55 @@ def drop_uncommitted_snapshots(db_dir: Path) -> int:
         return dropped
     finally:
         for con in connections:
+            con.close()
+
+
+def resume_point(db_dir: Path, step_id: str) -> tuple[int, dict[str, object]] | None:
+    """Where a run started now on the store `db_dir` resumes: the epoch, and the state of
+    each key of `step_id` as snapshotted last before it (by key; a key without one starts
+    afresh). None for a store no run wrote to,
+    or whose last run died before every worker wrote its frontier (not known then).
+
+    Bytewax 0.21.1 says nothing of it. It resumes from the least frontier of the last
+    execution's workers (`fronts`), with each key's last snapshot before that epoch. The
+    frontier can trail the outputs by seconds: a run that starts on a backlog reads much of
+    it in its first epochs, and their outputs come out long before they close."""
+    parts = [
+        sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=5)
+        for part in sorted(db_dir.glob("part-*.sqlite3"))
+    ]
+    try:
+        executions = [
+            row for con in parts for row in con.execute("SELECT ex_num, worker_count FROM exs")
+        ]
+        if not executions:
+            return None
+        ex_num, workers = max(executions)
+        fronts = [
+            front
+            for con in parts
+            for (front,) in con.execute(
+                "SELECT worker_frontier FROM fronts WHERE ex_num = ?", (ex_num,)
+            )
+        ]
+        if len(fronts) < workers:
+            return None
+        epoch = min(fronts)
+        latest: dict[str, tuple[int, bytes | None]] = {}
+        for con in parts:
+            for key, snap_epoch, change in con.execute(
+                "SELECT state_key, snap_epoch, ser_change FROM snaps "
+                "WHERE step_id = ? AND snap_epoch < ?",
+                (step_id, epoch),
+            ):
+                if key not in latest or snap_epoch > latest[key][0]:
+                    latest[key] = (snap_epoch, change)
+        states = {
+            key: resume_state(pickle.loads(change)) for key, (_, change) in latest.items() if change
+        }
+        return epoch, {key: state for key, state in states.items() if state is not None}
+    finally:
+        for con in parts:
             con.close()
 
 

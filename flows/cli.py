@@ -185,7 +185,28 @@ def _cluster_setup(args: argparse.Namespace) -> list[str] | None:
         from flows.bytewax_compat import init_recovery
 
         init_recovery(args.recovery_dir, args.workers * (len(addresses or ()) or args.processes))
+        _report_resume(args)
     return addresses
+
+
+def _report_resume(args: argparse.Namespace) -> None:
+    """Say where a run on an existing recovery store resumes (nothing for a new store)."""
+    if args.command == "live":
+        from flows.live import resumes_after
+
+        unit = "input messages before the snapshotted offsets"
+    else:
+        from flows.replay import resumes_after
+
+        unit = "lines read before"
+    resumed = resumes_after(args.recovery_dir)
+    if resumed is not None:
+        epoch, skipped = resumed
+        print(
+            f"oddsflow {args.command}: resuming from {args.recovery_dir} (epoch {epoch}): "
+            f"skipping the {skipped:,} {unit}",
+            file=sys.stderr,
+        )
 
 
 def _recovery_config(args: argparse.Namespace) -> RecoveryConfig | None:

@@ -45,9 +45,15 @@ from connectors.kafka import (
     kafka_output,
     prepare_topics,
 )
-from connectors.kafka.source import DEFAULT_GROUP
+from connectors.kafka.source import DEFAULT_GROUP, State, messages_before
 from flows import config
-from flows.bytewax_compat import FlowFailure, learn_worker_index, run_flow, this_worker
+from flows.bytewax_compat import (
+    FlowFailure,
+    learn_worker_index,
+    resume_point,
+    run_flow,
+    this_worker,
+)
 from flows.market_sync import market_sync
 from flows.runtime import tune_interpreter
 from operators.latency import LatencyRecorder
@@ -57,7 +63,20 @@ from operators.rows import LatencyRow, Reject, Row
 from operators.settings import Rules
 from sinks.duckdb_sink import DuckDBSink
 
-__all__ = ["get_flow", "serve"]
+__all__ = ["get_flow", "resumes_after", "serve"]
+
+FLOW_ID = "oddsflow_live"
+READ = "read"  # the source's step
+
+
+def resumes_after(store: Path) -> tuple[int, int] | None:
+    """A run on the recovery store `store`: the epoch it resumes from and the input messages
+    it does not read again; None when not known (`resume_point`)."""
+    point = resume_point(store, f"{FLOW_ID}.{READ}")
+    if point is None:
+        return None
+    epoch, states = point
+    return epoch, sum(messages_before(cast(State, state)) for state in states.values())
 
 
 def get_flow(
@@ -101,11 +120,11 @@ def get_flow(
             prepare_topics(settings)
     use_limits(limits)
     tune_interpreter(live=True)
-    flow = Dataflow("oddsflow_live")
+    flow = Dataflow(FLOW_ID)
     learn_worker_index(flow)  # for the per-worker sinks
     failure = FlowFailure()  # the source's stall fails the flow: the sinks then skip a flush
     source = LiveSource(settings, group_id, from_beginning, stop=stop, failure=failure)
-    inputs = op.input("read", flow, source)
+    inputs = op.input(READ, flow, source)
     # shape: (key, [line]) per key and batch, or Reject
     split = op.branch("split", inputs, is_group)
     clock = wall_clock_now if wall_clock else None

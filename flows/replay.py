@@ -8,21 +8,34 @@ Run it with `oddsflow replay FILE... --db PATH`, or straight with Bytewax:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from connectors.kafka import KafkaSettings, kafka_output
 from flows import config
-from flows.bytewax_compat import learn_worker_index
+from flows.bytewax_compat import learn_worker_index, resume_point
 from flows.market_sync import market_sync
 from flows.runtime import tune_interpreter
-from flows.sources import ReplaySource
+from flows.sources import Position, ReplaySource, lines_before
 from operators.parse import Limits, use_limits
 from operators.settings import Rules
 from sinks.duckdb_sink import DuckDBSink
 
 REPLAY_BATCH_ROWS = 150_000  # rows per DuckDB commit at most (a few tens of MB)
+FLOW_ID = "oddsflow_replay"
+READ = "read"  # the source's step
+
+
+def resumes_after(store: Path) -> tuple[int, int] | None:
+    """A run on the recovery store `store`: the epoch it resumes from and the lines it does
+    not read again; None when not known (`resume_point`)."""
+    point = resume_point(store, f"{FLOW_ID}.{READ}")
+    if point is None:
+        return None
+    epoch, states = point
+    return epoch, sum(lines_before(cast(Position, state)) for state in states.values())
 
 
 def get_flow(
@@ -46,10 +59,10 @@ def get_flow(
         limits = settings.limits if limits is None else limits
     use_limits(limits)
     tune_interpreter()
-    flow = Dataflow("oddsflow_replay")
+    flow = Dataflow(FLOW_ID)
     learn_worker_index(flow)  # for the per-worker sinks
     source = ReplaySource([Path(f) for f in files], speed, fmt=fmt, merge=merge)
-    keyed = op.input("read", flow, source)  # shape: (key, [line]) per key and batch
+    keyed = op.input(READ, flow, source)  # shape: (key, [line]) per key and batch
     rows = market_sync("sync", keyed, rules)  # shape: (key, [Row])
     # Readers see only published copies: committing more often than publishing buys them
     # nothing, and each commit has a fixed cost per table (several ms for upserts).

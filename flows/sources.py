@@ -109,6 +109,11 @@ class Progress:
 Position = tuple[int, int]  # lines emitted, order time of the last (`Router.position`)
 
 
+def lines_before(position: Position) -> int:
+    """The lines a partition emitted before its snapshot `position`: a resume skips them."""
+    return position[0]
+
+
 class _Partition(StatefulSourcePartition[Group, Position]):
     def __init__(
         self, lines: Iterator[RawLine], router: Router, speed: float, batch_lines: int

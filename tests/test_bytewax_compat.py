@@ -11,14 +11,19 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 
 import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import DynamicSource, StatelessSourcePartition
+from bytewax.inputs import (
+    DynamicSource,
+    FixedPartitionedSource,
+    StatefulSourcePartition,
+    StatelessSourcePartition,
+)
 from bytewax.outputs import StatefulSinkPartition
 from bytewax.testing import TestingSink, TestingSource
 
@@ -33,6 +38,7 @@ from flows.bytewax_compat import (
     drop_uncommitted_snapshots,
     init_recovery,
     learn_worker_index,
+    resume_point,
     resume_state,
     run_flow,
     this_worker,
@@ -183,6 +189,67 @@ def test_snapshots_after_the_last_epoch_every_part_committed_are_dropped(
     assert sorted(kept) == [2, 3]
 
 
+class _Counter(FixedPartitionedSource[int, int]):
+    """Two partitions counting up to `end`, a few ms apart (so epochs pass); one fails at
+    `fail_at`. Keeps the resume state Bytewax hands each partition."""
+
+    def __init__(self, end: int, fail_at: int | None = None) -> None:
+        self.end, self.fail_at = end, fail_at
+        self.resumed: dict[str, int | None] = {}
+
+    def list_parts(self) -> list[str]:
+        return ["a", "b"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Counting:
+        self.resumed[for_part] = resume_state
+        fail_at = self.fail_at if for_part == "b" else None
+        return _Counting(resume_state or 0, self.end, fail_at)
+
+
+class _Counting(StatefulSourcePartition[int, int]):
+    def __init__(self, at: int, end: int, fail_at: int | None) -> None:
+        self.at, self.end, self.fail_at = at, end, fail_at
+
+    def next_batch(self) -> list[int]:
+        if self.at == self.end:
+            raise StopIteration
+        if self.at == self.fail_at:
+            raise RuntimeError("killed")
+        self.at += 1
+        return [self.at]
+
+    def next_awake(self) -> datetime:
+        return datetime.now(UTC) + timedelta(milliseconds=5)
+
+    def snapshot(self) -> int:
+        return self.at
+
+
+def test_resume_point_is_where_bytewax_resumes(tmp_path: Path) -> None:
+    """The states `resume_point` reads from a failed run's store are the ones Bytewax hands
+    the sources of the next run; a store no run wrote to has none."""
+    from bytewax.recovery import RecoveryConfig
+
+    init_recovery(tmp_path, 1)
+    assert resume_point(tmp_path, "count.read") is None
+    recovery = RecoveryConfig(str(tmp_path))
+
+    def run(source: _Counter) -> None:
+        flow = Dataflow("count")
+        op.output("out", op.input("read", flow, source), TestingSink([]))
+        run_flow(flow, epoch=timedelta(milliseconds=20), recovery=recovery)
+
+    with pytest.raises(RuntimeError, match="next_batch"):  # its "killed"
+        run(_Counter(400, fail_at=300))
+    point = resume_point(tmp_path, "count.read")
+    assert point is not None
+    epoch, states = point
+    resumed = _Counter(400)
+    run(resumed)
+    assert epoch > 1 and states == resumed.resumed
+    assert 0 < states["b"] <= 300  # type: ignore[operator]
+
+
 # --- running a flow ----------------------------------------------------------------------
 
 
@@ -224,7 +291,12 @@ _FAILING_FLOW = """
 import sys
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import DynamicSource, StatelessSourcePartition
+from bytewax.inputs import (
+    DynamicSource,
+    FixedPartitionedSource,
+    StatefulSourcePartition,
+    StatelessSourcePartition,
+)
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 from flows.bytewax_compat import FlowFailure

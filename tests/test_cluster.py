@@ -33,6 +33,7 @@ from tests.test_recovery import (
     replay_command,
     run_to_the_end,
     run_until_killed,
+    said_resumed,
 )
 
 
@@ -96,8 +97,10 @@ def test_a_killed_two_process_run_resumes_on_one_process(
         "part-0.sqlite3",
         "part-1.sqlite3",
     ]
-    read = lines_read(run_to_the_end(command))
+    out = run_to_the_end(command)
+    read = lines_read(out)
     assert 0 < read < feed_lines, f"read {read:,} of {feed_lines:,} lines"
+    assert said_resumed(out) == feed_lines - read
     assert differing_tables(dump(db), expected) == []
 
 
@@ -235,6 +238,7 @@ def test_a_killed_two_process_run_resumed_at_another_scale_gives_the_merged_tabl
         with gzip.open(path) as f:
             total += sum(1 for _ in f)
     assert 0 < lines_read(out) < total
+    assert said_resumed(out) == total - lines_read(out)
     assert differing_tables(dump(db), expected) == []
 
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -57,7 +55,7 @@ from connectors.kafka.settings import (
 )
 from connectors.kafka.sink import DELIVERY
 from dashboard import queries
-from flows.bytewax_compat import resume_state
+from flows.live import resumes_after
 from flows.sources import open_feed
 from operators.parse import RawLine, is_wallet_key
 from operators.providers import route_line
@@ -685,56 +683,18 @@ def recoverable_run(settings: KafkaSettings, feed: Path, tmp_path: Path) -> Reco
     )
 
 
-def lines_a_resume_skips(store: Path) -> int:
-    """How many input lines a run resumed from `store` now would not read again: the sum of
-    the offsets in the source's snapshots before the epoch Bytewax 0.21.1 resumes from, the
-    least frontier of the newest execution's workers (0 until every worker wrote one).
-
-    That epoch can trail the outputs by seconds: a run that starts on a backlog reads much
-    of it in its first epochs, and their outputs come out long before they close."""
-    parts = [sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=5) for part in
-             sorted(store.glob("part-*.sqlite3"))]  # fmt: skip
-    try:
-        executions = [
-            row for con in parts for row in con.execute("SELECT ex_num, worker_count FROM exs")
-        ]
-        if not executions:
-            return 0
-        ex_num, workers = max(executions)
-        fronts = [front for con in parts for (front,) in con.execute(
-            "SELECT worker_frontier FROM fronts WHERE ex_num = ?", (ex_num,))]  # fmt: skip
-        if len(fronts) < workers:
-            return 0
-        latest: dict[str, tuple[int, bytes]] = {}
-        for con in parts:
-            for key, epoch, change in con.execute(
-                "SELECT state_key, snap_epoch, ser_change FROM snaps "
-                "WHERE step_id = 'oddsflow_live.read' AND snap_epoch < ?",
-                (min(fronts),),
-            ):
-                if key not in latest or epoch > latest[key][0]:
-                    latest[key] = (epoch, change)
-        skipped = 0
-        for _, change in latest.values():
-            state: dict[str, Any] = resume_state(pickle.loads(change)) if change else {}  # type: ignore[assignment]
-            skipped += sum(state.get("offsets", {}).values())
-        return skipped
-    finally:
-        for con in parts:
-            con.close()
-
-
 def past_a_third(
     settings: KafkaSettings, expected: dict[str, int], live: LiveProcess, store: Path
 ) -> list[int]:
     """Wait until the markets topic holds a third of an uninterrupted run's messages and a
-    resume from `store` would skip lines already read; the members of `live`'s cluster then."""
+    resume from `store` would skip lines already read (its epoch trails the outputs by
+    seconds on a backlog: `resume_point`); the members of `live`'s cluster then."""
     deadline = time.monotonic() + 120
     while output_counts(settings)[MARKETS] < expected[MARKETS] // 3:
         assert live.running(), live.stderr()
         assert time.monotonic() < deadline, "the cluster sent too little"
         time.sleep(0.05)
-    while lines_a_resume_skips(store) == 0:
+    while (resumed := resumes_after(store)) is None or resumed[1] == 0:
         assert live.running(), live.stderr()
         assert time.monotonic() < deadline, "no snapshot past the start in 120 s"
         time.sleep(0.1)
@@ -824,6 +784,11 @@ def test_a_killed_two_process_live_cluster_resumed_as_one_process_loses_nothing(
     assert "Traceback" not in cluster.stderr(), cluster.stderr()
     read = int(re.findall(r"^lines read\s+([\d,]+)", live.stdout(), re.M)[0].replace(",", ""))
     assert 0 < read < run.lines, f"the resumed run read {read:,} of {run.lines:,} lines"
+    said = re.search(
+        r"resuming from .* \(epoch \d+\): skipping the ([\d,]+) input messages", live.stderr()
+    )
+    assert said is not None, live.stderr()
+    assert int(said[1].replace(",", "")) == run.lines - read  # it said what it skipped
     assert_outputs_equal_tables(read_outputs(kafka_settings), run.replayed)
     assert tables_without_sources(run.db) == tables_without_sources(run.replayed)
 

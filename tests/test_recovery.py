@@ -83,11 +83,21 @@ def run_until_killed(command: list[str], db: Path, events: int, log: Path) -> in
 
 
 def run_to_the_end(command: list[str]) -> str:
+    """What the run printed: its standard output, then its standard error."""
     done = subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
     )
     assert done.returncode == 0, done.stderr
-    return done.stdout
+    return done.stdout + done.stderr
+
+
+def said_resumed(output: str) -> int:
+    """The lines a resumed replay said it does not read again."""
+    said = re.search(
+        r"^oddsflow replay: resuming from .*: skipping the ([\d,]+) lines read before", output, re.M
+    )
+    assert said is not None, output
+    return int(said[1].replace(",", ""))
 
 
 def differing_tables(got: dict[str, list], expected: dict[str, list]) -> list[str]:
@@ -129,14 +139,17 @@ def test_killed_three_times_and_resumed_equals_an_uninterrupted_run(
         assert sorted(p.name for p in store.glob("part-*.sqlite3")) == ["part-0.sqlite3"]
     assert seen[-1] < total_events, f"every kill came mid-feed: {seen}"
 
-    read = lines_read(run_to_the_end(command))
+    out = run_to_the_end(command)
+    read = lines_read(out)
     # Resumed from the last snapshot before the third kill (70 % of the feed events or more
-    # were published by then), not from the start.
+    # were published by then), not from the start, and said so.
     assert 0 < read < total_lines * 0.5, f"read {read:,} of {total_lines:,} lines"
+    assert said_resumed(out) == total_lines - read
     assert differing_tables(dump(db), expected) == []
 
     # A finished run resumes at the end of its input: nothing is read or changed again.
-    assert lines_read(run_to_the_end(command)) == 0
+    out = run_to_the_end(command)
+    assert lines_read(out) == 0 and said_resumed(out) == total_lines
     assert differing_tables(dump(db), expected) == []
 
 

@@ -99,6 +99,12 @@ class _Lane:
 State = dict[str, Any]  # {"offsets": {lane name: next offset}, "order": Router.position()}
 
 
+def messages_before(state: State) -> int:
+    """The messages before the offsets a partition's snapshot `state` holds: those a resume
+    does not read again (all read before, when the run began at the topics' start)."""
+    return sum(state.get("offsets", {}).values())
+
+
 class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
     """Partition `index` of every input topic (the feed's and the bets' of the same
     matches), merged in arrival order, and routed (`Router`)."""
