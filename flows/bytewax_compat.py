@@ -232,8 +232,8 @@ def drop_uncommitted_snapshots(db_dir: Path) -> int:
 def resume_point(db_dir: Path, step_id: str) -> tuple[int, dict[str, object]] | None:
     """Where a run started now on the store `db_dir` resumes: the epoch, and the state of
     each key of `step_id` as snapshotted last before it (by key; a key without one starts
-    afresh). None for a store no run wrote to,
-    or whose last run died before every worker wrote its frontier (not known then).
+    afresh). None for a store no run wrote to, or whose last run died before every worker
+    wrote its frontier (not known then).
 
     Bytewax 0.21.1 says nothing of it. It resumes from the least frontier of the last
     execution's workers (`fronts`), with each key's last snapshot before that epoch. The
