@@ -72,7 +72,7 @@ IDLE_WAIT_S = 0.002
 # play suspend for provider silence (wall-clock timers).
 ALIGN_WAIT_S = 30.0
 ERROR_LOG_EVERY_S = 10.0
-CONFIRM_TIMEOUT_S = 1.0  # for the leader's answer to "anything past this offset?"
+CONFIRM_TIMEOUT_S = 0.5  # for the leader's answer to "anything past this offset?"
 
 # librdkafka's own log lines (connection refused, every retry) go nowhere; the consumer's
 # `error_cb` reports the same trouble once in a while instead.
@@ -92,6 +92,7 @@ class _Lane:
     queue: deque[tuple[Order, RawLine, int, float]] = field(default_factory=deque)
     caught_up: bool = False  # at the partition's end, nothing in flight
     confirmed: float = float("-inf")  # when the broker last said it had nothing more
+    unanswered: float | None = None  # since when asking it gets no answer
     at_end: bool = False  # the consumer reported the partition's end since its last line
     heard: float = field(default_factory=time.monotonic)
     next_offset: int | None = None  # after the last emitted line
@@ -277,13 +278,26 @@ class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
         just before a goal line, taken after it). So ask its leader, once per line
         received after the last answer; an answer of more to read waits for the fetch."""
         asked = time.monotonic()
+        cause = "no end offset"
         try:
             _, high = self.asker.get_watermark_offsets(
                 lane.partition, timeout=CONFIRM_TIMEOUT_S, cached=False
             )
-        except KafkaException:
-            high = -1  # no answer: as if more were coming (a stall stops the flow)
-        if high >= 0 and lane.taken + 1 >= high:
+        except KafkaException as exc:
+            high, cause = -1, str(exc)
+        if high < 0:  # no answer (its leader away): wait, ask again
+            if lane.unanswered is None:
+                lane.unanswered = asked
+            elif asked - lane.unanswered >= self.align_wait_s:
+                self.failure.failed()  # so the sinks skip their final flush
+                raise InputStalledError(
+                    f"no answer from the leader of {lane.name} for "
+                    f"{asked - lane.unanswered:.0f} s ({cause}); stopped rather than take "
+                    "lines out of arrival order (restart to resume)"
+                )
+            return False
+        lane.unanswered = None
+        if lane.taken + 1 >= high:
             lane.confirmed = asked
             return True
         lane.caught_up = False
