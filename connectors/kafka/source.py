@@ -6,10 +6,9 @@ lines and its bets share an index; deposits keyed by `user_id`), read by a consu
 own on whichever worker holds it, as a file is in a replay. Each merges its two topic
 partitions in arrival order: by the messages' Kafka timestamps, then by their position in
 the file `oddsflow publish` sent (`oddsflow-pos` header), then by the lines' event time, a
-line going only once the other topic partition is caught up (by its leader's word when it
-looks empty: `_confirm`) or holds a later line (Kafka keeps order within a partition only;
-without the merge a bet could meet its market as it is after the rest of the match was
-read). It then routes its lines where they are read
+line going only once the other topic partition is caught up or holds a later line (Kafka
+keeps order within a partition only; without the merge a bet could meet its market as it
+is after the rest of the match was read). It then routes its lines where they are read
 (`operators.ordering.Router`): lines to their match's worker, wallet lines with their
 place in event-time order. A partition index with nothing to read tells the wallet shards
 so (an END mark); its next line takes its place in the order again.
@@ -72,7 +71,6 @@ IDLE_WAIT_S = 0.002
 # play suspend for provider silence (wall-clock timers).
 ALIGN_WAIT_S = 30.0
 ERROR_LOG_EVERY_S = 10.0
-CONFIRM_TIMEOUT_S = 0.5  # for the leader's answer to "anything past this offset?"
 
 # librdkafka's own log lines (connection refused, every retry) go nowhere; the consumer's
 # `error_cb` reports the same trouble once in a while instead.
@@ -89,14 +87,12 @@ class _Lane:
 
     name: str  # "topic/partition"
     partition: TopicPartition
-    queue: deque[tuple[Order, RawLine, int, float]] = field(default_factory=deque)
+    queue: deque[tuple[Order, RawLine, int]] = field(default_factory=deque)
     caught_up: bool = False  # at the partition's end, nothing in flight
-    confirmed: float = float("-inf")  # when the broker last said it had nothing more
-    unanswered: float | None = None  # since when asking it gets no answer
     at_end: bool = False  # the consumer reported the partition's end since its last line
     heard: float = field(default_factory=time.monotonic)
     next_offset: int | None = None  # after the last emitted line
-    taken: int = -1  # offset of the last line read (or of the end the consumer reported, less 1)
+    taken: int = -1  # offset of the last line read
     high: int = -1  # the partition's end offset at the last fetch (-1: not known yet)
 
 
@@ -145,9 +141,6 @@ class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
             }
         )
         self.consumer = Consumer(config)
-        # Asks the leaders for end offsets (`_confirm`) on a connection of its own: on the
-        # consumer's, a request waits behind the fetch the broker holds (up to 500 ms).
-        self.asker = Consumer(config)
         topics = [settings.topic(t) for t in INPUT_TOPICS]
         metadata = self.consumer.list_topics(timeout=30)
         self.lanes: dict[tuple[str, int], _Lane] = {}
@@ -178,9 +171,8 @@ class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
         fed: set[_Lane] = set()
         messages = self.consumer.consume(self.batch_size, 0)
         arrived = time.time()  # one stamp per batch: its lines left the consumer together
-        received = time.monotonic()
         for msg in messages:
-            self._take(msg, fed, arrived, received)
+            self._take(msg, fed, arrived)
         for lane in fed:
             self._check_caught_up(lane)
         out: list[Group | Reject] = [*self.errors]
@@ -209,7 +201,7 @@ class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
         partition said idle too soon lets wallets go past lines it still holds)."""
         return all(lane.at_end and not lane.queue for lane in self.lanes.values())
 
-    def _take(self, msg: Message, fed: set[_Lane], arrived: float, received: float) -> None:
+    def _take(self, msg: Message, fed: set[_Lane], arrived: float) -> None:
         err = msg.error()
         lane = self.lanes.get((msg.topic() or "", msg.partition() or 0))
         now = time.monotonic()
@@ -219,14 +211,13 @@ class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
             elif err.code() == KafkaError._PARTITION_EOF:
                 lane.caught_up = lane.at_end = True
                 lane.heard = now
-                lane.taken = max(lane.taken, (msg.offset() or 0) - 1)  # the end's offset
             else:
                 self.errors.append(_consumer_reject(lane.name, err))
             return
         assert lane is not None
         order, raw = to_raw_line(msg, lane.name, arrived)
         offset = msg.offset() or 0
-        lane.queue.append((order, raw, offset, received))
+        lane.queue.append((order, raw, offset))
         lane.at_end = False
         lane.taken = offset
         lane.heard = now
@@ -262,47 +253,9 @@ class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
                     raise self._stalled(lane, now)
             if first is None:
                 return
-            received = first.queue[0][3]
-            for lane in lanes:
-                if not lane.queue and lane.confirmed < received and not self._confirm(lane):
-                    return  # it holds more: wait for the fetch
-            _, line, offset, _ = first.queue.popleft()
+            _, line, offset = first.queue.popleft()
             first.next_offset = offset + 1
             yield line
-
-    def _confirm(self, lane: _Lane) -> bool:
-        """Whether the broker says the empty `lane` has nothing more now. Its cached end
-        offset (`_check_caught_up`) is as old as its last fetch, and partitions led by
-        other brokers, or answered in another fetch, are fetched at other times: a line
-        received since may have an earlier line in `lane` not fetched yet (a bet placed
-        just before a goal line, taken after it). So ask its leader, once per line
-        received after the last answer; an answer of more to read waits for the fetch."""
-        asked = time.monotonic()
-        cause = "no end offset"
-        try:
-            _, high = self.asker.get_watermark_offsets(
-                lane.partition, timeout=CONFIRM_TIMEOUT_S, cached=False
-            )
-        except KafkaException as exc:
-            high, cause = -1, str(exc)
-        if high < 0:  # no answer (its leader away): wait, ask again
-            if lane.unanswered is None:
-                lane.unanswered = asked
-            elif asked - lane.unanswered >= self.align_wait_s:
-                self.failure.failed()  # so the sinks skip their final flush
-                raise InputStalledError(
-                    f"no answer from the leader of {lane.name} for "
-                    f"{asked - lane.unanswered:.0f} s ({cause}); stopped rather than take "
-                    "lines out of arrival order (restart to resume)"
-                )
-            return False
-        lane.unanswered = None
-        if lane.taken + 1 >= high:
-            lane.confirmed = asked
-            return True
-        lane.caught_up = False
-        lane.heard = asked  # the fetch is due now, not since its last line
-        return False
 
     def _stalled(self, lane: _Lane, now: float) -> InputStalledError:
         last = f"; last consumer error: {self.last_error}" if self.last_error else ""
@@ -345,7 +298,6 @@ class _MergedPartition(StatefulSourcePartition[Group | Reject, State]):
 
     def close(self) -> None:
         self.consumer.close()
-        self.asker.close()
 
 
 # This process's partitions, for the metrics (`input_lags`, `newest_ts`), read at scrape
