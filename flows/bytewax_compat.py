@@ -269,10 +269,12 @@ def resume_point(db_dir: Path, step_id: str) -> tuple[int, dict[str, object]] | 
             ):
                 if key not in latest or snap_epoch > latest[key][0]:
                     latest[key] = (snap_epoch, change)
-        states = {
-            key: resume_state(pickle.loads(change)) for key, (_, change) in latest.items() if change
-        }
-        return epoch, {key: state for key, state in states.items() if state is not None}
+        states: dict[str, object] = {}
+        for key, (_, change) in latest.items():
+            state = resume_state(pickle.loads(change)) if change else None
+            if state is not None:  # None: the key's state was discarded
+                states[key] = state
+        return epoch, states
     finally:
         for con in parts:
             con.close()

@@ -291,12 +291,7 @@ _FAILING_FLOW = """
 import sys
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import (
-    DynamicSource,
-    FixedPartitionedSource,
-    StatefulSourcePartition,
-    StatelessSourcePartition,
-)
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 from flows.bytewax_compat import FlowFailure

@@ -62,6 +62,7 @@ from operators.providers import route_line
 from operators.signing import header_value
 from tests.conftest import replay, table
 from tests.test_cluster import cluster_members
+from tests.test_recovery import said_resumed
 from tooling import kafka_broker
 from tooling.kafka_tools import publish, route
 from tooling.simulator import write_feed
@@ -784,11 +785,8 @@ def test_a_killed_two_process_live_cluster_resumed_as_one_process_loses_nothing(
     assert "Traceback" not in cluster.stderr(), cluster.stderr()
     read = int(re.findall(r"^lines read\s+([\d,]+)", live.stdout(), re.M)[0].replace(",", ""))
     assert 0 < read < run.lines, f"the resumed run read {read:,} of {run.lines:,} lines"
-    said = re.search(
-        r"resuming from .* \(epoch \d+\): skipping the ([\d,]+) input messages", live.stderr()
-    )
-    assert said is not None, live.stderr()
-    assert int(said[1].replace(",", "")) == run.lines - read  # it said what it skipped
+    skipped = said_resumed(live.stderr(), "live", "input messages")
+    assert skipped == run.lines - read  # it said what it skipped
     assert_outputs_equal_tables(read_outputs(kafka_settings), run.replayed)
     assert tables_without_sources(run.db) == tables_without_sources(run.replayed)
 

@@ -91,10 +91,12 @@ def run_to_the_end(command: list[str]) -> str:
     return done.stdout + done.stderr
 
 
-def said_resumed(output: str) -> int:
-    """The lines a resumed replay said it does not read again."""
+def said_resumed(output: str, command: str = "replay", what: str = "lines read before") -> int:
+    """What a resumed run said it does not read again (replay: lines; live: messages)."""
     said = re.search(
-        r"^oddsflow replay: resuming from .*: skipping the ([\d,]+) lines read before", output, re.M
+        rf"^oddsflow {command}: resuming from .* \(epoch \d+\): skipping the ([\d,]+) {what}",
+        output,
+        re.M,
     )
     assert said is not None, output
     return int(said[1].replace(",", ""))
